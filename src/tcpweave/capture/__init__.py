@@ -1,0 +1,33 @@
+"""capture/: files -> record index (pcap, pcapng, compressed, several files as one).
+
+Each file is memory-mapped (compressed ones are first spooled to a temporary
+file), walked by a kernel that writes one record-index row per frame, and the
+files of one capture are ordered by their first timestamp.
+"""
+
+from __future__ import annotations
+
+from tcpweave.capture.index import RECORD_COLUMNS, RecordColumns
+from tcpweave.capture.source import ERROR_REASONS, Source, open_source
+
+__all__ = ["ERROR_REASONS", "RECORD_COLUMNS", "RecordColumns", "Source", "open_source", "open_sources"]
+
+
+def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:
+    """Open every file and order them as one capture: by first timestamp, then by name.
+
+    Files without any packet keep their place after the others (they add no frames).
+    """
+    sources: list[Source] = []
+    try:
+        for path in paths:
+            sources.append(open_source(path, workdir))
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    order = sorted(
+        range(len(sources)),
+        key=lambda i: (sources[i].first_ts_ns is None, sources[i].first_ts_ns or 0, i),
+    )
+    return [sources[i] for i in order]

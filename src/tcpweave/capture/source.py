@@ -1,0 +1,218 @@
+"""One capture file: format detection, memory map, and its record index.
+
+pcap (tcpdump.org/manpages/pcap-savefile.5.html): magic 0xa1b2c3d4 (µs) or
+0xa1b23c4d (ns) in the writer's byte order, then version, thiszone, sigfigs,
+snaplen, and the link type (low 16 bits; the upper bits may carry FCS info).
+pcapng (draft-ietf-opsawg-pcapng): a chain of blocks starting with a Section
+Header Block.
+
+Resync rule for pcap, whose records carry no marker: a record header whose
+capture length exceeds max(snaplen, 256 KiB) is corrupt. From the next byte on,
+the reader looks for the first offset where a record header is plausible
+(fraction of a second below 10^6 or 10^9, capture length within bounds and not
+above the wire length, seconds within 7 days of the last good record) AND the
+header that would follow it is plausible too (or the record ends the file
+exactly). Everything in between is reported as one corrupt region and skipped.
+For pcapng the block length repeated at each block's end is the marker: the
+reader steps 4 bytes at a time to the next block whose type is known and whose
+two lengths agree.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+
+from tcpweave.capture import _kernels as k
+from tcpweave.capture._compress import compression_of, spool
+from tcpweave.capture.index import (
+    concat_records,
+    empty_interfaces,
+    empty_records,
+    slice_records,
+)
+from tcpweave.errors import CaptureError
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAPNG_MAGIC = 0x0A0D0D0A
+#: largest capture length libpcap accepts for most link types (MAXIMUM_SNAPLEN)
+MAX_SNAPLEN = 262144
+#: hard ceiling for any record, whatever the header claims
+HARD_MAX_CAPLEN = 16 * 1024 * 1024
+MAX_INTERFACES = 65536
+_MAX_STORED_ERRORS = 1000
+
+ERROR_REASONS = {
+    k.E_CORRUPT_RECORD: "corrupt record header (implausible capture length); skipped {arg} bytes "
+    "to the next plausible record",
+    k.E_TRUNCATED_RECORD: "record cut short by the end of the file ({arg} bytes missing); dropped",
+    k.E_OVERSIZED_RECORD: "record of {arg} bytes is longer than the file's snaplen; kept snaplen "
+    "bytes (as libpcap does)",
+    k.E_BAD_BLOCK: "damaged pcapng block (length fields disagree or overrun); skipped {arg} bytes "
+    "to the next sane block",
+    k.E_UNKNOWN_INTERFACE: "packet block names interface {arg}, which its section never defined; "
+    "skipped",
+    k.E_TOO_MANY_INTERFACES: "more than 65536 interfaces; interface {arg} ignored",
+    k.E_PACKET_BEYOND_BLOCK: "packet of {arg} bytes overruns its block; skipped",
+    k.E_TRAILING_BYTES: "{arg} trailing bytes too short for a block; ignored",
+}
+
+
+@dataclass
+class Source:
+    """A capture file mapped in memory with its record index."""
+
+    path: str
+    format: str  # "pcap" or "pcapng"
+    compression: str | None
+    buffer: np.ndarray  # uint8 view of the whole (decompressed) file
+    records: Any  # RecordColumns
+    errors: list[CaptureError] = field(default_factory=list)
+    error_count: int = 0
+    snaplen: int = 0
+    _keep: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def buffer64(self) -> np.ndarray:
+        """The buffer as native 64-bit words (for checksum kernels)."""
+        whole = self.buffer.size // 8 * 8
+        return self.buffer[:whole].view(np.uint64)
+
+    @property
+    def first_ts_ns(self) -> int | None:
+        return int(self.records.ts_ns[0]) if len(self.records.ts_ns) else None
+
+    def close(self) -> None:
+        self.buffer = np.zeros(0, np.uint8)
+        for obj in reversed(self._keep):
+            try:
+                obj.close()
+            except BufferError:  # a caller still holds a view; the map closes when it is dropped
+                pass
+        self._keep.clear()
+
+
+def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Source:
+    """Map ``path`` (decompressing it first if needed) and index its records."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise CaptureError(path, None, f"cannot open: {exc.strerror or exc}") from exc
+    compression = compression_of(head)
+    keep: list[Any] = []
+    errors: list[CaptureError] = []
+    if compression is not None:
+        fobj, errors = spool(path, workdir)
+        keep.append(fobj)
+    else:
+        fobj = open(path, "rb")  # noqa: SIM115 -- lives as long as the Source
+        keep.append(fobj)
+    buffer = _map(fobj, path, keep)
+    src = Source(path, "", compression, buffer, empty_records(0), errors, len(errors), _keep=keep)
+    try:
+        _index(src)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _map(fobj: IO[bytes], path: str, keep: list[Any]) -> np.ndarray:
+    size = os.fstat(fobj.fileno()).st_size
+    if size == 0:
+        for obj in keep:
+            obj.close()
+        raise CaptureError(path, 0, "empty file")
+    mm = mmap.mmap(fobj.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_SEQUENTIAL)
+    keep.append(mm)
+    return np.frombuffer(mm, dtype=np.uint8)
+
+
+def _index(src: Source) -> None:
+    buf = src.buffer
+    if buf.size < 4:
+        raise CaptureError(src.path, 0, f"too short for a capture file ({buf.size} bytes)")
+    magic_le = int.from_bytes(buf[:4].tobytes(), "little")
+    magic_be = int.from_bytes(buf[:4].tobytes(), "big")
+    if magic_le == PCAPNG_MAGIC:
+        src.format = "pcapng"
+        _index_pcapng(src)
+    elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be):
+        src.format = "pcap"
+        _index_pcap(src, swapped=magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS))
+    else:
+        raise CaptureError(
+            src.path, 0, f"not a pcap or pcapng file (starts with {buf[:4].tobytes().hex()})"
+        )
+
+
+def _index_pcap(src: Source, swapped: bool) -> None:
+    buf = src.buffer
+    if buf.size < 24:
+        raise CaptureError(src.path, 0, f"pcap file header cut short ({buf.size} of 24 bytes)")
+    order = ">" if swapped else "<"
+    magic, _vmaj, _vmin, _zone, _sigfigs, snaplen, linktype = struct.unpack(
+        order + "IHHiIII", buf[:24].tobytes()
+    )
+    nano = magic == PCAP_MAGIC_NS
+    src.snaplen = snaplen
+    max_caplen = min(max(snaplen, MAX_SNAPLEN), HARD_MAX_CAPLEN)
+    state = np.zeros(8, np.int64)
+    state[k.ST_POS] = 24
+    state[k.ST_SWAPPED] = int(swapped)
+    state[k.ST_LAST_SEC] = -1
+    parts = _scan(
+        src,
+        state,
+        lambda rec, errs: k.scan_pcap_records(
+            buf, 1 if nano else 1000, 10**9 if nano else 10**6, snaplen, max_caplen, state, rec,
+            *errs,
+        ),
+    )
+    records = concat_records(parts)
+    records.linktype[:] = linktype & 0xFFFF
+    src.records = records
+
+
+def _index_pcapng(src: Source) -> None:
+    buf = src.buffer
+    state = np.zeros(8, np.int64)
+    ifaces = empty_interfaces(MAX_INTERFACES)
+    parts = _scan(
+        src, state, lambda rec, errs: k.scan_pcapng_blocks(buf, state, ifaces, rec, *errs)
+    )
+    src.records = concat_records(parts)
+
+
+def _scan(src: Source, state: np.ndarray, call: Any) -> list[Any]:
+    """Run a scanning kernel in chunks until it reports the end of the buffer."""
+    errs = (
+        np.zeros(_MAX_STORED_ERRORS, np.int64),
+        np.zeros(_MAX_STORED_ERRORS, np.int32),
+        np.zeros(_MAX_STORED_ERRORS, np.int64),
+    )
+    capacity = max(1024, min(src.buffer.size // 64 + 16, 1 << 22))
+    parts = []
+    while True:
+        rec = empty_records(capacity)
+        n = call(rec, errs)
+        parts.append(slice_records(rec, n))
+        if state[k.ST_DONE]:
+            break
+        capacity = min(capacity * 2, 1 << 24)
+    stored = min(int(state[k.ST_ERRORS]), _MAX_STORED_ERRORS)
+    for off, code, arg in zip(*(e[:stored] for e in errs), strict=True):
+        reason = ERROR_REASONS.get(int(code), "damaged record ({arg})").format(arg=int(arg))
+        src.errors.append(CaptureError(src.path, int(off), reason))
+    src.error_count += int(state[k.ST_ERRORS])
+    return parts

@@ -1,0 +1,134 @@
+"""The packet table: one row per TCP packet, columns exactly as in DESIGN.md.
+
+Addresses are 16-byte columns: IPv6 as is, IPv4 as IPv4-mapped IPv6
+(``::ffff:a.b.c.d``, RFC 4291 §2.5.5.2), so that one fixed-width column serves
+both families; ``ip_version`` says which. ``payload_offset`` is the absolute
+offset of the TCP payload in the buffer of source ``file`` (see
+``Capture.sources``), so writers gather payloads without copying them here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tcpweave.enums import Checksum
+
+#: (name, dtype, shape suffix). Order is the public column order.
+PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
+    ("frame", np.int64, ()),
+    ("file", np.int32, ()),
+    ("offset", np.int64, ()),
+    ("ts_ns", np.int64, ()),
+    ("caplen", np.int64, ()),
+    ("wirelen", np.int64, ()),
+    ("ip_version", np.uint8, ()),
+    ("src", np.uint8, (16,)),
+    ("dst", np.uint8, (16,)),
+    ("sport", np.uint16, ()),
+    ("dport", np.uint16, ()),
+    ("ttl", np.uint8, ()),
+    ("ip_id", np.uint32, ()),
+    ("fragmented", np.bool_, ()),
+    ("seq", np.uint32, ()),
+    ("ack", np.uint32, ()),
+    ("flags", np.uint16, ()),
+    ("window", np.uint16, ()),
+    ("urgent", np.uint16, ()),
+    ("tcp_header_len", np.uint8, ()),
+    ("payload_offset", np.int64, ()),
+    ("payload_len", np.int64, ()),
+    ("payload_caplen", np.int64, ()),
+    ("ip_checksum", np.uint8, ()),
+    ("tcp_checksum", np.uint8, ()),
+    ("mss", np.uint16, ()),
+    ("wscale", np.int8, ()),
+    ("sack_permitted", np.bool_, ()),
+    ("ts_present", np.bool_, ()),
+    ("ts_val", np.uint32, ()),
+    ("ts_ecr", np.uint32, ()),
+)
+
+PACKET_COLUMN_NAMES = tuple(name for name, _, _ in PACKET_COLUMNS)
+PacketColumns = namedtuple("PacketColumns", PACKET_COLUMN_NAMES)  # type: ignore[misc]
+
+# TCP flag bits as in the header's 12-bit flags field (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = 0x001, 0x002, 0x004, 0x008, 0x010, 0x020, 0x040, 0x080, 0x100
+
+
+def empty_packets(n: int) -> Any:
+    """Zeroed packet columns for ``n`` rows."""
+    return PacketColumns(*(np.zeros((n, *shape), dtype) for _, dtype, shape in PACKET_COLUMNS))
+
+
+def concat_packets(parts: list[Any]) -> Any:
+    if not parts:
+        return empty_packets(0)
+    if len(parts) == 1:
+        return parts[0]
+    return PacketColumns(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+
+
+def take_packets(cols: Any, index: Any) -> Any:
+    """Rows ``index`` (a slice, mask or integer array) of every column."""
+    return PacketColumns(*(col[index] for col in cols))
+
+
+def format_address(raw: np.ndarray, ip_version: int) -> str:
+    """The usual printed form of a 16-byte address column entry."""
+    if ip_version == 4:
+        return str(ipaddress.IPv4Address(bytes(raw[12:16])))
+    return str(ipaddress.IPv6Address(bytes(raw)))
+
+
+class PacketTable:
+    """Columnar packet table: numpy columns by attribute, an Arrow view by :meth:`to_arrow`."""
+
+    def __init__(self, columns: Any) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns.frame)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        cols = self.__dict__.get("columns")
+        if cols is not None and name in PACKET_COLUMN_NAMES:
+            return getattr(cols, name)  # type: ignore[no-any-return]
+        raise AttributeError(name)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in PACKET_COLUMN_NAMES:
+            raise KeyError(name)
+        return getattr(self.columns, name)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"PacketTable({len(self)} packets)"
+
+    def address_strings(self, which: str) -> list[str]:
+        """``src`` or ``dst`` as printed addresses."""
+        col = self[which]
+        versions = self.columns.ip_version
+        return [format_address(col[i], int(versions[i])) for i in range(len(self))]
+
+    def to_arrow(self) -> pa.Table:
+        """Zero-copy Arrow view (addresses as fixed_size_binary(16))."""
+        arrays = []
+        for name, _, shape in PACKET_COLUMNS:
+            col = getattr(self.columns, name)
+            if shape:
+                col = np.ascontiguousarray(col)
+                arrays.append(
+                    pa.FixedSizeBinaryArray.from_buffers(
+                        pa.binary(shape[0]), len(col), [None, pa.py_buffer(col)]
+                    )
+                )
+            else:
+                arrays.append(pa.array(col))
+        return pa.Table.from_arrays(arrays, names=list(PACKET_COLUMN_NAMES))
+
+    def checksum_strings(self, which: str) -> list[str]:
+        return [str(Checksum(int(v))) for v in self[which]]

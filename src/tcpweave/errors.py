@@ -1,0 +1,36 @@
+"""Errors tcpweave raises.
+
+Bad input is a :class:`CaptureError` naming the file, the byte offset and what
+was wrong; misuse of the API or CLI is a :class:`UsageError`. Traffic anomalies
+(bad checksums, overlaps, gaps) are never exceptions: they are data.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CaptureError", "TcpweaveError", "UsageError"]
+
+
+class TcpweaveError(Exception):
+    """Base class of every error tcpweave raises on purpose."""
+
+
+class CaptureError(TcpweaveError):
+    """A capture file is unreadable or damaged at a known place.
+
+    ``offset`` is the byte offset in the (decompressed) file where the problem
+    was found, or ``None`` when it concerns the file as a whole.
+    """
+
+    def __init__(self, path: str, offset: int | None, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        where = f"{path}" if offset is None else f"{path} @ byte {offset}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type[CaptureError], tuple[str, int | None, str]]:
+        return (CaptureError, (self.path, self.offset, self.reason))
+
+
+class UsageError(TcpweaveError):
+    """The caller asked for something that cannot be done as asked."""
