@@ -30,6 +30,7 @@ class LinkType(IntEnum):
     IPV4 = 228
     IPV6 = 229
     LINUX_SLL2 = 276
+    IPOIB = 242
     # DLT_RAW values that some platforms write in place of LINKTYPE_RAW
     DLT_RAW_12 = 12
     DLT_RAW_14 = 14

@@ -1,0 +1,174 @@
+"""decode/: records -> packet table (link, IPv4/IPv6, fragments, TCP, checksums).
+
+``decode`` runs the decode kernel over each source's record index, hands IP
+fragments to the reassembler, decodes the rebuilt datagrams with the same
+kernel, and merges everything into one packet table in frame order.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from tcpweave.capture import Source
+from tcpweave.capture.index import RecordColumns
+from tcpweave.decode import _kernels as k
+from tcpweave.decode.fragments import Reassembly, empty_fragments, reassemble
+from tcpweave.decode.table import (
+    PacketColumns,
+    PacketTable,
+    concat_packets,
+    empty_packets,
+    take_packets,
+)
+from tcpweave.enums import Checksum
+
+__all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode"]
+
+
+class RecordStatus(IntEnum):
+    """What the decoder made of a frame."""
+
+    TCP = k.S_TCP
+    NON_IP = k.S_NON_IP
+    NON_TCP = k.S_NON_TCP
+    FRAGMENT = k.S_FRAGMENT
+    UNKNOWN_LINK = k.S_UNKNOWN_LINK
+    MALFORMED = k.S_MALFORMED
+    TRUNCATED_HEADER = k.S_TRUNCATED_HEADER
+
+
+@dataclass
+class DecodeStats:
+    """Counts over the whole capture (``Capture.stats``)."""
+
+    frames: int = 0
+    tcp_packets: int = 0
+    non_ip: int = 0
+    non_tcp: int = 0
+    fragmented: int = 0  # frames that carried an IP fragment
+    reassembled: int = 0  # datagrams rebuilt from fragments
+    fragment_overlaps: int = 0
+    fragment_conflicts: int = 0  # overlaps whose bytes differ
+    fragments_dropped: int = 0  # fragments of datagrams never completed
+    truncated: int = 0  # TCP packets captured short of their wire length
+    bad_ip_checksum: int = 0  # among TCP packets
+    bad_tcp_checksum: int = 0
+    unknown_link_types: dict[int, int] = field(default_factory=dict)
+    corrupt_records: int = 0  # damaged or cut-short records reported by the readers
+    malformed: int = 0  # IP or TCP headers too bogus to decode
+    truncated_headers: int = 0  # frames cut short before the TCP header ended
+    ip_length_beyond_frame: int = 0
+
+
+@dataclass
+class Decoded:
+    packets: PacketTable
+    stats: DecodeStats
+    defrag: Source | None
+
+
+def decode(sources: list[Source], workdir: str | None = None) -> Decoded:
+    """Decode all sources (already in capture order) into one packet table."""
+    stats = DecodeStats()
+    parts, frag_parts = [], []
+    counters = np.zeros(k.N_COUNTERS, np.int64)
+    frame_base = 0
+    for file_index, src in enumerate(sources):
+        rec = src.records
+        n = len(rec.offset)
+        out, status, frags = _decode_source(src, rec, file_index, frame_base, counters)
+        parts.append(out)
+        frag_parts.append((src.buffer, rec, frags, frame_base))
+        _count_status(stats, status, rec)
+        stats.corrupt_records += src.error_count
+        frame_base += n
+    stats.frames = frame_base
+    reasm = reassemble(frag_parts, workdir)
+    defrag = None
+    if reasm.datagrams:
+        defrag, rows = _decode_datagrams(reasm, len(sources), counters)
+        parts.append(rows)
+    cols = concat_packets(parts)
+    if reasm.datagrams:
+        cols = take_packets(cols, np.argsort(cols.frame, kind="stable"))
+    _finish_stats(stats, cols, reasm, counters)
+    return Decoded(PacketTable(cols), stats, defrag)
+
+
+def _decode_source(
+    src: Source, rec: Any, file_index: int, frame_base: int, counters: np.ndarray
+) -> tuple[Any, np.ndarray, Any]:
+    n = len(rec.offset)
+    capacity = max(16, n // 16)
+    while True:
+        out = empty_packets(n)
+        status = np.zeros(n, np.uint8)
+        frags = empty_fragments(capacity)
+        scratch = np.zeros_like(counters)
+        rows = k.decode_records(
+            src.buffer, src.buffer64, rec, file_index, frame_base, out, status, frags, scratch
+        )
+        if frags.count[1] <= capacity:
+            counters += scratch
+            return take_packets(out, slice(0, rows)), status, frags
+        capacity = int(frags.count[1])
+
+
+def _count_status(stats: DecodeStats, status: np.ndarray, rec: Any) -> None:
+    counts = np.bincount(status, minlength=8)
+    stats.non_ip += int(counts[k.S_NON_IP])
+    stats.non_tcp += int(counts[k.S_NON_TCP])
+    stats.fragmented += int(counts[k.S_FRAGMENT])
+    stats.malformed += int(counts[k.S_MALFORMED])
+    stats.truncated_headers += int(counts[k.S_TRUNCATED_HEADER])
+    if counts[k.S_UNKNOWN_LINK]:
+        types, per_type = np.unique(rec.linktype[status == k.S_UNKNOWN_LINK], return_counts=True)
+        for lt, c in zip(types.tolist(), per_type.tolist(), strict=True):
+            stats.unknown_link_types[lt] = stats.unknown_link_types.get(lt, 0) + c
+
+
+def _decode_datagrams(reasm: Reassembly, file_index: int, counters: np.ndarray) -> tuple[Source, Any]:
+    """Decode rebuilt datagrams as raw-IP records and give them their completing frame."""
+    reasm.spool.flush()
+    mm = mmap.mmap(reasm.spool.fileno(), 0, access=mmap.ACCESS_READ)
+    buffer = np.frombuffer(mm, dtype=np.uint8)
+    dg = reasm.datagrams
+    n = len(dg)
+    rec = RecordColumns(
+        np.array([d.spool_offset for d in dg], np.int64),
+        np.array([d.caplen for d in dg], np.int64),
+        np.array([d.length for d in dg], np.int64),
+        np.array([d.ts_ns for d in dg], np.int64),
+        np.full(n, k.LT_RAW, np.int32),
+        np.zeros(n, np.int32),
+    )
+    src = Source("<reassembled IP fragments>", "defrag", None, buffer, rec, _keep=[reasm.spool, mm])
+    out, _status, _frags = _decode_source(src, rec, file_index, 0, counters)
+    which = out.frame - 1  # decode numbered rows 1..n by datagram
+    out.frame[:] = [dg[i].frame for i in which]
+    out.fragmented[:] = True
+    out.ttl[:] = [dg[i].ttl for i in which]
+    out.ip_id[:] = [dg[i].ident for i in which]
+    out.ip_checksum[:] = [dg[i].ip_checksum for i in which]
+    return src, out
+
+
+def _finish_stats(stats: DecodeStats, cols: Any, reasm: Reassembly, counters: np.ndarray) -> None:
+    stats.tcp_packets = len(cols.frame)
+    stats.truncated = int(np.count_nonzero(cols.caplen < cols.wirelen))
+    stats.bad_ip_checksum = int(np.count_nonzero(cols.ip_checksum == Checksum.BAD))
+    stats.bad_tcp_checksum = int(np.count_nonzero(cols.tcp_checksum == Checksum.BAD))
+    stats.reassembled = len(reasm.datagrams)
+    stats.fragment_overlaps = reasm.overlaps
+    stats.fragment_conflicts = reasm.conflicts
+    stats.fragments_dropped = reasm.dropped
+    stats.ip_length_beyond_frame = int(counters[k.C_IP_LEN_BEYOND_FRAME])
+
+
+# re-exported for the public API
+PacketColumns = PacketColumns

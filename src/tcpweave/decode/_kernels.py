@@ -1,0 +1,498 @@
+"""Kernels that decode frames into packet-table rows.
+
+One pass per record: link header -> IPv4/IPv6 (with extension headers) -> TCP,
+verifying the IPv4 header checksum and the TCP checksum on the way. IP
+fragments are not decoded here: their header fields are written to the
+fragment columns for ``fragments.reassemble``, and the rebuilt datagrams come
+back through the same kernel as raw-IP records.
+
+The Internet checksum (RFC 1071) is a ones' complement sum of 16-bit words and
+does not depend on byte order (§2(B)): the kernel sums the aligned middle of a
+range as native 64-bit words and corrects for the byte swap at the end, which
+runs at memory speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcpweave._bytes import u16be, u32be, u32le
+from tcpweave._jit import helper, kernel
+
+# record status (one per record; tcpweave.decode.RecordStatus names them)
+S_TCP = 1
+S_NON_IP = 2
+S_NON_TCP = 3
+S_FRAGMENT = 4
+S_UNKNOWN_LINK = 5
+S_MALFORMED = 6
+S_TRUNCATED_HEADER = 7
+
+# link types (LINKTYPE_*, tcpdump.org/linktypes.html)
+LT_NULL = 0
+LT_ETHERNET = 1
+LT_RAW = 101
+LT_LOOP = 108
+LT_LINUX_SLL = 113
+LT_IPV4 = 228
+LT_IPV6 = 229
+LT_LINUX_SLL2 = 276
+LT_IPOIB = 242  # IP over InfiniBand (RFC 4391): 20-byte dst and src addresses, type, reserved
+
+# checksum states (tcpweave.enums.Checksum)
+CK_UNKNOWN = 0
+CK_OK = 1
+CK_BAD = 2
+CK_NONE = 3
+
+# counters
+C_TRUNCATED_PAYLOAD = 0  # TCP packets whose payload was not captured in full
+C_BAD_IP = 1
+C_BAD_TCP = 2
+C_IP_LEN_BEYOND_FRAME = 3  # IP claims more bytes than the frame carried on the wire
+N_COUNTERS = 4
+
+_U64_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@helper
+def fold(s):  # type: ignore[no-untyped-def]
+    """Fold a wide ones' complement sum to 16 bits."""
+    s = np.uint64(s)
+    while s >> np.uint64(16):
+        s = (s & np.uint64(0xFFFF)) + (s >> np.uint64(16))
+    return s
+
+
+@helper
+def _swap16(x):  # type: ignore[no-untyped-def]
+    return ((x & np.uint64(0xFF)) << np.uint64(8)) | (x >> np.uint64(8))
+
+
+@helper
+def _sum_bytes(buf, start, end, origin):  # type: ignore[no-untyped-def]
+    """Big-endian word sum of buf[start:end], word boundaries counted from ``origin``."""
+    s = np.uint64(0)
+    for i in range(start, end):
+        if (i - origin) & 1:
+            s += np.uint64(buf[i])
+        else:
+            s += np.uint64(buf[i]) << np.uint64(8)
+    return s
+
+
+@helper
+def ocsum(buf, buf64, start, length):  # type: ignore[no-untyped-def]
+    """Unfolded ones' complement sum of ``length`` bytes at ``start`` (RFC 1071)."""
+    end = start + length
+    first_word = (start + 7) >> 3
+    end_word = min(end >> 3, buf64.size)
+    if end_word <= first_word:
+        return _sum_bytes(buf, start, end, start)
+    aligned = first_word << 3
+    s = _sum_bytes(buf, start, aligned, start)
+    m = np.uint64(0)
+    for j in range(first_word, end_word):
+        w = buf64[j]
+        m += (w & _U64_LOW32) + (w >> np.uint64(32))
+    m = fold(m)  # sum of little-endian words == byte-swapped big-endian sum (RFC 1071 §2(B))
+    s += m if (aligned - start) & 1 else _swap16(m)
+    return s + _sum_bytes(buf, end_word << 3, end, start)
+
+
+@helper
+def _ethertype_to_l3(buf, pos, end, ethertype):  # type: ignore[no-untyped-def]
+    """Skip VLAN tags, MPLS labels and PPPoE; return (ip version or 0, offset of the IP header)."""
+    while True:
+        if ethertype == 0x0800:
+            return 4, pos
+        if ethertype == 0x86DD:
+            return 6, pos
+        if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100 or ethertype == 0x9200:
+            if pos + 4 > end:  # 802.1Q / 802.1ad tag: TCI then the inner type
+                return -1, pos
+            ethertype = u16be(buf, pos + 2)
+            pos += 4
+        elif ethertype == 0x8847 or ethertype == 0x8848:
+            while True:  # MPLS label stack (RFC 3032) until the bottom-of-stack bit
+                if pos + 4 > end:
+                    return -1, pos
+                bottom = buf[pos + 2] & 1
+                pos += 4
+                if bottom:
+                    break
+            if pos >= end:
+                return -1, pos
+            nibble = buf[pos] >> 4  # no type field after MPLS: guess from the IP version nibble
+            return (nibble, pos) if nibble == 4 or nibble == 6 else (0, pos)
+        elif ethertype == 0x8864:
+            if pos + 8 > end:  # PPPoE session (RFC 2516) carrying PPP
+                return -1, pos
+            proto = u16be(buf, pos + 6)
+            pos += 8
+            if proto == 0x0021:
+                return 4, pos
+            if proto == 0x0057:
+                return 6, pos
+            return 0, pos
+        else:
+            return 0, pos
+
+
+@helper
+def _null_family_to_version(family):  # type: ignore[no-untyped-def]
+    # AF_INET is 2 everywhere; AF_INET6 is 10 (Linux), 23 (Windows), 24 (Net/OpenBSD), 28
+    # (FreeBSD), 30 (Darwin) -- see tcpdump.org/linktypes/LINKTYPE_NULL.html
+    if family == 2:
+        return 4
+    if family == 10 or family == 23 or family == 24 or family == 28 or family == 30:
+        return 6
+    return 0
+
+
+@helper
+def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
+    """(ip version, IP header offset); version 0 = not IP, -1 = header cut short, -2 = unknown link."""
+    end = off + caplen
+    if linktype == LT_ETHERNET:
+        if caplen < 14:
+            return -1, off
+        return _ethertype_to_l3(buf, off + 14, end, u16be(buf, off + 12))
+    if linktype == LT_RAW or linktype == 12 or linktype == 14:
+        if caplen < 1:
+            return -1, off
+        v = buf[off] >> 4
+        return (v, off) if v == 4 or v == 6 else (0, off)
+    if linktype == LT_IPV4:
+        return 4, off
+    if linktype == LT_IPV6:
+        return 6, off
+    if linktype == LT_LINUX_SLL:
+        if caplen < 16:
+            return -1, off
+        return _ethertype_to_l3(buf, off + 16, end, u16be(buf, off + 14))
+    if linktype == LT_LINUX_SLL2:
+        if caplen < 20:
+            return -1, off
+        return _ethertype_to_l3(buf, off + 20, end, u16be(buf, off))
+    if linktype == LT_IPOIB:
+        if caplen < 44:
+            return -1, off
+        return _ethertype_to_l3(buf, off + 44, end, u16be(buf, off + 40))
+    if linktype == LT_NULL or linktype == LT_LOOP:
+        if caplen < 4:
+            return -1, off
+        family = u32be(buf, off)
+        if linktype == LT_NULL and family & 0xFFFF0000:
+            family = u32le(buf, off)  # DLT_NULL is in the capturing host's byte order
+        return _null_family_to_version(family), off + 4
+    return -2, off
+
+
+@helper
+def _put_v4_address(col, row, buf, pos):  # type: ignore[no-untyped-def]
+    for i in range(10):
+        col[row, i] = 0
+    col[row, 10] = 0xFF
+    col[row, 11] = 0xFF
+    for i in range(4):
+        col[row, 12 + i] = buf[pos + i]
+
+
+@helper
+def _put_v6_address(col, row, buf, pos):  # type: ignore[no-untyped-def]
+    for i in range(16):
+        col[row, i] = buf[pos + i]
+
+
+@helper
+def _parse_tcp_options(buf, pos, end, out, row):  # type: ignore[no-untyped-def]
+    """MSS (2), window scale (3), SACK permitted (4), timestamps (8) -- RFC 9293, 7323, 2018."""
+    out.mss[row] = 0
+    out.wscale[row] = -1
+    out.sack_permitted[row] = False
+    out.ts_present[row] = False
+    out.ts_val[row] = 0
+    out.ts_ecr[row] = 0
+    while pos < end:
+        kind = buf[pos]
+        if kind == 0:
+            break
+        if kind == 1:
+            pos += 1
+            continue
+        if pos + 1 >= end:
+            break
+        length = np.int64(buf[pos + 1])
+        if length < 2 or pos + length > end:
+            break
+        if kind == 2 and length == 4:
+            out.mss[row] = u16be(buf, pos + 2)
+        elif kind == 3 and length == 3:
+            out.wscale[row] = min(np.int64(buf[pos + 2]), 127)
+        elif kind == 4 and length == 2:
+            out.sack_permitted[row] = True
+        elif kind == 8 and length == 10:
+            out.ts_present[row] = True
+            out.ts_val[row] = u32be(buf, pos + 2)
+            out.ts_ecr[row] = u32be(buf, pos + 6)
+        pos += length
+
+
+@helper
+def _decode_tcp(buf, buf64, l4, l4_cap, l4_len, pseudo, out, row):  # type: ignore[no-untyped-def]
+    """Fill the TCP columns of ``row``; returns a record status."""
+    if l4_cap < 20:
+        return S_TRUNCATED_HEADER
+    hlen = np.int64(buf[l4 + 12] >> 4) * 4
+    if hlen < 20 or hlen > l4_len:
+        return S_MALFORMED
+    out.sport[row] = u16be(buf, l4)
+    out.dport[row] = u16be(buf, l4 + 2)
+    out.seq[row] = u32be(buf, l4 + 4)
+    out.ack[row] = u32be(buf, l4 + 8)
+    out.flags[row] = u16be(buf, l4 + 12) & 0x0FFF
+    out.window[row] = u16be(buf, l4 + 14)
+    out.urgent[row] = u16be(buf, l4 + 18)
+    out.tcp_header_len[row] = hlen
+    _parse_tcp_options(buf, l4 + 20, l4 + min(hlen, l4_cap), out, row)
+    out.payload_offset[row] = l4 + hlen
+    out.payload_len[row] = l4_len - hlen
+    out.payload_caplen[row] = max(np.int64(0), min(l4_cap, l4_len) - hlen)
+    if l4_cap >= l4_len:
+        total = fold(pseudo + ocsum(buf, buf64, l4, l4_len))
+        out.tcp_checksum[row] = CK_OK if total == 0xFFFF else CK_BAD
+    else:
+        out.tcp_checksum[row] = CK_UNKNOWN
+    return S_TCP
+
+
+@helper
+def _v6_final_destination(buf, p, nh_len):  # type: ignore[no-untyped-def]
+    """Offset of the final destination named by a routing header, or -1 (RFC 8200 §8.1)."""
+    rtype = buf[p + 2]
+    segments_left = buf[p + 3]
+    if segments_left == 0:
+        return -1
+    if rtype == 0 or rtype == 2:  # addresses follow 8 bytes in; the final one is last
+        n_addr = (nh_len - 8) // 16
+        return p + 8 + (n_addr - 1) * 16 if n_addr > 0 else -1
+    if rtype == 4 and nh_len >= 24:  # segment routing header: Segment List[0] is the final one
+        return p + 8
+    return -1
+
+
+@helper
+def _decode_ipv4(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, rec_index):  # type: ignore[no-untyped-def]
+    if l3 + 20 > cap_end:
+        return S_TRUNCATED_HEADER
+    if buf[l3] >> 4 != 4:
+        return S_MALFORMED
+    ihl = np.int64(buf[l3] & 0x0F) * 4
+    if ihl < 20:
+        return S_MALFORMED
+    if l3 + ihl > cap_end:
+        return S_TRUNCATED_HEADER
+    total = u16be(buf, l3 + 2)
+    if total == 0:
+        total = wire_end - l3  # TSO: the NIC fills in the length after capture (as Wireshark reads it)
+    if total < ihl:
+        return S_MALFORMED
+    if l3 + total > wire_end:
+        counters[C_IP_LEN_BEYOND_FRAME] += 1
+        total = wire_end - l3
+    ip_ck = CK_OK if fold(ocsum(buf, buf64, l3, ihl)) == 0xFFFF else CK_BAD
+    flags_offset = u16be(buf, l3 + 6)
+    more = (flags_offset & 0x2000) != 0
+    frag_offset = np.int64(flags_offset & 0x1FFF) * 8
+    proto = buf[l3 + 9]
+    l4 = l3 + ihl
+    l4_len = total - ihl
+    l4_cap = max(np.int64(0), min(cap_end - l4, l4_len))
+    if more or frag_offset:
+        k = frags.count[0]
+        frags.count[1] += 1  # all fragments seen; more than the columns hold -> caller retries
+        if k < frags.record.size:
+            frags.record[k] = rec_index
+            frags.version[k] = 4
+            _put_v4_address(frags.src, k, buf, l3 + 12)
+            _put_v4_address(frags.dst, k, buf, l3 + 16)
+            frags.ident[k] = u16be(buf, l3 + 4)
+            frags.proto[k] = proto
+            frags.frag_offset[k] = frag_offset
+            frags.more[k] = more
+            frags.header_offset[k] = l3
+            frags.header_len[k] = ihl
+            frags.data_offset[k] = l4
+            frags.data_len[k] = l4_len
+            frags.data_caplen[k] = l4_cap
+            frags.ttl[k] = buf[l3 + 8]
+            frags.ip_checksum[k] = ip_ck
+            frags.pseudo_dst[k] = -1
+            frags.count[0] = k + 1
+        return S_FRAGMENT
+    if proto != 6:
+        return S_NON_TCP
+    pseudo = (
+        ocsum(buf, buf64, l3 + 12, 8) + np.uint64(6) + np.uint64(l4_len)
+    )  # RFC 9293 §3.1: src, dst, zero, PTCL, TCP length
+    status = _decode_tcp(buf, buf64, l4, l4_cap, l4_len, pseudo, out, row)
+    if status == S_TCP:
+        out.ip_version[row] = 4
+        _put_v4_address(out.src, row, buf, l3 + 12)
+        _put_v4_address(out.dst, row, buf, l3 + 16)
+        out.ttl[row] = buf[l3 + 8]
+        out.ip_id[row] = u16be(buf, l3 + 4)
+        out.fragmented[row] = False
+        out.ip_checksum[row] = ip_ck
+        if ip_ck == CK_BAD:
+            counters[C_BAD_IP] += 1
+    return status
+
+
+@helper
+def _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, rec_index):  # type: ignore[no-untyped-def]
+    if l3 + 40 > cap_end:
+        return S_TRUNCATED_HEADER
+    if buf[l3] >> 4 != 6:
+        return S_MALFORMED
+    plen = u16be(buf, l3 + 4)
+    nh = buf[l3 + 6]
+    p = l3 + 40
+    pseudo_dst = l3 + 24
+    jumbo = np.int64(0)
+    frag = False
+    more = False
+    frag_offset = np.int64(0)
+    ident = np.int64(0)
+    # extension headers (RFC 8200 §4): hop-by-hop 0, routing 43, fragment 44, AH 51,
+    # destination options 60, mobility 135, HIP 139, shim6 140
+    while nh == 0 or nh == 43 or nh == 44 or nh == 51 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+        if p + 8 > cap_end:
+            return S_TRUNCATED_HEADER
+        if nh == 44:
+            fo = u16be(buf, p + 2)
+            frag_offset = np.int64(fo & 0xFFF8)
+            more = (fo & 1) != 0
+            ident = u32be(buf, p + 4)
+            nh = buf[p]
+            p += 8
+            if frag_offset or more:  # an atomic fragment (RFC 6946) is processed as a whole packet
+                frag = True
+                break
+            continue
+        hlen = (np.int64(buf[p + 1]) + 2) * 4 if nh == 51 else (np.int64(buf[p + 1]) + 1) * 8
+        if p + hlen > cap_end:
+            return S_TRUNCATED_HEADER
+        if nh == 0:
+            q = p + 2
+            while q + 2 <= p + hlen:  # look for the jumbo payload option (RFC 2675)
+                opt = buf[q]
+                if opt == 0:
+                    q += 1
+                    continue
+                olen = np.int64(buf[q + 1])
+                if opt == 0xC2 and olen == 4 and q + 6 <= p + hlen:
+                    jumbo = u32be(buf, q + 2)
+                q += 2 + olen
+        elif nh == 43:
+            final = _v6_final_destination(buf, p, hlen)
+            if final >= 0:
+                pseudo_dst = final
+        nh = buf[p]
+        p += hlen
+    if plen == 0:
+        plen = jumbo if jumbo > 0 else wire_end - l3 - 40
+    end = l3 + 40 + plen
+    if end > wire_end:
+        counters[C_IP_LEN_BEYOND_FRAME] += 1
+        end = wire_end
+    if p > end:
+        return S_MALFORMED
+    l4_len = end - p
+    l4_cap = max(np.int64(0), min(cap_end - p, l4_len))
+    if frag:
+        k = frags.count[0]
+        frags.count[1] += 1  # all fragments seen; more than the columns hold -> caller retries
+        if k < frags.record.size:
+            frags.record[k] = rec_index
+            frags.version[k] = 6
+            _put_v6_address(frags.src, k, buf, l3 + 8)
+            _put_v6_address(frags.dst, k, buf, l3 + 24)
+            frags.ident[k] = ident
+            frags.proto[k] = nh
+            frags.frag_offset[k] = frag_offset
+            frags.more[k] = more
+            frags.header_offset[k] = l3
+            frags.header_len[k] = p - l3
+            frags.data_offset[k] = p
+            frags.data_len[k] = l4_len
+            frags.data_caplen[k] = l4_cap
+            frags.ttl[k] = buf[l3 + 7]
+            frags.ip_checksum[k] = CK_NONE
+            frags.pseudo_dst[k] = pseudo_dst
+            frags.count[0] = k + 1
+        return S_FRAGMENT
+    if nh != 6:
+        return S_NON_TCP
+    # RFC 8200 §8.1: source, final destination, upper-layer length (32 bits), next header
+    pseudo = (
+        ocsum(buf, buf64, l3 + 8, 16)
+        + ocsum(buf, buf64, pseudo_dst, 16)
+        + np.uint64(l4_len >> 16)
+        + np.uint64(l4_len & 0xFFFF)
+        + np.uint64(6)
+    )
+    status = _decode_tcp(buf, buf64, p, l4_cap, l4_len, pseudo, out, row)
+    if status == S_TCP:
+        out.ip_version[row] = 6
+        _put_v6_address(out.src, row, buf, l3 + 8)
+        _put_v6_address(out.dst, row, buf, l3 + 24)
+        out.ttl[row] = buf[l3 + 7]
+        out.ip_id[row] = 0
+        out.fragmented[row] = False
+        out.ip_checksum[row] = CK_NONE
+    return status
+
+
+@kernel
+def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, counters):  # type: ignore[no-untyped-def]
+    """Decode every record of one source; TCP rows go to ``out``, fragments to ``frags``.
+
+    ``status[i]`` receives the record's S_* code. Returns the number of TCP rows.
+    """
+    row = 0
+    for i in range(rec.offset.size):
+        off = rec.offset[i]
+        caplen = rec.caplen[i]
+        version, l3 = link_to_l3(buf, off, caplen, rec.linktype[i])
+        if version == -2:
+            status[i] = S_UNKNOWN_LINK
+            continue
+        if version == -1:
+            status[i] = S_TRUNCATED_HEADER
+            continue
+        if version == 0:
+            status[i] = S_NON_IP
+            continue
+        cap_end = off + caplen
+        wire_end = off + rec.wirelen[i]
+        if version == 4:
+            st = _decode_ipv4(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, i)
+        else:
+            st = _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, i)
+        status[i] = st
+        if st != S_TCP:
+            continue
+        out.frame[row] = frame_base + i + 1
+        out.file[row] = file_index
+        out.offset[row] = off
+        out.ts_ns[row] = rec.ts_ns[i]
+        out.caplen[row] = caplen
+        out.wirelen[row] = rec.wirelen[i]
+        if out.payload_caplen[row] < out.payload_len[row]:
+            counters[C_TRUNCATED_PAYLOAD] += 1
+        if out.tcp_checksum[row] == CK_BAD:
+            counters[C_BAD_TCP] += 1
+        row += 1
+    return row
