@@ -58,9 +58,26 @@ class Row:
 def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
     """tshark's TCP rows, and the frames where its TCP header sits inside an ICMP error."""
     assert TSHARK is not None
-    cmd = [TSHARK, "-n", "-r", str(path), "-o", "tcp.check_checksum:TRUE",
-           "-o", "tcp.desegment_tcp_streams:FALSE", "-Y", "tcp", "-T", "fields",
-           "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]  # fmt: skip
+    cmd = [
+        TSHARK,
+        "-n",
+        "-r",
+        str(path),
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "tcp.desegment_tcp_streams:FALSE",
+        "-Y",
+        "tcp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]
     for f in FIELDS:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False).stdout
@@ -76,14 +93,21 @@ def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
         family = next(x for x in reversed(before_tcp) if x in ("ip", "ipv6"))
         nth = before_tcp.count(family) - 1  # the IP layer that directly carries the TCP
         prefix = "ip" if family == "ip" else "ipv6"
-        rows.append(Row(
-            frame, int(Decimal(v["frame.time_epoch"]) * 1_000_000_000),
-            _nth(v[f"{prefix}.src"], nth), _nth(v[f"{prefix}.dst"], nth),
-            int(_nth(v["tcp.srcport"], 0)), int(_nth(v["tcp.dstport"], 0)),
-            int(_nth(v["tcp.seq_raw"], 0)), int(_nth(v["tcp.ack_raw"], 0)),
-            int(_nth(v["tcp.flags"], 0), 16), int(_nth(v["tcp.len"], 0) or 0),
-            TSHARK_CHECKSUM.get(_nth(v["tcp.checksum.status"], 0), "unknown"),
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                frame,
+                int(Decimal(v["frame.time_epoch"]) * 1_000_000_000),
+                _nth(v[f"{prefix}.src"], nth),
+                _nth(v[f"{prefix}.dst"], nth),
+                int(_nth(v["tcp.srcport"], 0)),
+                int(_nth(v["tcp.dstport"], 0)),
+                int(_nth(v["tcp.seq_raw"], 0)),
+                int(_nth(v["tcp.ack_raw"], 0)),
+                int(_nth(v["tcp.flags"], 0), 16),
+                int(_nth(v["tcp.len"], 0) or 0),
+                TSHARK_CHECKSUM.get(_nth(v["tcp.checksum.status"], 0), "unknown"),
+            )
+        )
     return rows, icmp
 
 
@@ -99,10 +123,18 @@ def tcpweave_rows(path: Path | list[Path]) -> list[Row]:
         src, dst = p.address_strings("src"), p.address_strings("dst")
         return [
             Row(
-                int(p.frame[i]), int(p.ts_ns[i]), src[i], dst[i], int(p.sport[i]),
-                int(p.dport[i]), int(p.seq[i]), int(p.ack[i]), int(p.flags[i]),
-                int(p.payload_len[i]), str(tcpweave.Checksum(int(p.tcp_checksum[i]))),
-            )  # fmt: skip
+                int(p.frame[i]),
+                int(p.ts_ns[i]),
+                src[i],
+                dst[i],
+                int(p.sport[i]),
+                int(p.dport[i]),
+                int(p.seq[i]),
+                int(p.ack[i]),
+                int(p.flags[i]),
+                int(p.payload_len[i]),
+                str(tcpweave.Checksum(int(p.tcp_checksum[i]))),
+            )
             for i in range(len(p))
         ]
 

@@ -41,7 +41,11 @@ class Capture:
         """The captured TCP payload bytes of packet-table row ``row``."""
         p = self.packets
         start = int(p.payload_offset[row])
-        return self.sources[int(p.file[row])].buffer[start : start + int(p.payload_caplen[row])].tobytes()
+        return (
+            self.sources[int(p.file[row])]
+            .buffer[start : start + int(p.payload_caplen[row])]
+            .tobytes()
+        )
 
     def close(self) -> None:
         for src in self.sources:
@@ -51,7 +55,10 @@ class Capture:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -59,7 +66,7 @@ class Capture:
         return f"Capture({len(self.paths)} files, {len(self.packets)} TCP packets)"
 
 
-def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) -> Capture:  # noqa: A001
+def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) -> Capture:
     """Read one capture file, or several as one capture (ordered by first timestamp)."""
     if isinstance(paths, str | os.PathLike):
         path_list = [os.fspath(paths)]

@@ -10,7 +10,14 @@ from __future__ import annotations
 from tcpweave.capture.index import RECORD_COLUMNS, RecordColumns
 from tcpweave.capture.source import ERROR_REASONS, Source, open_source
 
-__all__ = ["ERROR_REASONS", "RECORD_COLUMNS", "RecordColumns", "Source", "open_source", "open_sources"]
+__all__ = [
+    "ERROR_REASONS",
+    "RECORD_COLUMNS",
+    "RecordColumns",
+    "Source",
+    "open_source",
+    "open_sources",
+]
 
 
 def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:

@@ -16,7 +16,7 @@ import lzma
 import tempfile
 import zlib
 from collections.abc import Callable
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import zstandard
 
@@ -25,7 +25,7 @@ from tcpweave.errors import CaptureError
 _STEP = 1 << 20
 
 #: magic prefix -> (name, opener of a decompressing reader)
-_FORMATS: tuple[tuple[bytes, str, Callable[[BinaryIO], IO[bytes]]], ...] = (
+_FORMATS: tuple[tuple[bytes, str, Callable[[BinaryIO], Any]], ...] = (
     (b"\x1f\x8b", "gzip", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
     (
         b"\x28\xb5\x2f\xfd",
@@ -68,8 +68,12 @@ def spool(path: str, workdir: str | None) -> tuple[IO[bytes], list[CaptureError]
                     written += len(chunk)
         except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
             errors.append(
-                CaptureError(path, written, f"{name} stream damaged or cut short ({exc}); "
-                             f"kept the {written} bytes decoded before it")
+                CaptureError(
+                    path,
+                    written,
+                    f"{name} stream damaged or cut short ({exc}); "
+                    f"kept the {written} bytes decoded before it",
+                )
             )
         out.flush()
         return out, errors

@@ -107,7 +107,13 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
             continue
         if pos + 16 + caplen > end:
             _note_error(
-                state, err_offset, err_code, err_arg, pos, E_TRUNCATED_RECORD, pos + 16 + caplen - end
+                state,
+                err_offset,
+                err_code,
+                err_arg,
+                pos,
+                E_TRUNCATED_RECORD,
+                pos + 16 + caplen - end,
             )
             pos = end
             continue
@@ -152,9 +158,7 @@ def _ticks_to_ns(ticks, binary, exponent):  # type: ignore[no-untyped-def]
         drop = np.uint64(exponent - 30)
         frac = frac >> drop
         return sec * 1_000_000_000 + np.int64((frac * np.uint64(1_000_000_000)) >> np.uint64(30))
-    return sec * 1_000_000_000 + np.int64(
-        (frac * np.uint64(1_000_000_000)) >> np.uint64(exponent)
-    )
+    return sec * 1_000_000_000 + np.int64((frac * np.uint64(1_000_000_000)) >> np.uint64(exponent))
 
 
 @helper
@@ -269,7 +273,9 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             if local >= state[ST_IFACE_COUNT]:
                 _note_error(state, err_offset, err_code, err_arg, pos, E_UNKNOWN_INTERFACE, local)
             elif data + caplen > pos + blen - 4:
-                _note_error(state, err_offset, err_code, err_arg, pos, E_PACKET_BEYOND_BLOCK, caplen)
+                _note_error(
+                    state, err_offset, err_code, err_arg, pos, E_PACKET_BEYOND_BLOCK, caplen
+                )
             else:
                 snap = ifaces.snaplen[slot]
                 if btype == 3 and snap > 0:

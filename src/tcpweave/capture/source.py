@@ -20,6 +20,7 @@ two lengths agree.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -91,10 +92,9 @@ class Source:
     def close(self) -> None:
         self.buffer = np.zeros(0, np.uint8)
         for obj in reversed(self._keep):
-            try:
+            # a caller may still hold a view; the map then closes when that view is dropped
+            with contextlib.suppress(BufferError):
                 obj.close()
-            except BufferError:  # a caller still holds a view; the map closes when it is dropped
-                pass
         self._keep.clear()
 
 
@@ -113,7 +113,7 @@ def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Sou
         fobj, errors = spool(path, workdir)
         keep.append(fobj)
     else:
-        fobj = open(path, "rb")  # noqa: SIM115 -- lives as long as the Source
+        fobj = open(path, "rb")
         keep.append(fobj)
     buffer = _map(fobj, path, keep)
     src = Source(path, "", compression, buffer, empty_records(0), errors, len(errors), _keep=keep)
@@ -175,7 +175,13 @@ def _index_pcap(src: Source, swapped: bool) -> None:
         src,
         state,
         lambda rec, errs: k.scan_pcap_records(
-            buf, 1 if nano else 1000, 10**9 if nano else 10**6, snaplen, max_caplen, state, rec,
+            buf,
+            1 if nano else 1000,
+            10**9 if nano else 10**6,
+            snaplen,
+            max_caplen,
+            state,
+            rec,
             *errs,
         ),
     )

@@ -19,7 +19,6 @@ from tcpweave.capture.index import RecordColumns
 from tcpweave.decode import _kernels as k
 from tcpweave.decode.fragments import Reassembly, empty_fragments, reassemble
 from tcpweave.decode.table import (
-    PacketColumns,
     PacketTable,
     concat_packets,
     empty_packets,
@@ -132,14 +131,16 @@ def _count_status(stats: DecodeStats, status: np.ndarray, rec: Any) -> None:
             stats.unknown_link_types[lt] = stats.unknown_link_types.get(lt, 0) + c
 
 
-def _decode_datagrams(reasm: Reassembly, file_index: int, counters: np.ndarray) -> tuple[Source, Any]:
+def _decode_datagrams(
+    reasm: Reassembly, file_index: int, counters: np.ndarray
+) -> tuple[Source, Any]:
     """Decode rebuilt datagrams as raw-IP records and give them their completing frame."""
     reasm.spool.flush()
     mm = mmap.mmap(reasm.spool.fileno(), 0, access=mmap.ACCESS_READ)
     buffer = np.frombuffer(mm, dtype=np.uint8)
     dg = reasm.datagrams
     n = len(dg)
-    rec = RecordColumns(
+    rec = RecordColumns(  # type: ignore[call-arg]
         np.array([d.spool_offset for d in dg], np.int64),
         np.array([d.caplen for d in dg], np.int64),
         np.array([d.length for d in dg], np.int64),
@@ -168,7 +169,3 @@ def _finish_stats(stats: DecodeStats, cols: Any, reasm: Reassembly, counters: np
     stats.fragment_conflicts = reasm.conflicts
     stats.fragments_dropped = reasm.dropped
     stats.ip_length_beyond_frame = int(counters[k.C_IP_LEN_BEYOND_FRAME])
-
-
-# re-exported for the public API
-PacketColumns = PacketColumns

@@ -152,7 +152,10 @@ def _null_family_to_version(family):  # type: ignore[no-untyped-def]
 
 @helper
 def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
-    """(ip version, IP header offset); version 0 = not IP, -1 = header cut short, -2 = unknown link."""
+    """(ip version, IP header offset).
+
+    Version 0 means not IP, -1 a link header cut short, -2 an unknown link type.
+    """
     end = off + caplen
     if linktype == LT_ETHERNET:
         if caplen < 14:
@@ -295,7 +298,9 @@ def _decode_ipv4(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, r
         return S_TRUNCATED_HEADER
     total = u16be(buf, l3 + 2)
     if total == 0:
-        total = wire_end - l3  # TSO: the NIC fills in the length after capture (as Wireshark reads it)
+        total = (
+            wire_end - l3
+        )  # TSO: the NIC fills in the length after capture (as Wireshark reads it)
     if total < ihl:
         return S_MALFORMED
     if l3 + total > wire_end:
@@ -367,7 +372,16 @@ def _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, r
     ident = np.int64(0)
     # extension headers (RFC 8200 §4): hop-by-hop 0, routing 43, fragment 44, AH 51,
     # destination options 60, mobility 135, HIP 139, shim6 140
-    while nh == 0 or nh == 43 or nh == 44 or nh == 51 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+    while (
+        nh == 0
+        or nh == 43
+        or nh == 44
+        or nh == 51
+        or nh == 60
+        or nh == 135
+        or nh == 139
+        or nh == 140
+    ):
         if p + 8 > cap_end:
             return S_TRUNCATED_HEADER
         if nh == 44:

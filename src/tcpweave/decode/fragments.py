@@ -57,7 +57,7 @@ MAX_DATAGRAM = 0xFFFF + 40  # largest datagram a fragment chain can describe (pl
 
 def empty_fragments(n: int) -> Any:
     count = np.zeros(2, np.int64)  # [stored, seen]
-    return FragmentColumns(
+    return FragmentColumns(  # type: ignore[call-arg]
         count, *(np.zeros((n, *shape), dtype) for _, dtype, shape in FRAGMENT_COLUMNS)
     )
 
@@ -119,17 +119,25 @@ def reassemble(parts: list[tuple[np.ndarray, Any, Any, int]], workdir: str | Non
             r = int(frags.record[k])
             ts = int(rec.ts_ns[r])
             key = (
-                int(frags.version[k]), frags.src[k].tobytes(), frags.dst[k].tobytes(),
-                int(frags.ident[k]), int(frags.proto[k]),
-            )  # fmt: skip
+                int(frags.version[k]),
+                frags.src[k].tobytes(),
+                frags.dst[k].tobytes(),
+                int(frags.ident[k]),
+                int(frags.proto[k]),
+            )
             held -= _expire(pending, ts, result)
             entry = pending.get(key)
             if entry is None:
                 entry = pending[key] = _Pending(ts, version=key[0])
             piece = _Piece(
-                frame_base + r + 1, ts, buf, int(frags.data_offset[k]), int(frags.frag_offset[k]),
-                int(frags.data_caplen[k]), int(frags.data_len[k]),
-            )  # fmt: skip
+                frame_base + r + 1,
+                ts,
+                buf,
+                int(frags.data_offset[k]),
+                int(frags.frag_offset[k]),
+                int(frags.data_caplen[k]),
+                int(frags.data_len[k]),
+            )
             entry.pieces.append(piece)
             held += 1
             if piece.start == 0:
@@ -215,9 +223,15 @@ def _emit(entry: _Pending, frags: Any, k: int, result: Reassembly, workdir: str 
     last = entry.pieces[-1]
     result.datagrams.append(
         Datagram(
-            offset, len(header) + end, caplen, last.frame, last.ts_ns,
-            int(frags.ttl[k]), int(frags.ident[k]), int(frags.ip_checksum[k]),
-        )  # fmt: skip
+            offset,
+            len(header) + end,
+            caplen,
+            last.frame,
+            last.ts_ns,
+            int(frags.ttl[k]),
+            int(frags.ident[k]),
+            int(frags.ip_checksum[k]),
+        )
     )
 
 
@@ -227,4 +241,4 @@ def _checksum(data: bytes) -> int:
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)

@@ -57,7 +57,17 @@ PACKET_COLUMN_NAMES = tuple(name for name, _, _ in PACKET_COLUMNS)
 PacketColumns = namedtuple("PacketColumns", PACKET_COLUMN_NAMES)  # type: ignore[misc]
 
 # TCP flag bits as in the header's 12-bit flags field (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = 0x001, 0x002, 0x004, 0x008, 0x010, 0x020, 0x040, 0x080, 0x100
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = (
+    0x001,
+    0x002,
+    0x004,
+    0x008,
+    0x010,
+    0x020,
+    0x040,
+    0x080,
+    0x100,
+)
 
 
 def empty_packets(n: int) -> Any:

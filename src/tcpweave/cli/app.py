@@ -1,0 +1,94 @@
+"""The ``tcpweave`` command and its subcommands."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+import tcpweave
+from tcpweave.cli import render
+from tcpweave.errors import TcpweaveError
+
+app = typer.Typer(
+    name="tcpweave",
+    help="Packet captures to the exact TCP byte streams the endpoints exchanged.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class PacketFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+Captures = Annotated[
+    list[Path], typer.Argument(help="Capture file(s); several files are read as one capture.")
+]
+
+
+def _stdout() -> Console:
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze tables into 80 columns
+        console = Console(width=200)
+    return console
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def _open(paths: list[Path]) -> tcpweave.Capture:
+    try:
+        cap = tcpweave.open(paths)
+    except TcpweaveError as exc:
+        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    render.report_errors(_stderr(), cap)
+    return cap
+
+
+@app.command()
+def packets(
+    captures: Captures,
+    limit: Annotated[int | None, typer.Option(help="Show at most N packets.", min=0)] = None,
+    fmt: Annotated[PacketFormat, typer.Option("--format", help="Output format.")] = (
+        PacketFormat.table
+    ),
+) -> None:
+    """List the TCP packets of a capture (the packet table)."""
+    with _open(captures) as cap:
+        n = len(cap.packets) if limit is None else min(limit, len(cap.packets))
+        if fmt is PacketFormat.table:
+            console = _stdout()
+            console.print(render.packet_table(cap, n))
+            console.print(render.stats_summary(cap))
+        elif fmt is PacketFormat.csv:
+            render.write_csv(sys.stdout, cap, n)
+        else:
+            render.write_jsonl(sys.stdout, cap, n)
+
+
+@app.command()
+def info(captures: Captures) -> None:
+    """Summarise a capture: files, frames, TCP packets and the decoder's counts."""
+    with _open(captures) as cap:
+        _stdout().print(render.stats_summary(cap))
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        typer.echo(f"tcpweave {tcpweave.__version__}")
+        raise typer.Exit()
