@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
-
 import tcpweave
 
 TSHARK = shutil.which("tshark")
@@ -55,8 +53,16 @@ class Row:
     tcp_checksum: str
 
 
-def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
-    """tshark's TCP rows, and the frames where its TCP header sits inside an ICMP error."""
+#: protocols that carry whole packets inside UDP or GRE; tcpweave reads the outer packet only
+TUNNELS = frozenset({"geneve", "vxlan", "gre", "l2tp", "gtp", "teredo", "erspan", "nsh"})
+
+
+def tshark_rows(path: Path) -> tuple[list[Row], dict[int, str]]:
+    """tshark's TCP rows, and the frames it shows as TCP that tcpweave must not (with why).
+
+    Skipped: a TCP header quoted inside an ICMP error (not a TCP packet), and
+    TCP inside a tunnel (tcpweave does not decapsulate tunnels).
+    """
     assert TSHARK is not None
     cmd = [
         TSHARK,
@@ -81,14 +87,17 @@ def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
     for f in FIELDS:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False).stdout
-    rows, icmp = [], set()
+    rows, skipped = [], {}
     for line in out.splitlines():
         v = dict(zip(FIELDS, line.split("\t"), strict=True))
         frame = int(v["frame.number"])
         layers = v["frame.protocols"].split(":")
         before_tcp = layers[: layers.index("tcp")] if "tcp" in layers else layers
         if "icmp" in before_tcp or "icmpv6" in before_tcp:
-            icmp.add(frame)  # a TCP header quoted inside an ICMP error, not a TCP packet
+            skipped[frame] = "TCP header quoted in an ICMP error"
+            continue
+        if TUNNELS.intersection(before_tcp):
+            skipped[frame] = "TCP inside a tunnel (" + ":".join(before_tcp) + ")"
             continue
         family = next(x for x in reversed(before_tcp) if x in ("ip", "ipv6"))
         nth = before_tcp.count(family) - 1  # the IP layer that directly carries the TCP
@@ -96,7 +105,7 @@ def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
         rows.append(
             Row(
                 frame,
-                int(Decimal(v["frame.time_epoch"]) * 1_000_000_000),
+                _epoch_ns(v["frame.time_epoch"]),
                 _nth(v[f"{prefix}.src"], nth),
                 _nth(v[f"{prefix}.dst"], nth),
                 int(_nth(v["tcp.srcport"], 0)),
@@ -108,7 +117,12 @@ def tshark_rows(path: Path) -> tuple[list[Row], set[int]]:
                 TSHARK_CHECKSUM.get(_nth(v["tcp.checksum.status"], 0), "unknown"),
             )
         )
-    return rows, icmp
+    return rows, skipped
+
+
+def _epoch_ns(value: str) -> int:
+    # A Simple Packet Block carries no timestamp: tshark prints nothing, tcpweave uses 0.
+    return int(Decimal(value) * 1_000_000_000) if value else 0
 
 
 def _nth(value: str, n: int) -> str:
@@ -157,6 +171,3 @@ def first_difference(ours: list[Row], theirs: list[Row]) -> str | None:
         frame = min(by_frame)
         return f"frame {frame}: tcpweave has a TCP packet tshark does not show ({by_frame[frame]})"
     return None
-
-
-_ = np  # numpy is imported for callers that post-process rows

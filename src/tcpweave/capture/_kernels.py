@@ -199,6 +199,18 @@ def _block_ok(buf, pos, swapped):  # type: ignore[no-untyped-def]
 
 
 @helper
+def _min_block_len(btype):  # type: ignore[no-untyped-def]
+    """Bytes a block needs for its fixed fields: IDB 20, EPB and OPB 32, SPB 16 (pcapng §4)."""
+    if btype == 1:
+        return 20
+    if btype == 2 or btype == 6:
+        return 32
+    if btype == 3:
+        return 16
+    return 12
+
+
+@helper
 def _pcapng_resync(buf, start, swapped):  # type: ignore[no-untyped-def]
     """Next offset (4-byte steps, as blocks are 32-bit aligned) holding a sane known block."""
     cand = start
@@ -247,7 +259,9 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             pos = nxt
             continue
         blen = u32(buf, pos + 4, swapped)
-        if btype == 1:
+        if blen < _min_block_len(btype):  # its fields would be read past the block (or the file)
+            _note_error(state, err_offset, err_code, err_arg, pos, E_BAD_BLOCK, blen)
+        elif btype == 1:
             slot = state[ST_IFACE_BASE] + state[ST_IFACE_COUNT]
             if slot < ifaces.linktype.size:
                 _read_idb(buf, pos, blen, swapped, slot, ifaces)

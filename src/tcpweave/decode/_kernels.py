@@ -141,11 +141,12 @@ def _ethertype_to_l3(buf, pos, end, ethertype):  # type: ignore[no-untyped-def]
 
 @helper
 def _null_family_to_version(family):  # type: ignore[no-untyped-def]
-    # AF_INET is 2 everywhere; AF_INET6 is 10 (Linux), 23 (Windows), 24 (Net/OpenBSD), 28
-    # (FreeBSD), 30 (Darwin) -- see tcpdump.org/linktypes/LINKTYPE_NULL.html
+    # AF_INET is 2 everywhere; AF_INET6 is 24 (NetBSD, OpenBSD, BSD/OS), 28 (FreeBSD,
+    # DragonFly) or 30 (Darwin) -- tcpdump.org/linktypes/LINKTYPE_NULL.html. Linux's 10 is not
+    # among them (Linux never writes this link type), and tcpdump and Wireshark reject it too.
     if family == 2:
         return 4
-    if family == 10 or family == 23 or family == 24 or family == 28 or family == 30:
+    if family == 24 or family == 28 or family == 30:
         return 6
     return 0
 
