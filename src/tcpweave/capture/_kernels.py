@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16, u32
-from tcpweave._jit import helper, kernel
+from tcpweave._jit import helper, kernel, prefetch
 
 # state slots shared with the wrapper
 ST_POS = 0  # byte offset of the next record or block
@@ -34,6 +34,10 @@ E_UNKNOWN_INTERFACE = 5
 E_TOO_MANY_INTERFACES = 6
 E_PACKET_BEYOND_BLOCK = 7
 E_TRAILING_BYTES = 8
+
+# the pcap walk follows a chain of lengths, so each step waits on memory unless the bytes
+# some records ahead were requested early
+PREFETCH_BYTES = 4096
 
 # pcap resync: a candidate record must be within this many seconds of the last good one
 RESYNC_MAX_SKEW_SEC = 7 * 86400
@@ -95,6 +99,8 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
         if pos >= end:
             state[ST_DONE] = 1
             break
+        if pos + PREFETCH_BYTES < end:
+            prefetch(buf, pos + PREFETCH_BYTES)  # records are read in file order
         if pos + 16 > end:
             _note_error(state, err_offset, err_code, err_arg, pos, E_TRUNCATED_RECORD, end - pos)
             pos = end

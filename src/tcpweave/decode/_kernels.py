@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16be, u32be, u32le
-from tcpweave._jit import helper, kernel
+from tcpweave._jit import helper, kernel, prefetch
 
 # record status (one per record; tcpweave.decode.RecordStatus names them)
 S_TCP = 1
@@ -45,11 +45,11 @@ CK_OK = 1
 CK_BAD = 2
 CK_NONE = 3
 
+# how many records ahead the decoder asks the CPU to fetch headers
+PREFETCH_RECORDS = 8
+
 # counters
-C_TRUNCATED_PAYLOAD = 0  # TCP packets whose payload was not captured in full
-C_BAD_IP = 1
-C_BAD_TCP = 2
-C_IP_LEN_BEYOND_FRAME = 3  # IP claims more bytes than the frame carried on the wire
+C_IP_LEN_BEYOND_FRAME = 0  # IP claims more bytes than the frame carried on the wire
 N_COUNTERS = 4
 
 _U64_LOW32 = np.uint64(0xFFFFFFFF)
@@ -194,30 +194,33 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _put_v4_address(col, row, buf, pos):  # type: ignore[no-untyped-def]
-    for i in range(10):
-        col[row, i] = 0
-    col[row, 10] = 0xFF
-    col[row, 11] = 0xFF
-    for i in range(4):
-        col[row, 12 + i] = buf[pos + i]
+def _put_address(col, row, buf, pos, version):  # type: ignore[no-untyped-def]
+    """Write an address as 16 bytes; IPv4 as IPv4-mapped IPv6 (RFC 4291 §2.5.5.2)."""
+    if version == 4:
+        for i in range(10):
+            col[row, i] = 0
+        col[row, 10] = 0xFF
+        col[row, 11] = 0xFF
+        for i in range(4):
+            col[row, 12 + i] = buf[pos + i]
+    else:
+        for i in range(16):
+            col[row, i] = buf[pos + i]
 
 
 @helper
-def _put_v6_address(col, row, buf, pos):  # type: ignore[no-untyped-def]
-    for i in range(16):
-        col[row, i] = buf[pos + i]
+def _parse_tcp_options(buf, pos, end):  # type: ignore[no-untyped-def]
+    """(mss, wscale, sack_permitted, ts_present, ts_val, ts_ecr) from the options in [pos, end).
 
-
-@helper
-def _parse_tcp_options(buf, pos, end, out, row):  # type: ignore[no-untyped-def]
-    """MSS (2), window scale (3), SACK permitted (4), timestamps (8) -- RFC 9293, 7323, 2018."""
-    out.mss[row] = 0
-    out.wscale[row] = -1
-    out.sack_permitted[row] = False
-    out.ts_present[row] = False
-    out.ts_val[row] = 0
-    out.ts_ecr[row] = 0
+    MSS (kind 2), window scale (3), SACK permitted (4), timestamps (8): RFC 9293 §3.2,
+    RFC 7323, RFC 2018. A malformed option ends the walk, keeping what was read.
+    """
+    mss = np.int64(0)
+    wscale = np.int64(-1)
+    sack = False
+    ts_present = False
+    ts_val = np.int64(0)
+    ts_ecr = np.int64(0)
     while pos < end:
         kind = buf[pos]
         if kind == 0:
@@ -231,44 +234,25 @@ def _parse_tcp_options(buf, pos, end, out, row):  # type: ignore[no-untyped-def]
         if length < 2 or pos + length > end:
             break
         if kind == 2 and length == 4:
-            out.mss[row] = u16be(buf, pos + 2)
+            mss = u16be(buf, pos + 2)
         elif kind == 3 and length == 3:
-            out.wscale[row] = min(np.int64(buf[pos + 2]), 127)
+            wscale = min(np.int64(buf[pos + 2]), 127)
         elif kind == 4 and length == 2:
-            out.sack_permitted[row] = True
+            sack = True
         elif kind == 8 and length == 10:
-            out.ts_present[row] = True
-            out.ts_val[row] = u32be(buf, pos + 2)
-            out.ts_ecr[row] = u32be(buf, pos + 6)
+            ts_present = True
+            ts_val = u32be(buf, pos + 2)
+            ts_ecr = u32be(buf, pos + 6)
         pos += length
+    return mss, wscale, sack, ts_present, ts_val, ts_ecr
 
 
 @helper
-def _decode_tcp(buf, buf64, l4, l4_cap, l4_len, pseudo, out, row):  # type: ignore[no-untyped-def]
-    """Fill the TCP columns of ``row``; returns a record status."""
-    if l4_cap < 20:
-        return S_TRUNCATED_HEADER
-    hlen = np.int64(buf[l4 + 12] >> 4) * 4
-    if hlen < 20 or hlen > l4_len:
-        return S_MALFORMED
-    out.sport[row] = u16be(buf, l4)
-    out.dport[row] = u16be(buf, l4 + 2)
-    out.seq[row] = u32be(buf, l4 + 4)
-    out.ack[row] = u32be(buf, l4 + 8)
-    out.flags[row] = u16be(buf, l4 + 12) & 0x0FFF
-    out.window[row] = u16be(buf, l4 + 14)
-    out.urgent[row] = u16be(buf, l4 + 18)
-    out.tcp_header_len[row] = hlen
-    _parse_tcp_options(buf, l4 + 20, l4 + min(hlen, l4_cap), out, row)
-    out.payload_offset[row] = l4 + hlen
-    out.payload_len[row] = l4_len - hlen
-    out.payload_caplen[row] = max(np.int64(0), min(l4_cap, l4_len) - hlen)
-    if l4_cap >= l4_len:
-        total = fold(pseudo + ocsum(buf, buf64, l4, l4_len))
-        out.tcp_checksum[row] = CK_OK if total == 0xFFFF else CK_BAD
-    else:
-        out.tcp_checksum[row] = CK_UNKNOWN
-    return S_TCP
+def _tcp_checksum(buf, buf64, l4, l4_cap, l4_len, pseudo):  # type: ignore[no-untyped-def]
+    """Verify the TCP checksum when the whole segment was captured (RFC 9293 §3.1)."""
+    if l4_cap < l4_len:
+        return CK_UNKNOWN
+    return CK_OK if fold(pseudo + ocsum(buf, buf64, l4, l4_len)) == 0xFFFF else CK_BAD
 
 
 @helper
@@ -287,83 +271,79 @@ def _v6_final_destination(buf, p, nh_len):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _decode_ipv4(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, rec_index):  # type: ignore[no-untyped-def]
+def _parse_ipv4(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-def]
+    """IPv4 header (RFC 791 §3.1).
+
+    Returns (status, l4, l4_cap, l4_len, pseudo-header sum, header checksum state,
+    fragment offset, more-fragments, protocol, length-beyond-frame flag). Status
+    S_TCP means "carries TCP, decode on".
+    """
+    bad = (S_MALFORMED, l3, 0, 0, np.uint64(0), CK_UNKNOWN, 0, False, 0, False)
     if l3 + 20 > cap_end:
-        return S_TRUNCATED_HEADER
-    if buf[l3] >> 4 != 4:
-        return S_MALFORMED
+        return (S_TRUNCATED_HEADER, *bad[1:])
     ihl = np.int64(buf[l3] & 0x0F) * 4
-    if ihl < 20:
-        return S_MALFORMED
+    if buf[l3] >> 4 != 4 or ihl < 20:
+        return bad
     if l3 + ihl > cap_end:
-        return S_TRUNCATED_HEADER
+        return (S_TRUNCATED_HEADER, *bad[1:])
     total = u16be(buf, l3 + 2)
-    if total == 0:
-        total = (
-            wire_end - l3
-        )  # TSO: the NIC fills in the length after capture (as Wireshark reads it)
+    if total == 0:  # TSO: the NIC fills the length in after capture (Wireshark reads it so)
+        total = wire_end - l3
     if total < ihl:
-        return S_MALFORMED
-    if l3 + total > wire_end:
-        counters[C_IP_LEN_BEYOND_FRAME] += 1
+        return bad
+    beyond = l3 + total > wire_end
+    if beyond:
         total = wire_end - l3
     ip_ck = CK_OK if fold(ocsum(buf, buf64, l3, ihl)) == 0xFFFF else CK_BAD
     flags_offset = u16be(buf, l3 + 6)
     more = (flags_offset & 0x2000) != 0
     frag_offset = np.int64(flags_offset & 0x1FFF) * 8
-    proto = buf[l3 + 9]
+    proto = np.int64(buf[l3 + 9])
     l4 = l3 + ihl
     l4_len = total - ihl
     l4_cap = max(np.int64(0), min(cap_end - l4, l4_len))
+    # RFC 9293 §3.1 pseudo-header: source, destination, zero, PTCL, TCP length
+    pseudo = ocsum(buf, buf64, l3 + 12, 8) + np.uint64(6) + np.uint64(l4_len)
     if more or frag_offset:
-        k = frags.count[0]
-        frags.count[1] += 1  # all fragments seen; more than the columns hold -> caller retries
-        if k < frags.record.size:
-            frags.record[k] = rec_index
-            frags.version[k] = 4
-            _put_v4_address(frags.src, k, buf, l3 + 12)
-            _put_v4_address(frags.dst, k, buf, l3 + 16)
-            frags.ident[k] = u16be(buf, l3 + 4)
-            frags.proto[k] = proto
-            frags.frag_offset[k] = frag_offset
-            frags.more[k] = more
-            frags.header_offset[k] = l3
-            frags.header_len[k] = ihl
-            frags.data_offset[k] = l4
-            frags.data_len[k] = l4_len
-            frags.data_caplen[k] = l4_cap
-            frags.ttl[k] = buf[l3 + 8]
-            frags.ip_checksum[k] = ip_ck
-            frags.pseudo_dst[k] = -1
-            frags.count[0] = k + 1
-        return S_FRAGMENT
-    if proto != 6:
-        return S_NON_TCP
-    pseudo = (
-        ocsum(buf, buf64, l3 + 12, 8) + np.uint64(6) + np.uint64(l4_len)
-    )  # RFC 9293 §3.1: src, dst, zero, PTCL, TCP length
-    status = _decode_tcp(buf, buf64, l4, l4_cap, l4_len, pseudo, out, row)
-    if status == S_TCP:
-        out.ip_version[row] = 4
-        _put_v4_address(out.src, row, buf, l3 + 12)
-        _put_v4_address(out.dst, row, buf, l3 + 16)
-        out.ttl[row] = buf[l3 + 8]
-        out.ip_id[row] = u16be(buf, l3 + 4)
-        out.fragmented[row] = False
-        out.ip_checksum[row] = ip_ck
-        if ip_ck == CK_BAD:
-            counters[C_BAD_IP] += 1
-    return status
+        status = S_FRAGMENT
+    elif proto != 6:
+        status = S_NON_TCP
+    else:
+        status = S_TCP
+    return status, l4, l4_cap, l4_len, pseudo, ip_ck, frag_offset, more, proto, beyond
 
 
 @helper
-def _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, rec_index):  # type: ignore[no-untyped-def]
+def _ipv6_jumbo_length(buf, p, end):  # type: ignore[no-untyped-def]
+    """Jumbo payload length from a hop-by-hop header spanning [p, end), or 0 (RFC 2675)."""
+    q = p + 2
+    while q + 2 <= end:
+        opt = buf[q]
+        if opt == 0:  # Pad1
+            q += 1
+            continue
+        olen = np.int64(buf[q + 1])
+        if opt == 0xC2 and olen == 4 and q + 6 <= end:
+            return u32be(buf, q + 2)
+        q += 2 + olen
+    return np.int64(0)
+
+
+@helper
+def _parse_ipv6(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-def]
+    """IPv6 header and extension headers (RFC 8200 §4).
+
+    Returns (status, l4, l4_cap, l4_len, pseudo-header sum, offset of the final
+    destination, fragment offset, more-fragments, next header, identification,
+    length-beyond-frame flag).
+    """
+    bad = (S_MALFORMED, l3, 0, 0, np.uint64(0), l3 + 24, 0, False, 0, 0, False)
     if l3 + 40 > cap_end:
-        return S_TRUNCATED_HEADER
+        return (S_TRUNCATED_HEADER, *bad[1:])
     if buf[l3] >> 4 != 6:
-        return S_MALFORMED
+        return bad
     plen = u16be(buf, l3 + 4)
-    nh = buf[l3 + 6]
+    nh = np.int64(buf[l3 + 6])
     p = l3 + 40
     pseudo_dst = l3 + 24
     jumbo = np.int64(0)
@@ -371,85 +351,43 @@ def _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, r
     more = False
     frag_offset = np.int64(0)
     ident = np.int64(0)
-    # extension headers (RFC 8200 §4): hop-by-hop 0, routing 43, fragment 44, AH 51,
-    # destination options 60, mobility 135, HIP 139, shim6 140
-    while (
-        nh == 0
-        or nh == 43
-        or nh == 44
-        or nh == 51
-        or nh == 60
-        or nh == 135
-        or nh == 139
-        or nh == 140
-    ):
+    # hop-by-hop 0, routing 43, fragment 44, AH 51, destination options 60, mobility 135,
+    # HIP 139, shim6 140
+    while nh in (0, 43, 44, 51, 60, 135, 139, 140):
         if p + 8 > cap_end:
-            return S_TRUNCATED_HEADER
+            return (S_TRUNCATED_HEADER, *bad[1:])
         if nh == 44:
             fo = u16be(buf, p + 2)
-            frag_offset = np.int64(fo & 0xFFF8)
-            more = (fo & 1) != 0
-            ident = u32be(buf, p + 4)
-            nh = buf[p]
+            nh = np.int64(buf[p])
             p += 8
-            if frag_offset or more:  # an atomic fragment (RFC 6946) is processed as a whole packet
+            if fo & 0xFFF9:  # an atomic fragment (RFC 6946) is processed as a whole packet
                 frag = True
+                frag_offset = np.int64(fo & 0xFFF8)
+                more = (fo & 1) != 0
+                ident = u32be(buf, p - 4)
                 break
             continue
         hlen = (np.int64(buf[p + 1]) + 2) * 4 if nh == 51 else (np.int64(buf[p + 1]) + 1) * 8
         if p + hlen > cap_end:
-            return S_TRUNCATED_HEADER
+            return (S_TRUNCATED_HEADER, *bad[1:])
         if nh == 0:
-            q = p + 2
-            while q + 2 <= p + hlen:  # look for the jumbo payload option (RFC 2675)
-                opt = buf[q]
-                if opt == 0:
-                    q += 1
-                    continue
-                olen = np.int64(buf[q + 1])
-                if opt == 0xC2 and olen == 4 and q + 6 <= p + hlen:
-                    jumbo = u32be(buf, q + 2)
-                q += 2 + olen
+            jumbo = _ipv6_jumbo_length(buf, p, p + hlen)
         elif nh == 43:
             final = _v6_final_destination(buf, p, hlen)
             if final >= 0:
                 pseudo_dst = final
-        nh = buf[p]
+        nh = np.int64(buf[p])
         p += hlen
     if plen == 0:
         plen = jumbo if jumbo > 0 else wire_end - l3 - 40
     end = l3 + 40 + plen
-    if end > wire_end:
-        counters[C_IP_LEN_BEYOND_FRAME] += 1
+    beyond = end > wire_end
+    if beyond:
         end = wire_end
     if p > end:
-        return S_MALFORMED
+        return bad
     l4_len = end - p
     l4_cap = max(np.int64(0), min(cap_end - p, l4_len))
-    if frag:
-        k = frags.count[0]
-        frags.count[1] += 1  # all fragments seen; more than the columns hold -> caller retries
-        if k < frags.record.size:
-            frags.record[k] = rec_index
-            frags.version[k] = 6
-            _put_v6_address(frags.src, k, buf, l3 + 8)
-            _put_v6_address(frags.dst, k, buf, l3 + 24)
-            frags.ident[k] = ident
-            frags.proto[k] = nh
-            frags.frag_offset[k] = frag_offset
-            frags.more[k] = more
-            frags.header_offset[k] = l3
-            frags.header_len[k] = p - l3
-            frags.data_offset[k] = p
-            frags.data_len[k] = l4_len
-            frags.data_caplen[k] = l4_cap
-            frags.ttl[k] = buf[l3 + 7]
-            frags.ip_checksum[k] = CK_NONE
-            frags.pseudo_dst[k] = pseudo_dst
-            frags.count[0] = k + 1
-        return S_FRAGMENT
-    if nh != 6:
-        return S_NON_TCP
     # RFC 8200 §8.1: source, final destination, upper-layer length (32 bits), next header
     pseudo = (
         ocsum(buf, buf64, l3 + 8, 16)
@@ -458,16 +396,71 @@ def _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, r
         + np.uint64(l4_len & 0xFFFF)
         + np.uint64(6)
     )
-    status = _decode_tcp(buf, buf64, p, l4_cap, l4_len, pseudo, out, row)
-    if status == S_TCP:
-        out.ip_version[row] = 6
-        _put_v6_address(out.src, row, buf, l3 + 8)
-        _put_v6_address(out.dst, row, buf, l3 + 24)
-        out.ttl[row] = buf[l3 + 7]
-        out.ip_id[row] = 0
-        out.fragmented[row] = False
-        out.ip_checksum[row] = CK_NONE
-    return status
+    if frag:
+        status = S_FRAGMENT
+    elif nh != 6:
+        status = S_NON_TCP
+    else:
+        status = S_TCP
+    return status, p, l4_cap, l4_len, pseudo, pseudo_dst, frag_offset, more, nh, ident, beyond
+
+
+@helper
+def _store_fragment(
+    frags,
+    buf,
+    i,
+    l3,
+    version,
+    l4,
+    l4_cap,
+    l4_len,
+    frag_offset,
+    more,
+    proto,
+    ident,
+    ip_ck,
+    pseudo_dst,
+):  # type: ignore[no-untyped-def]
+    """Keep a fragment's header fields and byte range for the reassembler (rare path)."""
+    k = frags.count[0]
+    frags.count[1] += 1  # fragments seen; more than the columns hold -> the caller retries
+    if k >= frags.record.size:
+        return
+    src, dst = (l3 + 12, l3 + 16) if version == 4 else (l3 + 8, l3 + 24)
+    frags.record[k] = i
+    frags.version[k] = version
+    _put_address(frags.src, k, buf, src, version)
+    _put_address(frags.dst, k, buf, dst, version)
+    frags.ident[k] = ident
+    frags.proto[k] = proto
+    frags.frag_offset[k] = frag_offset
+    frags.more[k] = more
+    frags.header_offset[k] = l3
+    frags.header_len[k] = l4 - l3
+    frags.data_offset[k] = l4
+    frags.data_len[k] = l4_len
+    frags.data_caplen[k] = l4_cap
+    frags.ttl[k] = buf[l3 + 8] if version == 4 else buf[l3 + 7]
+    frags.ip_checksum[k] = ip_ck
+    frags.pseudo_dst[k] = pseudo_dst
+    frags.count[0] = k + 1
+
+
+@helper
+def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-untyped-def]
+    """Either IP version as one tuple: (status, l4, l4_cap, l4_len, pseudo, ip checksum,
+    fragment offset, more, protocol, identification, final destination, beyond)."""
+    if version == 4:
+        st, l4, l4_cap, l4_len, pseudo, ip_ck, fo, more, proto, beyond = _parse_ipv4(
+            buf, buf64, l3, cap_end, wire_end
+        )
+        ident = u16be(buf, l3 + 4) if st != S_TRUNCATED_HEADER else 0
+        return st, l4, l4_cap, l4_len, pseudo, ip_ck, fo, more, proto, ident, l3 + 16, beyond
+    st, l4, l4_cap, l4_len, pseudo, pdst, fo, more, nh, ident, beyond = _parse_ipv6(
+        buf, buf64, l3, cap_end, wire_end
+    )
+    return st, l4, l4_cap, l4_len, pseudo, CK_NONE, fo, more, nh, ident, pdst, beyond
 
 
 @kernel
@@ -475,39 +468,70 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, 
     """Decode every record of one source; TCP rows go to ``out``, fragments to ``frags``.
 
     ``status[i]`` receives the record's S_* code. Returns the number of TCP rows.
+    (Helpers return tuples and only this body touches ``out``: handing a tuple of
+    thirty arrays to a helper per packet costs a reference count per array.)
     """
     row = 0
-    for i in range(rec.offset.size):
+    n = rec.offset.size
+    for i in range(n):
+        if i + PREFETCH_RECORDS < n:
+            prefetch(buf, rec.offset[i + PREFETCH_RECORDS] + 12)
         off = rec.offset[i]
-        caplen = rec.caplen[i]
-        version, l3 = link_to_l3(buf, off, caplen, rec.linktype[i])
-        if version == -2:
-            status[i] = S_UNKNOWN_LINK
+        version, l3 = link_to_l3(buf, off, rec.caplen[i], rec.linktype[i])
+        if version <= 0:
+            status[i] = (
+                S_UNKNOWN_LINK
+                if version == -2
+                else (S_TRUNCATED_HEADER if version == -1 else S_NON_IP)
+            )
             continue
-        if version == -1:
-            status[i] = S_TRUNCATED_HEADER
-            continue
-        if version == 0:
-            status[i] = S_NON_IP
-            continue
-        cap_end = off + caplen
-        wire_end = off + rec.wirelen[i]
-        if version == 4:
-            st = _decode_ipv4(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, i)
-        else:
-            st = _decode_ipv6(buf, buf64, l3, cap_end, wire_end, out, row, frags, counters, i)
+        st, l4, l4_cap, l4_len, pseudo, ip_ck, fo, more, proto, ident, pdst, beyond = _parse_ip(
+            buf, buf64, version, l3, off + rec.caplen[i], off + rec.wirelen[i]
+        )
+        counters[C_IP_LEN_BEYOND_FRAME] += beyond
+        if st == S_FRAGMENT:
+            _store_fragment(
+                frags, buf, i, l3, version, l4, l4_cap, l4_len, fo, more, proto, ident, ip_ck, pdst
+            )
+        if st == S_TCP:
+            if l4_cap < 20:
+                st = S_TRUNCATED_HEADER
+            elif buf[l4 + 12] >> 4 < 5 or np.int64(buf[l4 + 12] >> 4) * 4 > l4_len:
+                st = S_MALFORMED
         status[i] = st
         if st != S_TCP:
             continue
+        hlen = np.int64(buf[l4 + 12] >> 4) * 4
         out.frame[row] = frame_base + i + 1
         out.file[row] = file_index
         out.offset[row] = off
         out.ts_ns[row] = rec.ts_ns[i]
-        out.caplen[row] = caplen
+        out.caplen[row] = rec.caplen[i]
         out.wirelen[row] = rec.wirelen[i]
-        if out.payload_caplen[row] < out.payload_len[row]:
-            counters[C_TRUNCATED_PAYLOAD] += 1
-        if out.tcp_checksum[row] == CK_BAD:
-            counters[C_BAD_TCP] += 1
+        out.ip_version[row] = version
+        _put_address(out.src, row, buf, l3 + 12 if version == 4 else l3 + 8, version)
+        _put_address(out.dst, row, buf, l3 + 16 if version == 4 else l3 + 24, version)
+        out.ttl[row] = buf[l3 + 8] if version == 4 else buf[l3 + 7]
+        out.ip_id[row] = ident if version == 4 else 0
+        out.ip_checksum[row] = ip_ck
+        out.sport[row] = u16be(buf, l4)
+        out.dport[row] = u16be(buf, l4 + 2)
+        out.seq[row] = u32be(buf, l4 + 4)
+        out.ack[row] = u32be(buf, l4 + 8)
+        out.flags[row] = u16be(buf, l4 + 12) & 0x0FFF
+        out.window[row] = u16be(buf, l4 + 14)
+        out.urgent[row] = u16be(buf, l4 + 18)
+        out.tcp_header_len[row] = hlen
+        out.payload_offset[row] = l4 + hlen
+        out.payload_len[row] = l4_len - hlen
+        out.payload_caplen[row] = max(np.int64(0), l4_cap - hlen)
+        out.tcp_checksum[row] = _tcp_checksum(buf, buf64, l4, l4_cap, l4_len, pseudo)
+        mss, ws, sack, tsp, tsv, tse = _parse_tcp_options(buf, l4 + 20, l4 + min(hlen, l4_cap))
+        out.mss[row] = mss
+        out.wscale[row] = ws
+        out.sack_permitted[row] = sack
+        out.ts_present[row] = tsp
+        out.ts_val[row] = tsv
+        out.ts_ecr[row] = tse
         row += 1
     return row

@@ -18,7 +18,7 @@ import struct
 S_TCP, S_NON_IP, S_NON_TCP, S_FRAGMENT = 1, 2, 3, 4
 S_UNKNOWN_LINK, S_MALFORMED, S_TRUNCATED_HEADER = 5, 6, 7
 CK_UNKNOWN, CK_OK, CK_BAD, CK_NONE = 0, 1, 2, 3
-C_TRUNCATED_PAYLOAD, C_BAD_IP, C_BAD_TCP, C_IP_LEN_BEYOND_FRAME = 0, 1, 2, 3
+C_IP_LEN_BEYOND_FRAME = 0  # the one counter: IP claims more bytes than the frame had
 
 # what _link_to_l3 says besides an IP version
 NOT_IP, CUT_SHORT, UNKNOWN_LINK = 0, -1, -2
@@ -26,7 +26,9 @@ NOT_IP, CUT_SHORT, UNKNOWN_LINK = 0, -1, -2
 ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_PPPOE = 0x0800, 0x86DD, 0x8864
 VLAN_TPIDS = (0x8100, 0x88A8, 0x9100, 0x9200)  # 802.1Q, 802.1ad and the older QinQ types
 MPLS_TYPES = (0x8847, 0x8848)
-AF_INET6_VALUES = (10, 23, 24, 28, 30)  # Linux, Windows, Net/OpenBSD, FreeBSD, Darwin
+# tcpdump.org/linktypes/LINKTYPE_NULL.html: AF_INET6 "can be 24, 28, or 30" (NetBSD, OpenBSD
+# and BSD/OS; FreeBSD and DragonFly; Darwin). Linux's 10 is not listed: Linux never writes it.
+AF_INET6_VALUES = (24, 28, 30)
 # RFC 8200 §4 and the IANA list of IPv6 extension headers: hop-by-hop 0, routing 43,
 # fragment 44, AH 51, destination options 60, mobility 135, HIP 139, shim6 140
 V6_EXTENSION_HEADERS = (0, 43, 44, 51, 60, 135, 139, 140)
@@ -255,10 +257,11 @@ def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
     l4_cap = max(0, min(cap_end - l4, l4_len))
     src, dst = _v4_address(buf, l3 + 12), _v4_address(buf, l3 + 16)
     if more or frag_offset:
+        # pseudo_dst: where the pseudo-header's destination address is (RFC 9293 §3.1)
         fields = dict(
             version=4, src=src, dst=dst, ident=ident, proto=proto, frag_offset=frag_offset,
             more=more, header_offset=l3, header_len=ihl, data_offset=l4, data_len=l4_len,
-            data_caplen=l4_cap, ttl=ttl, ip_checksum=ip_ck, pseudo_dst=-1,
+            data_caplen=l4_cap, ttl=ttl, ip_checksum=ip_ck, pseudo_dst=l3 + 16,
         )  # fmt: skip
         _put_fragment(frags, record, fields)
         return S_FRAGMENT
@@ -272,7 +275,6 @@ def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
         out.ip_version[row], out.ttl[row], out.ip_id[row] = 4, ttl, ident
         out.src[row], out.dst[row] = list(src), list(dst)
         out.fragmented[row], out.ip_checksum[row] = False, ip_ck
-        counters[C_BAD_IP] += ip_ck == CK_BAD
     return st
 
 
@@ -291,11 +293,11 @@ def _routing_final_destination(buf, p: int, hlen: int) -> int:  # type: ignore[n
     return -1
 
 
-def _jumbo_length(buf, p: int, hlen: int) -> int | None:  # type: ignore[no-untyped-def]
-    """The (last) Jumbo Payload length in a hop-by-hop header, or None (RFC 2675 §2)."""
+def _jumbo_length(buf, p: int, hlen: int) -> int:  # type: ignore[no-untyped-def]
+    """The first Jumbo Payload option's length in a hop-by-hop header, or 0 (RFC 2675 §2)."""
     # RFC 8200 §4.2 options are type, length, data; Pad1 (type 0) is a single byte.
     # RFC 2675 §2: Jumbo Payload is option type 0xC2, Opt Data Len 4, a 32-bit length.
-    jumbo, q = None, p + 2
+    q = p + 2
     while q + 2 <= p + hlen:
         opt = _u8(buf, q)
         if opt == 0:
@@ -303,9 +305,9 @@ def _jumbo_length(buf, p: int, hlen: int) -> int | None:  # type: ignore[no-unty
             continue
         olen = _u8(buf, q + 1)
         if opt == 0xC2 and olen == 4 and q + 6 <= p + hlen:
-            jumbo = _u32(buf, q + 2)
+            return _u32(buf, q + 2)
         q += 2 + olen
-    return jumbo
+    return 0
 
 
 def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:  # type: ignore[no-untyped-def]
@@ -337,8 +339,7 @@ def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
         if p + hlen > cap_end:
             return S_TRUNCATED_HEADER
         if nh == 0:
-            found = _jumbo_length(buf, p, hlen)
-            jumbo = jumbo if found is None else found
+            jumbo = _jumbo_length(buf, p, hlen)  # the last hop-by-hop header decides
         elif nh == 43:
             final = _routing_final_destination(buf, p, hlen)
             if final >= 0:
@@ -347,12 +348,10 @@ def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
     if plen == 0:
         # RFC 2675 §3: Payload Length 0 with a Jumbo Payload option; otherwise offloaded
         plen = jumbo if jumbo > 0 else wire_end - l3 - 40
-    end = l3 + 40 + plen
-    if end > wire_end:
-        counters[C_IP_LEN_BEYOND_FRAME] += 1
-        end = wire_end
-    if p > end:
+    end = min(l3 + 40 + plen, wire_end)
+    if p > end:  # the extension headers alone overrun the payload length
         return S_MALFORMED
+    counters[C_IP_LEN_BEYOND_FRAME] += l3 + 40 + plen > wire_end
     l4_len = end - p
     l4_cap = max(0, min(cap_end - p, l4_len))
     src, dst = _v6_address(buf, l3 + 8), _v6_address(buf, l3 + 24)
@@ -400,7 +399,5 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, 
             continue
         out.frame[row], out.file[row], out.offset[row] = frame_base + i + 1, file_index, off
         out.ts_ns[row], out.caplen[row], out.wirelen[row] = rec.ts_ns[i], caplen, wirelen
-        counters[C_TRUNCATED_PAYLOAD] += out.payload_caplen[row] < out.payload_len[row]
-        counters[C_BAD_TCP] += out.tcp_checksum[row] == CK_BAD
         row += 1
     return row
