@@ -57,6 +57,10 @@ in_srv ip -6 addr add fd00:77::1/64 dev veth0 nodad
 in_cli ip -6 addr add fd00:77::2/64 dev veth1 nodad
 in_srv ethtool -K veth0 tx off tso off gso off gro off >/dev/null
 in_cli ethtool -K veth1 tx off tso off gso off gro off >/dev/null
+# No link-local addresses: they would bring router solicitations and MLD
+# reports at random times; the fixed ones above are enough for neighbour discovery.
+in_srv ip link set veth0 addrgenmode none
+in_cli ip link set veth1 addrgenmode none
 for ns in "$srv" "$cli"; do ip netns exec "$ns" ip link set lo up; done
 in_srv ip link set veth0 up
 in_cli ip link set veth1 up
@@ -64,13 +68,13 @@ in_cli ip link set veth1 up
 # --- what the server serves, and what the client uploads -------------------
 mkdir -p "$work/www"
 echo "hello from the server namespace" >"$work/www/hello.txt"
-# ~24 KB of numbered lines: a response that spans many segments.
+# 28,800 bytes of numbered lines: a response that spans many segments.
 python3 -c '
 import sys
 for i in range(1, 601):
     sys.stdout.write(f"line {i:4d} of notes.txt, served over a veth pair\n")
 ' >"$work/www/notes.txt"
-# ~8 KB upload body.
+# 6,800-byte upload body.
 python3 -c '
 import sys
 for i in range(1, 201):
@@ -112,7 +116,9 @@ root = sys.argv[1]
 DualStackServer(("::", 8000), partial(Handler, directory=root)).serve_forever()
 PY
 
-in_srv python3 "$work/server.py" "$work/www" 2>"$work/server.log" &
+# Started with `ip netns exec` itself (not a shell function) so that $! is
+# the server's own pid: ip netns exec execs its command.
+ip netns exec "$srv" python3 "$work/server.py" "$work/www" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 50); do
     in_srv ss -Hltn 'sport = :8000' | grep -q . && break
@@ -120,7 +126,7 @@ for _ in $(seq 50); do
 done
 
 # --- capture --------------------------------------------------------------
-in_srv tcpdump -i veth0 -U -w "$work/capture.pcap" 2>"$work/tcpdump.log" &
+ip netns exec "$srv" tcpdump -i veth0 --immediate-mode -U -w "$work/capture.pcap" 2>"$work/tcpdump.log" &
 tcpdump_pid=$!
 for _ in $(seq 50); do
     grep -q "listening on" "$work/tcpdump.log" && break
@@ -128,15 +134,15 @@ for _ in $(seq 50); do
 done
 
 curl_() { in_cli curl --silent --show-error --noproxy '*' "$@"; }
-# 1. one keep-alive connection, two GETs: the directory listing, then a 24 KB file
+# 1. one keep-alive connection, two GETs: the directory listing, then notes.txt
 curl_ -o /dev/null -o /dev/null http://10.77.0.1:8000/ http://10.77.0.1:8000/notes.txt
-# 2. an 8 KB upload (PUT) on a connection of its own
+# 2. an upload (PUT) of upload.txt on a connection of its own
 curl_ -o /dev/null -H 'Expect:' -T "$work/upload.txt" http://10.77.0.1:8000/upload.txt
 # 3. a small GET over IPv6
 curl_ -o /dev/null 'http://[fd00:77::1]:8000/hello.txt'
 # 4. a connection attempt to a closed port: SYN answered by RST
 curl_ -o /dev/null http://10.77.0.1:8001/ 2>/dev/null || true
-sleep 0.5 # let the last FIN/ACK exchanges reach the wire
+sleep 1 # let the last FIN/ACK exchanges reach the wire and tcpdump
 
 kill -INT "$tcpdump_pid"
 wait "$tcpdump_pid" || true

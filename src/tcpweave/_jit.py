@@ -31,7 +31,7 @@ def kernel(func: F) -> F:
 
 def helper(func: F) -> F:
     """Compile a small inlined building block used by kernels (not registered)."""
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(func)  # type: ignore[no-any-return]
+    return numba.njit(cache=True, nogil=True, inline="always")(func)  # type: ignore[no-any-return]
 
 
 def _prefetch_intrinsic() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Checksum", "LinkType"]
+__all__ = ["Checksum", "ChecksumMode", "Fate", "GapReason", "LinkType", "Policy"]
 
 
 class Checksum(IntEnum):
@@ -34,3 +34,68 @@ class LinkType(IntEnum):
     # DLT_RAW values that some platforms write in place of LINKTYPE_RAW
     DLT_RAW_12 = 12
     DLT_RAW_14 = 14
+
+
+class Fate(IntEnum):
+    """What the plan did with a byte range of a segment (plan column ``fate``)."""
+
+    NEW = 0  # kept: first bytes seen at these offsets
+    RETRANSMISSION = 1  # whole segment already held, same bytes
+    OVERLAP_SAME = 2  # part already held, same bytes
+    OVERLAP_CONFLICT_KEPT = 3  # bytes differ from another version; this one kept (policy)
+    OVERLAP_CONFLICT_DROPPED = 4  # bytes differ; the other version kept
+    OUTSIDE_WINDOW = 5  # more than 1 GiB away from anything the direction has seen
+    BAD_CHECKSUM = 6  # dropped for its TCP checksum (see the checksum mode)
+    AFTER_CLOSE = 7  # data seen after the session was reset
+    RST_DATA = 8  # payload of an RST segment (diagnostic text, not stream data, RFC 9293 §3.5.3)
+    KEEPALIVE = 9  # keep-alive probe byte (seq = next - 1)
+    TRUNCATED = 10  # bytes the segment carried on the wire but the capture cut off
+    BEFORE_START = 11  # before the direction's first byte (sequence below ISN + 1)
+
+    def __str__(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @property
+    def kept(self) -> bool:
+        return self in (Fate.NEW, Fate.OVERLAP_CONFLICT_KEPT)
+
+
+class GapReason(IntEnum):
+    NOT_CAPTURED = 0  # no segment carrying these bytes was captured
+    TRUNCATED = 1  # a segment carried them but the capture cut it short
+
+    def __str__(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+class Policy(IntEnum):
+    """Overlap policies: which version wins when overlapping bytes differ (docs/overlap-policies.md)."""
+
+    FIRST = 0
+    LAST = 1
+    BSD = 2
+    LINUX = 3
+    WINDOWS = 4
+    SOLARIS = 5
+    HPUX10 = 6
+    HPUX11 = 7
+    IRIX = 8
+    MACOS = 9
+    VISTA = 10
+    OLD_LINUX = 11
+
+    def __str__(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def parse(cls, name: str) -> Policy:
+        return cls[name.upper().replace("-", "_")]
+
+
+class ChecksumMode(IntEnum):
+    AUTO = 0  # drop bad TCP checksums unless the direction shows checksum offload
+    STRICT = 1  # drop every segment with a bad TCP checksum
+    IGNORE = 2  # keep segments whatever their checksum
+
+    def __str__(self) -> str:
+        return self.name.lower()

@@ -63,7 +63,8 @@ def spool(path: str, workdir: str | None) -> tuple[IO[bytes], list[CaptureError]
         written = 0
         try:
             with opener(raw) as reader:
-                while chunk := reader.read(_STEP):
+                # read1, not read: read() drops what it decoded in a call that hits the damage
+                while chunk := reader.read1(_STEP):
                     out.write(chunk)
                     written += len(chunk)
         except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:

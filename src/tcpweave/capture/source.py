@@ -25,6 +25,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy as np
 from tcpweave.capture import _kernels as k
 from tcpweave.capture._compress import compression_of, spool
 from tcpweave.capture.index import (
+    RecordColumns,
     concat_records,
     empty_interfaces,
     empty_records,
@@ -50,6 +52,8 @@ MAX_INTERFACES = 65536
 #: files up to this size are pre-mapped whole; larger ones fault pages in as they are read
 POPULATE_MAX_BYTES = 8 << 30
 _MAX_STORED_ERRORS = 1000
+#: records per chunk: small enough that a chunk's bytes are still in cache when decoded
+CHUNK_RECORDS = 4096
 
 ERROR_REASONS = {
     k.E_CORRUPT_RECORD: "corrupt record header (implausible capture length); skipped {arg} bytes "
@@ -69,16 +73,19 @@ ERROR_REASONS = {
 
 @dataclass
 class Source:
-    """A capture file mapped in memory with its record index."""
+    """A capture file mapped in memory; its records are read in chunks (``record_chunks``)."""
 
     path: str
-    format: str  # "pcap" or "pcapng"
+    format: str  # "pcap", "pcapng", or "defrag" for rebuilt IP datagrams
     compression: str | None
     buffer: np.ndarray  # uint8 view of the whole (decompressed) file
-    records: Any  # RecordColumns
-    errors: list[CaptureError] = field(default_factory=list)
-    error_count: int = 0
+    decompress_errors: list[CaptureError] = field(default_factory=list)
+    scan_errors: list[CaptureError] = field(default_factory=list)  # from the last full walk
+    scan_error_count: int = 0
     snaplen: int = 0
+    first_ts_ns: int | None = None
+    _scan: Any = field(default=None, repr=False)  # (kernel call, initial state) or fixed records
+    _records: Any = field(default=None, repr=False)
     _keep: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -88,8 +95,53 @@ class Source:
         return self.buffer[:whole].view(np.uint64)
 
     @property
-    def first_ts_ns(self) -> int | None:
-        return int(self.records.ts_ns[0]) if len(self.records.ts_ns) else None
+    def records(self) -> Any:
+        """The whole record index (RecordColumns), built on first use."""
+        if self._records is None:
+            parts = [
+                RecordColumns(*(col.copy() for col in chunk))
+                for chunk in self.record_chunks(CHUNK_RECORDS)
+            ]
+            self._records = concat_records(parts) if parts else empty_records(0)
+        return self._records
+
+    def record_chunks(self, max_records: int = 0) -> Iterator[Any]:
+        """Yield the record index in chunks of at most ``max_records`` rows, in file order.
+
+        A chunk's columns are reused for the next one: copy what must outlive the
+        iteration. Damaged records are added to ``errors`` as they are met.
+        """
+        if self._records is not None or self._scan is None:
+            if self._records is not None and len(self._records.offset):
+                yield self._records
+            return
+        call, initial = self._scan
+        state = initial.copy()
+        rec = empty_records(max_records or CHUNK_RECORDS)
+        errs = _error_columns()
+        while not state[k.ST_DONE]:
+            n = call(state, rec, errs)
+            if n:
+                yield slice_records(rec, n)
+        self._collect_errors(state, errs)
+
+    @property
+    def errors(self) -> list[CaptureError]:
+        """Damage found so far: in the compressed stream, then in the records (file order)."""
+        return self.decompress_errors + self.scan_errors
+
+    @property
+    def error_count(self) -> int:
+        """All damaged records, including those beyond the stored error list."""
+        return len(self.decompress_errors) + self.scan_error_count
+
+    def _collect_errors(self, state: np.ndarray, errs: tuple[np.ndarray, ...]) -> None:
+        stored = min(int(state[k.ST_ERRORS]), _MAX_STORED_ERRORS)
+        self.scan_errors = []
+        for off, code, arg in zip(*(e[:stored] for e in errs), strict=True):
+            reason = ERROR_REASONS.get(int(code), "damaged record ({arg})").format(arg=int(arg))
+            self.scan_errors.append(CaptureError(self.path, int(off), reason))
+        self.scan_error_count = int(state[k.ST_ERRORS])
 
     def close(self) -> None:
         self.buffer = np.zeros(0, np.uint8)
@@ -98,6 +150,11 @@ class Source:
             with contextlib.suppress(BufferError):
                 obj.close()
         self._keep.clear()
+
+
+def fixed_source(path: str, fmt: str, buffer: np.ndarray, records: Any, keep: list[Any]) -> Source:
+    """A source whose records are already known (rebuilt IP datagrams)."""
+    return Source(path, fmt, None, buffer, _records=records, _keep=keep)
 
 
 def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Source:
@@ -118,7 +175,7 @@ def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Sou
         fobj = open(path, "rb")
         keep.append(fobj)
     buffer = _map(fobj, path, keep)
-    src = Source(path, "", compression, buffer, empty_records(0), errors, len(errors), _keep=keep)
+    src = Source(path, "", compression, buffer, decompress_errors=errors, _keep=keep)
     try:
         _index(src)
     except BaseException:
@@ -176,54 +233,46 @@ def _index_pcap(src: Source, swapped: bool) -> None:
     state[k.ST_POS] = 24
     state[k.ST_SWAPPED] = int(swapped)
     state[k.ST_LAST_SEC] = -1
-    parts = _scan(
-        src,
-        state,
-        lambda rec, errs: k.scan_pcap_records(
-            buf,
-            1 if nano else 1000,
-            10**9 if nano else 10**6,
-            snaplen,
-            max_caplen,
-            state,
-            rec,
-            *errs,
-        ),
-    )
-    records = concat_records(parts)
-    records.linktype[:] = linktype & 0xFFFF
-    src.records = records
+    ts_scale, frac_limit = (1, 10**9) if nano else (1000, 10**6)
+
+    def call(st: np.ndarray, rec: Any, errs: tuple[np.ndarray, ...]) -> int:
+        n = int(k.scan_pcap_records(buf, ts_scale, frac_limit, snaplen, max_caplen, st, rec, *errs))
+        rec.linktype[:n] = linktype & 0xFFFF
+        rec.interface[:n] = 0
+        return n
+
+    src._scan = (call, state)
+    src.first_ts_ns = _first_ts(call, state)
 
 
 def _index_pcapng(src: Source) -> None:
     buf = src.buffer
     state = np.zeros(8, np.int64)
     ifaces = empty_interfaces(MAX_INTERFACES)
-    parts = _scan(
-        src, state, lambda rec, errs: k.scan_pcapng_blocks(buf, state, ifaces, rec, *errs)
-    )
-    src.records = concat_records(parts)
+
+    def call(st: np.ndarray, rec: Any, errs: tuple[np.ndarray, ...]) -> int:
+        if st[k.ST_POS] == 0:  # a fresh walk: interfaces are defined again as it goes
+            ifaces.linktype[:] = 0
+        return int(k.scan_pcapng_blocks(buf, st, ifaces, rec, *errs))
+
+    src._scan = (call, state)
+    src.first_ts_ns = _first_ts(call, state)
 
 
-def _scan(src: Source, state: np.ndarray, call: Any) -> list[Any]:
-    """Run a scanning kernel in chunks until it reports the end of the buffer."""
-    errs = (
+def _first_ts(call: Any, initial: np.ndarray) -> int | None:
+    """Timestamp of the first record (orders the files of one capture)."""
+    state = initial.copy()
+    rec = empty_records(1)
+    errs = _error_columns()
+    while not state[k.ST_DONE]:
+        if call(state, rec, errs):
+            return int(rec.ts_ns[0])
+    return None
+
+
+def _error_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
         np.zeros(_MAX_STORED_ERRORS, np.int64),
         np.zeros(_MAX_STORED_ERRORS, np.int32),
         np.zeros(_MAX_STORED_ERRORS, np.int64),
     )
-    capacity = max(1024, min(src.buffer.size // 64 + 16, 1 << 22))
-    parts = []
-    while True:
-        rec = empty_records(capacity)
-        n = call(rec, errs)
-        parts.append(slice_records(rec, n))
-        if state[k.ST_DONE]:
-            break
-        capacity = min(capacity * 2, 1 << 24)
-    stored = min(int(state[k.ST_ERRORS]), _MAX_STORED_ERRORS)
-    for off, code, arg in zip(*(e[:stored] for e in errs), strict=True):
-        reason = ERROR_REASONS.get(int(code), "damaged record ({arg})").format(arg=int(arg))
-        src.errors.append(CaptureError(src.path, int(off), reason))
-    src.error_count += int(state[k.ST_ERRORS])
-    return parts

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tcpweave.capture import Source
+from tcpweave.capture.source import fixed_source
 from tcpweave.capture.index import RecordColumns
 from tcpweave.decode import _kernels as k
 from tcpweave.decode.fragments import Reassembly, empty_fragments, reassemble
@@ -27,6 +28,11 @@ from tcpweave.decode.table import (
 from tcpweave.enums import Checksum
 
 __all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode"]
+
+#: records decoded per kernel call (their bytes are still in cache from the scan)
+CHUNK_RECORDS = 4096
+#: first guess of the average frame size, to size the packet table before growing it
+ESTIMATED_FRAME_BYTES = 400
 
 
 class RecordStatus(IntEnum):
@@ -71,50 +77,78 @@ class Decoded:
     defrag: Source | None
 
 
+class _Rows:
+    """A packet table that grows by doubling while chunks are decoded into it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.cols = empty_packets(capacity, zeroed=False)
+        self.n = 0
+
+    def reserve(self, extra: int) -> None:
+        if self.n + extra <= len(self.cols.frame):
+            return
+        bigger = empty_packets(max(2 * len(self.cols.frame), self.n + extra), zeroed=False)
+        for old, new in zip(self.cols, bigger, strict=True):
+            new[: self.n] = old[: self.n]
+        self.cols = bigger
+
+    def table(self) -> Any:
+        return take_packets(self.cols, slice(0, self.n))
+
+
 def decode(sources: list[Source], workdir: str | None = None) -> Decoded:
-    """Decode all sources (already in capture order) into one packet table."""
+    """Decode all sources (already in capture order) into one packet table.
+
+    Each source is walked in record chunks that are decoded as soon as they are
+    indexed, while their bytes are still in the CPU cache, straight into one
+    growing table (fresh memory costs page faults; it is touched once).
+    """
     stats = DecodeStats()
-    parts, frag_parts = [], []
+    frag_parts = []
     counters = np.zeros(k.N_COUNTERS, np.int64)
+    rows = _Rows(sum(src.buffer.size for src in sources) // ESTIMATED_FRAME_BYTES + 1024)
+    status = np.empty(CHUNK_RECORDS, np.uint8)
     frame_base = 0
     for file_index, src in enumerate(sources):
-        rec = src.records
-        n = len(rec.offset)
-        out, status, frags = _decode_source(src, rec, file_index, frame_base, counters)
-        parts.append(out)
-        frag_parts.append((src.buffer, rec, frags, frame_base))
-        _count_status(stats, status, rec)
+        for rec in src.record_chunks(CHUNK_RECORDS):
+            n = len(rec.offset)
+            rows.reserve(n)
+            rows.n, frags = _decode_chunk(
+                src, rec, file_index, frame_base, rows.cols, rows.n, status[:n], counters
+            )
+            if frags.count[0]:
+                frag_parts.append((src.buffer, frags))
+            _count_status(stats, status[:n], rec)
+            frame_base += n
         stats.corrupt_records += src.error_count
-        frame_base += n
     stats.frames = frame_base
     reasm = reassemble(frag_parts, workdir)
     defrag = None
+    cols = rows.table()
     if reasm.datagrams:
-        defrag, rows = _decode_datagrams(reasm, len(sources), counters)
-        parts.append(rows)
-    cols = concat_packets(parts)
-    if reasm.datagrams:
+        defrag, extra = _decode_datagrams(reasm, len(sources), counters)
+        cols = concat_packets([cols, extra])
         cols = take_packets(cols, np.argsort(cols.frame, kind="stable"))
     _finish_stats(stats, cols, reasm, counters)
     return Decoded(PacketTable(cols), stats, defrag)
 
 
-def _decode_source(
-    src: Source, rec: Any, file_index: int, frame_base: int, counters: np.ndarray
-) -> tuple[Any, np.ndarray, Any]:
-    n = len(rec.offset)
-    capacity = max(16, n // 16)
+def _decode_chunk(
+    src: Source, rec: Any, file_index: int, frame_base: int, out: Any, row0: int,
+    status: np.ndarray, counters: np.ndarray,
+) -> tuple[int, Any]:  # fmt: skip
+    """Decode one chunk into ``out`` from ``row0``; returns the next free row and fragments."""
+    capacity = 16
     while True:
-        out = empty_packets(n)
-        status = np.zeros(n, np.uint8)
         frags = empty_fragments(capacity)
         scratch = np.zeros_like(counters)
-        rows = k.decode_records(
-            src.buffer, src.buffer64, rec, file_index, frame_base, out, status, frags, scratch
-        )
+        end = k.decode_records(
+            src.buffer, src.buffer64, rec, file_index, frame_base, out, row0, status, frags,
+            scratch,
+        )  # fmt: skip
         if frags.count[1] <= capacity:
             counters += scratch
-            return take_packets(out, slice(0, rows)), status, frags
+            return int(end), frags
         capacity = int(frags.count[1])
 
 
@@ -148,8 +182,10 @@ def _decode_datagrams(
         np.full(n, k.LT_RAW, np.int32),
         np.zeros(n, np.int32),
     )
-    src = Source("<reassembled IP fragments>", "defrag", None, buffer, rec, _keep=[reasm.spool, mm])
-    out, _status, _frags = _decode_source(src, rec, file_index, 0, counters)
+    src = fixed_source("<reassembled IP fragments>", "defrag", buffer, rec, [reasm.spool, mm])
+    out = empty_packets(n)
+    end, _frags = _decode_chunk(src, rec, file_index, 0, out, 0, np.empty(n, np.uint8), counters)
+    out = take_packets(out, slice(0, end))
     which = out.frame - 1  # decode numbered rows 1..n by datagram
     out.frame[:] = [dg[i].frame for i in which]
     out.fragmented[:] = True

@@ -53,6 +53,7 @@ C_IP_LEN_BEYOND_FRAME = 0  # IP claims more bytes than the frame carried on the 
 N_COUNTERS = 4
 
 _U64_LOW32 = np.uint64(0xFFFFFFFF)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @helper
@@ -83,21 +84,36 @@ def _sum_bytes(buf, start, end, origin):  # type: ignore[no-untyped-def]
 
 @helper
 def ocsum(buf, buf64, start, length):  # type: ignore[no-untyped-def]
-    """Unfolded ones' complement sum of ``length`` bytes at ``start`` (RFC 1071)."""
+    """Unfolded ones' complement sum of ``length`` bytes at ``start`` (RFC 1071).
+
+    Whole aligned 64-bit words are summed as two 32-bit halves; the words
+    holding the first and last bytes are masked rather than walked byte by
+    byte. Summing little-endian words yields the byte-swapped big-endian sum
+    (RFC 1071 §2(B)) when ``start`` is even, and the sum itself when it is odd.
+    """
+    if length <= 0:
+        return np.uint64(0)
     end = start + length
-    first_word = (start + 7) >> 3
-    end_word = min(end >> 3, buf64.size)
-    if end_word <= first_word:
+    first = start >> 3
+    last = (end - 1) >> 3
+    if last >= buf64.size:  # the file's last partial word is not in buf64
         return _sum_bytes(buf, start, end, start)
-    aligned = first_word << 3
-    s = _sum_bytes(buf, start, aligned, start)
-    m = np.uint64(0)
-    for j in range(first_word, end_word):
-        w = buf64[j]
+    head_mask = _ALL_ONES << np.uint64(8 * (start & 7))
+    tail_bytes = ((end - 1) & 7) + 1
+    tail_mask = _ALL_ONES >> np.uint64(64 - 8 * tail_bytes)
+    if first == last:
+        w = buf64[first] & head_mask & tail_mask
+        m = (w & _U64_LOW32) + (w >> np.uint64(32))
+    else:
+        w = buf64[first] & head_mask
+        m = (w & _U64_LOW32) + (w >> np.uint64(32))
+        for j in range(first + 1, last):
+            w = buf64[j]
+            m += (w & _U64_LOW32) + (w >> np.uint64(32))
+        w = buf64[last] & tail_mask
         m += (w & _U64_LOW32) + (w >> np.uint64(32))
-    m = fold(m)  # sum of little-endian words == byte-swapped big-endian sum (RFC 1071 §2(B))
-    s += m if (aligned - start) & 1 else _swap16(m)
-    return s + _sum_bytes(buf, end_word << 3, end, start)
+    m = fold(m)
+    return m if start & 1 else _swap16(m)
 
 
 @helper
@@ -406,29 +422,18 @@ def _parse_ipv6(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
 
 
 @helper
-def _store_fragment(
-    frags,
-    buf,
-    i,
-    l3,
-    version,
-    l4,
-    l4_cap,
-    l4_len,
-    frag_offset,
-    more,
-    proto,
-    ident,
-    ip_ck,
-    pseudo_dst,
-):  # type: ignore[no-untyped-def]
+def _store_fragment(  # type: ignore[no-untyped-def]
+    frags, buf, frame, ts_ns, l3, version, l4, l4_cap, l4_len, frag_offset, more, proto, ident,
+    ip_ck, pseudo_dst,
+):  # fmt: skip
     """Keep a fragment's header fields and byte range for the reassembler (rare path)."""
     k = frags.count[0]
     frags.count[1] += 1  # fragments seen; more than the columns hold -> the caller retries
-    if k >= frags.record.size:
+    if k >= frags.frame.size:
         return
     src, dst = (l3 + 12, l3 + 16) if version == 4 else (l3 + 8, l3 + 24)
-    frags.record[k] = i
+    frags.frame[k] = frame
+    frags.ts_ns[k] = ts_ns
     frags.version[k] = version
     _put_address(frags.src, k, buf, src, version)
     _put_address(frags.dst, k, buf, dst, version)
@@ -464,14 +469,15 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
 
 
 @kernel
-def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, counters):  # type: ignore[no-untyped-def]
-    """Decode every record of one source; TCP rows go to ``out``, fragments to ``frags``.
+def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, frags, counters):  # type: ignore[no-untyped-def]
+    """Decode records of one source; TCP rows go to ``out`` from row ``row0``, fragments to ``frags``.
 
-    ``status[i]`` receives the record's S_* code. Returns the number of TCP rows.
+    ``status[i]`` receives the record's S_* code. Returns the row after the last one written
+    (``out`` must have room for one row per record).
     (Helpers return tuples and only this body touches ``out``: handing a tuple of
     thirty arrays to a helper per packet costs a reference count per array.)
     """
-    row = 0
+    row = row0
     n = rec.offset.size
     for i in range(n):
         if i + PREFETCH_RECORDS < n:
@@ -491,8 +497,9 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, 
         counters[C_IP_LEN_BEYOND_FRAME] += beyond
         if st == S_FRAGMENT:
             _store_fragment(
-                frags, buf, i, l3, version, l4, l4_cap, l4_len, fo, more, proto, ident, ip_ck, pdst
-            )
+                frags, buf, frame_base + i + 1, rec.ts_ns[i], l3, version, l4, l4_cap, l4_len,
+                fo, more, proto, ident, ip_ck, pdst,
+            )  # fmt: skip
         if st == S_TCP:
             if l4_cap < 20:
                 st = S_TRUNCATED_HEADER

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 FRAGMENT_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
-    ("record", np.int64, ()),
+    ("frame", np.int64, ()),
+    ("ts_ns", np.int64, ()),
     ("version", np.uint8, ()),
     ("src", np.uint8, (16,)),
     ("dst", np.uint8, (16,)),
@@ -105,19 +106,18 @@ class Reassembly:
     dropped: int = 0
 
 
-def reassemble(parts: list[tuple[np.ndarray, Any, Any, int]], workdir: str | None) -> Reassembly:
+def reassemble(parts: list[tuple[np.ndarray, Any]], workdir: str | None) -> Reassembly:
     """Rebuild datagrams from fragment columns of several sources, in capture order.
 
-    ``parts`` holds (source buffer, record columns, fragment columns, frame base).
+    ``parts`` holds (source buffer, fragment columns) pairs.
     """
     result = Reassembly()
     pending: OrderedDict[tuple[Any, ...], _Pending] = OrderedDict()
     held = 0
-    for buf, rec, frags, frame_base in parts:
+    for buf, frags in parts:
         n = int(frags.count[0])
         for k in range(n):
-            r = int(frags.record[k])
-            ts = int(rec.ts_ns[r])
+            ts = int(frags.ts_ns[k])
             key = (
                 int(frags.version[k]),
                 frags.src[k].tobytes(),
@@ -130,7 +130,7 @@ def reassemble(parts: list[tuple[np.ndarray, Any, Any, int]], workdir: str | Non
             if entry is None:
                 entry = pending[key] = _Pending(ts, version=key[0])
             piece = _Piece(
-                frame_base + r + 1,
+                int(frags.frame[k]),
                 ts,
                 buf,
                 int(frags.data_offset[k]),

@@ -70,9 +70,10 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = (
 )
 
 
-def empty_packets(n: int) -> Any:
-    """Zeroed packet columns for ``n`` rows."""
-    return PacketColumns(*(np.zeros((n, *shape), dtype) for _, dtype, shape in PACKET_COLUMNS))
+def empty_packets(n: int, zeroed: bool = True) -> Any:
+    """Packet columns for ``n`` rows (zeroed, or left as allocated for a writer of every cell)."""
+    make = np.zeros if zeroed else np.empty
+    return PacketColumns(*(make((n, *shape), dtype) for _, dtype, shape in PACKET_COLUMNS))
 
 
 def concat_packets(parts: list[Any]) -> Any:

@@ -1,0 +1,87 @@
+"""flows/: conversation, session and direction of every packet.
+
+The 4-tuple of each packet is made order-free (its two endpoints sorted), the
+packets of each 4-tuple are walked in capture order and split into sessions,
+and sessions are numbered by their first packet, as Wireshark numbers
+``tcp.stream``. ``direction`` is 0 from client to server, 1 back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcpweave.decode.table import PacketTable
+from tcpweave.flows import _kernels as k
+
+__all__ = ["Flows", "assign"]
+
+
+@dataclass
+class Flows:
+    """Per-packet ``stream`` and ``direction``, and per-stream facts."""
+
+    stream: np.ndarray  # int64 per packet-table row
+    direction: np.ndarray  # uint8 per row: 0 client->server
+    first_row: np.ndarray  # per stream: packet-table row of its first packet
+    client_side: np.ndarray  # per stream: which endpoint side is the client
+    session: np.ndarray  # per stream: index among the sessions of its 4-tuple
+    tuple_index: np.ndarray  # per stream: index of its (order-free) 4-tuple
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.first_row)
+
+
+def _endpoint_keys(addr: np.ndarray, port: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    words = np.ascontiguousarray(addr).view(">u8")  # big-endian: numeric order = byte order
+    return words[:, 0], words[:, 1], port.astype(np.uint64)
+
+
+def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
+    """Give every packet its stream (session index) and direction."""
+    n = len(packets)
+    a = _endpoint_keys(packets.src, packets.sport)
+    b = _endpoint_keys(packets.dst, packets.dport)
+    a_gt_b = (a[0] > b[0]) | ((a[0] == b[0]) & ((a[1] > b[1]) | ((a[1] == b[1]) & (a[2] > b[2]))))
+    side = a_gt_b.astype(np.uint8)  # 0: sent by the lower endpoint
+    keys = np.empty(n, dtype=[(f"k{i}", np.uint64) for i in range(6)])
+    for i in range(3):
+        keys[f"k{i}"] = np.where(a_gt_b, b[i], a[i])
+        keys[f"k{i + 3}"] = np.where(a_gt_b, a[i], b[i])
+    _, flow = np.unique(keys, return_inverse=True)
+    flow = flow.astype(np.int64).reshape(-1)
+    order = np.argsort(flow, kind="stable")
+    session = np.empty(n, np.int64)
+    first_row = np.empty(n, np.int64)
+    n_sessions = k.split_sessions(
+        order, flow, side, packets.flags, packets.seq.astype(np.int64), packets.ts_ns,
+        packets.sport, packets.dport, idle_timeout_ns, session, first_row,
+    )  # fmt: skip
+    first_row = first_row[:n_sessions]
+    client_side = np.empty(n_sessions, np.int8)
+    k.assign_roles(order, session, side, packets.flags, packets.sport, packets.dport,
+                   n_sessions, client_side)  # fmt: skip
+    # streams are numbered by their first packet, like tcp.stream
+    by_first = np.argsort(first_row, kind="stable")
+    rank = np.empty(n_sessions, np.int64)
+    rank[by_first] = np.arange(n_sessions)
+    stream = rank[session]
+    direction = (side != client_side[session]).astype(np.uint8)
+    first_row = first_row[by_first]
+    client_side = client_side[by_first]
+    tuple_index = flow[first_row]
+    return Flows(stream, direction, first_row, client_side,
+                 _session_numbers(tuple_index), tuple_index)  # fmt: skip
+
+
+def _session_numbers(tuple_index: np.ndarray) -> np.ndarray:
+    """Index of each stream among the streams of its 4-tuple (0, 1, ... in stream order)."""
+    order = np.argsort(tuple_index, kind="stable")
+    sorted_t = tuple_index[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_t)) + 1]
+    counter = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    out = np.empty(len(order), np.int64)
+    out[order] = counter
+    return out

@@ -1,0 +1,80 @@
+"""Kernels that split 4-tuples into sessions and give every packet its stream and direction.
+
+Packets arrive grouped by 4-tuple (``order``), each group in capture order.
+Within a group a new session starts when a SYN (without ACK) carries a
+sequence number other than the one first seen from its sender in the current
+session -- Wireshark's port-reuse rule (epan/dissectors/packet-tcp.c, "reused
+ports") -- or, optionally, after an idle gap. Roles: the sender of the
+session's first SYN is the client; failing that the receiver of its first
+SYN-ACK; failing that (a mid-stream pickup) the endpoint on the lower port is
+the server, and with equal ports the first sender is the client.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcpweave._jit import kernel
+
+SYN = 0x002
+ACK = 0x010
+
+
+@kernel
+def split_sessions(order, flow, side, flags, seq, ts_ns, sport, dport, idle_ns, session, first_row):  # type: ignore[no-untyped-def]
+    """Number sessions (in walk order) into ``session``; ``first_row[k]`` = first packet of session k.
+
+    ``side[i]`` is 0 when packet i travels from the 4-tuple's lower endpoint.
+    Returns the number of sessions.
+    """
+    n_sessions = 0
+    base = np.zeros(2, np.int64)
+    have_base = np.zeros(2, np.bool_)
+    current_flow = -1
+    last_ts = np.int64(0)
+    for j in range(order.size):
+        i = order[j]
+        s = side[i]
+        is_syn = (flags[i] & (SYN | ACK)) == SYN
+        new = flow[i] != current_flow
+        if not new and is_syn and have_base[s] and seq[i] != base[s]:
+            new = True
+        if not new and idle_ns > 0 and ts_ns[i] - last_ts > idle_ns:
+            new = True
+        if new:
+            current_flow = flow[i]
+            have_base[0] = False
+            have_base[1] = False
+            first_row[n_sessions] = i
+            n_sessions += 1
+        if not have_base[s]:
+            base[s] = seq[i]
+            have_base[s] = True
+        session[i] = n_sessions - 1
+        last_ts = ts_ns[i]
+    return n_sessions
+
+
+@kernel
+def assign_roles(order, session, side, flags, sport, dport, n_sessions, client_side):  # type: ignore[no-untyped-def]
+    """``client_side[k]``: which side (0/1) of session k is the client (see module docstring)."""
+    evidence = np.zeros(n_sessions, np.int8)  # 0 none, 1 SYN-ACK seen, 2 SYN seen
+    for k in range(n_sessions):
+        client_side[k] = -1
+    for j in range(order.size):
+        i = order[j]
+        k = session[i]
+        f = flags[i] & (SYN | ACK)
+        if f == SYN and evidence[k] < 2:
+            client_side[k] = side[i]
+            evidence[k] = 2
+        elif f == (SYN | ACK) and evidence[k] < 1:
+            client_side[k] = 1 - side[i]
+            evidence[k] = 1
+        elif client_side[k] == -1:
+            # mid-stream: the lower port serves; with equal ports the first sender is the client
+            if sport[i] < dport[i]:
+                client_side[k] = 1 - side[i]
+            else:
+                client_side[k] = side[i]
+    return n_sessions
