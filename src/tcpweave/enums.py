@@ -69,7 +69,10 @@ class GapReason(IntEnum):
 
 
 class Policy(IntEnum):
-    """Overlap policies: which version wins when overlapping bytes differ (docs/overlap-policies.md)."""
+    """Overlap policies: which version wins where overlapping bytes differ.
+
+    The rules and their sources: docs/overlap-policies.md.
+    """
 
     FIRST = 0
     LAST = 1

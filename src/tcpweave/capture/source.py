@@ -24,8 +24,8 @@ import contextlib
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np

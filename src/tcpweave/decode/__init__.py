@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from tcpweave.capture import Source
-from tcpweave.capture.source import fixed_source
 from tcpweave.capture.index import RecordColumns
+from tcpweave.capture.source import fixed_source
 from tcpweave.decode import _kernels as k
 from tcpweave.decode.fragments import Reassembly, empty_fragments, reassemble
 from tcpweave.decode.table import (

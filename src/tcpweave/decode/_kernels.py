@@ -470,7 +470,7 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
 
 @kernel
 def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, frags, counters):  # type: ignore[no-untyped-def]
-    """Decode records of one source; TCP rows go to ``out`` from row ``row0``, fragments to ``frags``.
+    """Decode records of one source: TCP rows into ``out`` from ``row0``, fragments to ``frags``.
 
     ``status[i]`` receives the record's S_* code. Returns the row after the last one written
     (``out`` must have room for one row per record).

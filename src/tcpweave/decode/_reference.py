@@ -218,18 +218,17 @@ def _v6_address(buf, i: int) -> bytes:  # type: ignore[no-untyped-def]
     return ipaddress.IPv6Address(bytes(buf[i : i + 16])).packed
 
 
-def _put_fragment(frags, record: int, fields: dict) -> None:  # type: ignore[no-untyped-def]
+def _put_fragment(frags, fields: dict) -> None:  # type: ignore[no-untyped-def]
     """Append one row to the fragment columns; count it even when they are full."""
     k = int(frags.count[0])
     frags.count[1] += 1
-    if k < len(frags.record):
-        frags.record[k] = record
+    if k < len(frags.frame):
         for name, value in fields.items():
             getattr(frags, name)[k] = list(value) if isinstance(value, bytes) else value
         frags.count[0] = k + 1
 
 
-def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:  # type: ignore[no-untyped-def]
+def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, frame, ts_ns) -> int:  # type: ignore[no-untyped-def]
     if l3 + 20 > cap_end:
         return S_TRUNCATED_HEADER
     # RFC 791 §3.1: Version (4 bits), IHL "the length of the internet header in 32 bit words
@@ -259,11 +258,11 @@ def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
     if more or frag_offset:
         # pseudo_dst: where the pseudo-header's destination address is (RFC 9293 §3.1)
         fields = dict(
-            version=4, src=src, dst=dst, ident=ident, proto=proto, frag_offset=frag_offset,
+            frame=frame, ts_ns=ts_ns, version=4, src=src, dst=dst, ident=ident, proto=proto, frag_offset=frag_offset,
             more=more, header_offset=l3, header_len=ihl, data_offset=l4, data_len=l4_len,
             data_caplen=l4_cap, ttl=ttl, ip_checksum=ip_ck, pseudo_dst=l3 + 16,
         )  # fmt: skip
-        _put_fragment(frags, record, fields)
+        _put_fragment(frags, fields)
         return S_FRAGMENT
     if proto != 6:
         return S_NON_TCP
@@ -310,7 +309,7 @@ def _jumbo_length(buf, p: int, hlen: int) -> int:  # type: ignore[no-untyped-def
     return 0
 
 
-def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:  # type: ignore[no-untyped-def]
+def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, frame, ts_ns) -> int:  # type: ignore[no-untyped-def]
     if l3 + 40 > cap_end:
         return S_TRUNCATED_HEADER
     if _u8(buf, l3) >> 4 != 6:
@@ -358,11 +357,11 @@ def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
     if fragment is not None:
         frag_offset, more, ident = fragment
         fields = dict(
-            version=6, src=src, dst=dst, ident=ident, proto=nh, frag_offset=frag_offset,
+            frame=frame, ts_ns=ts_ns, version=6, src=src, dst=dst, ident=ident, proto=nh, frag_offset=frag_offset,
             more=more, header_offset=l3, header_len=p - l3, data_offset=p, data_len=l4_len,
             data_caplen=l4_cap, ttl=hop_limit, ip_checksum=CK_NONE, pseudo_dst=pseudo_dst,
         )  # fmt: skip
-        _put_fragment(frags, record, fields)
+        _put_fragment(frags, fields)
         return S_FRAGMENT
     if nh != 6:
         return S_NON_TCP
@@ -378,12 +377,14 @@ def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, record) -> int:
     return st
 
 
-def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, counters):  # type: ignore[no-untyped-def]
-    """Decode every record; TCP rows go to ``out``, fragments to ``frags``; return the rows.
+def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, frags, counters):  # type: ignore[no-untyped-def]
+    """Decode every record; TCP rows go to ``out`` from ``row0``, fragments to ``frags``.
+
+    Returns the row after the last one written.
 
     ``buf64`` (the kernel's fast checksum view) is not needed here.
     """
-    row = 0
+    row = row0
     for i in range(len(rec.offset)):
         off, caplen, wirelen = int(rec.offset[i]), int(rec.caplen[i]), int(rec.wirelen[i])
         version, l3 = _link_to_l3(buf, off, caplen, int(rec.linktype[i]))
@@ -393,11 +394,14 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, status, frags, 
             )
             continue
         decode_ip = _ipv4 if version == 4 else _ipv6
-        st = decode_ip(buf, l3, off + caplen, off + wirelen, out, row, frags, counters, i)
+        frame = frame_base + i + 1  # frames are numbered from 1, as Wireshark does
+        st = decode_ip(
+            buf, l3, off + caplen, off + wirelen, out, row, frags, counters, frame, rec.ts_ns[i]
+        )
         status[i] = st
         if st != S_TCP:
             continue
-        out.frame[row], out.file[row], out.offset[row] = frame_base + i + 1, file_index, off
+        out.frame[row], out.file[row], out.offset[row] = frame, file_index, off
         out.ts_ns[row], out.caplen[row], out.wirelen[row] = rec.ts_ns[i], caplen, wirelen
         row += 1
     return row

@@ -22,7 +22,7 @@ ACK = 0x010
 
 @kernel
 def split_sessions(order, flow, side, flags, seq, ts_ns, sport, dport, idle_ns, session, first_row):  # type: ignore[no-untyped-def]
-    """Number sessions (in walk order) into ``session``; ``first_row[k]`` = first packet of session k.
+    """Number sessions in walk order into ``session``; ``first_row[k]``: session k's first packet.
 
     ``side[i]`` is 0 when packet i travels from the 4-tuple's lower endpoint.
     Returns the number of sessions.
