@@ -9,7 +9,11 @@ from types import TracebackType
 from tcpweave.capture import Source, open_sources
 from tcpweave.decode import DecodeStats, decode
 from tcpweave.decode.table import PacketTable
+from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
+from tcpweave.flows import Flows, assign
+from tcpweave.output.streams import Stream, build_streams
+from tcpweave.reassembly import Plan, plan
 
 CaptureStats = DecodeStats
 
@@ -36,6 +40,28 @@ class Capture:
         self.packets: PacketTable = decoded.packets
         self.stats: DecodeStats = decoded.stats
         self.errors: list[CaptureError] = [e for s in self.sources for e in s.errors]
+        self._flows: Flows | None = None
+        self._plans: dict[tuple[Policy, ChecksumMode], Plan] = {}
+
+    @property
+    def flows(self) -> Flows:
+        """Stream (session) and direction of every packet."""
+        if self._flows is None:
+            self._flows = assign(self.packets)
+        return self._flows
+
+    def plan(self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto") -> Plan:
+        """The reassembly plan (cached per policy and checksum mode)."""
+        key = (_policy(policy), _checksum_mode(checksums))
+        if key not in self._plans:
+            self._plans[key] = plan(self.packets, self.flows, self.sources, *key)
+        return self._plans[key]
+
+    def streams(
+        self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"
+    ) -> list[Stream]:
+        """Every session with both directions' bytes, chunks, gaps and conflicts."""
+        return build_streams(self.packets, self.flows, self.plan(policy, checksums), self.sources)
 
     def payload(self, row: int) -> bytes:
         """The captured TCP payload bytes of packet-table row ``row``."""
@@ -64,6 +90,25 @@ class Capture:
 
     def __repr__(self) -> str:
         return f"Capture({len(self.paths)} files, {len(self.packets)} TCP packets)"
+
+
+def _policy(value: str | Policy) -> Policy:
+    if isinstance(value, Policy):
+        return value
+    try:
+        return Policy.parse(value)
+    except KeyError:
+        names = ", ".join(str(p) for p in Policy)
+        raise UsageError(f"unknown overlap policy {value!r} (choose from {names})") from None
+
+
+def _checksum_mode(value: str | ChecksumMode) -> ChecksumMode:
+    if isinstance(value, ChecksumMode):
+        return value
+    try:
+        return ChecksumMode[value.upper()]
+    except KeyError:
+        raise UsageError(f"unknown checksum mode {value!r} (auto, strict, ignore)") from None
 
 
 def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) -> Capture:

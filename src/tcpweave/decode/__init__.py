@@ -134,18 +134,32 @@ def decode(sources: list[Source], workdir: str | None = None) -> Decoded:
 
 
 def _decode_chunk(
-    src: Source, rec: Any, file_index: int, frame_base: int, out: Any, row0: int,
-    status: np.ndarray, counters: np.ndarray,
-) -> tuple[int, Any]:  # fmt: skip
+    src: Source,
+    rec: Any,
+    file_index: int,
+    frame_base: int,
+    out: Any,
+    row0: int,
+    status: np.ndarray,
+    counters: np.ndarray,
+) -> tuple[int, Any]:
     """Decode one chunk into ``out`` from ``row0``; returns the next free row and fragments."""
     capacity = 16
     while True:
         frags = empty_fragments(capacity)
         scratch = np.zeros_like(counters)
         end = k.decode_records(
-            src.buffer, src.buffer64, rec, file_index, frame_base, out, row0, status, frags,
+            src.buffer,
+            src.buffer64,
+            rec,
+            file_index,
+            frame_base,
+            out,
+            row0,
+            status,
+            frags,
             scratch,
-        )  # fmt: skip
+        )
         if frags.count[1] <= capacity:
             counters += scratch
             return int(end), frags

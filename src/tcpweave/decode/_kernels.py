@@ -423,9 +423,22 @@ def _parse_ipv6(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
 
 @helper
 def _store_fragment(  # type: ignore[no-untyped-def]
-    frags, buf, frame, ts_ns, l3, version, l4, l4_cap, l4_len, frag_offset, more, proto, ident,
-    ip_ck, pseudo_dst,
-):  # fmt: skip
+    frags,
+    buf,
+    frame,
+    ts_ns,
+    l3,
+    version,
+    l4,
+    l4_cap,
+    l4_len,
+    frag_offset,
+    more,
+    proto,
+    ident,
+    ip_ck,
+    pseudo_dst,
+):
     """Keep a fragment's header fields and byte range for the reassembler (rare path)."""
     k = frags.count[0]
     frags.count[1] += 1  # fragments seen; more than the columns hold -> the caller retries
@@ -497,9 +510,22 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
         counters[C_IP_LEN_BEYOND_FRAME] += beyond
         if st == S_FRAGMENT:
             _store_fragment(
-                frags, buf, frame_base + i + 1, rec.ts_ns[i], l3, version, l4, l4_cap, l4_len,
-                fo, more, proto, ident, ip_ck, pdst,
-            )  # fmt: skip
+                frags,
+                buf,
+                frame_base + i + 1,
+                rec.ts_ns[i],
+                l3,
+                version,
+                l4,
+                l4_cap,
+                l4_len,
+                fo,
+                more,
+                proto,
+                ident,
+                ip_ck,
+                pdst,
+            )
         if st == S_TCP:
             if l4_cap < 20:
                 st = S_TRUNCATED_HEADER

@@ -258,10 +258,24 @@ def _ipv4(buf, l3, cap_end, wire_end, out, row, frags, counters, frame, ts_ns) -
     if more or frag_offset:
         # pseudo_dst: where the pseudo-header's destination address is (RFC 9293 §3.1)
         fields = dict(
-            frame=frame, ts_ns=ts_ns, version=4, src=src, dst=dst, ident=ident, proto=proto, frag_offset=frag_offset,
-            more=more, header_offset=l3, header_len=ihl, data_offset=l4, data_len=l4_len,
-            data_caplen=l4_cap, ttl=ttl, ip_checksum=ip_ck, pseudo_dst=l3 + 16,
-        )  # fmt: skip
+            frame=frame,
+            ts_ns=ts_ns,
+            version=4,
+            src=src,
+            dst=dst,
+            ident=ident,
+            proto=proto,
+            frag_offset=frag_offset,
+            more=more,
+            header_offset=l3,
+            header_len=ihl,
+            data_offset=l4,
+            data_len=l4_len,
+            data_caplen=l4_cap,
+            ttl=ttl,
+            ip_checksum=ip_ck,
+            pseudo_dst=l3 + 16,
+        )
         _put_fragment(frags, fields)
         return S_FRAGMENT
     if proto != 6:
@@ -357,10 +371,24 @@ def _ipv6(buf, l3, cap_end, wire_end, out, row, frags, counters, frame, ts_ns) -
     if fragment is not None:
         frag_offset, more, ident = fragment
         fields = dict(
-            frame=frame, ts_ns=ts_ns, version=6, src=src, dst=dst, ident=ident, proto=nh, frag_offset=frag_offset,
-            more=more, header_offset=l3, header_len=p - l3, data_offset=p, data_len=l4_len,
-            data_caplen=l4_cap, ttl=hop_limit, ip_checksum=CK_NONE, pseudo_dst=pseudo_dst,
-        )  # fmt: skip
+            frame=frame,
+            ts_ns=ts_ns,
+            version=6,
+            src=src,
+            dst=dst,
+            ident=ident,
+            proto=nh,
+            frag_offset=frag_offset,
+            more=more,
+            header_offset=l3,
+            header_len=p - l3,
+            data_offset=p,
+            data_len=l4_len,
+            data_caplen=l4_cap,
+            ttl=hop_limit,
+            ip_checksum=CK_NONE,
+            pseudo_dst=pseudo_dst,
+        )
         _put_fragment(frags, fields)
         return S_FRAGMENT
     if nh != 6:

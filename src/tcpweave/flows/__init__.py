@@ -56,13 +56,23 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     session = np.empty(n, np.int64)
     first_row = np.empty(n, np.int64)
     n_sessions = k.split_sessions(
-        order, flow, side, packets.flags, packets.seq.astype(np.int64), packets.ts_ns,
-        packets.sport, packets.dport, idle_timeout_ns, session, first_row,
-    )  # fmt: skip
+        order,
+        flow,
+        side,
+        packets.flags,
+        packets.seq.astype(np.int64),
+        packets.ts_ns,
+        packets.sport,
+        packets.dport,
+        idle_timeout_ns,
+        session,
+        first_row,
+    )
     first_row = first_row[:n_sessions]
     client_side = np.empty(n_sessions, np.int8)
-    k.assign_roles(order, session, side, packets.flags, packets.sport, packets.dport,
-                   n_sessions, client_side)  # fmt: skip
+    k.assign_roles(
+        order, session, side, packets.flags, packets.sport, packets.dport, n_sessions, client_side
+    )
     # streams are numbered by their first packet, like tcp.stream
     by_first = np.argsort(first_row, kind="stable")
     rank = np.empty(n_sessions, np.int64)
@@ -72,8 +82,9 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     first_row = first_row[by_first]
     client_side = client_side[by_first]
     tuple_index = flow[first_row]
-    return Flows(stream, direction, first_row, client_side,
-                 _session_numbers(tuple_index), tuple_index)  # fmt: skip
+    return Flows(
+        stream, direction, first_row, client_side, _session_numbers(tuple_index), tuple_index
+    )
 
 
 def _session_numbers(tuple_index: np.ndarray) -> np.ndarray:

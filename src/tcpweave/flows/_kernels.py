@@ -2,9 +2,11 @@
 
 Packets arrive grouped by 4-tuple (``order``), each group in capture order.
 Within a group a new session starts when a SYN (without ACK) carries a
-sequence number other than the one first seen from its sender in the current
-session -- Wireshark's port-reuse rule (epan/dissectors/packet-tcp.c, "reused
-ports") -- or, optionally, after an idle gap. Roles: the sender of the
+sequence number other than its sender's base in the current session (the
+first segment's seq if it was a SYN, else that seq minus one) -- Wireshark's
+port-reuse rule (epan/dissectors/packet-tcp.c, "reused ports"; observed rules in
+docs/wireshark-tcp-stream.md) -- or, optionally, after an idle gap. A SYN that
+repeats the ISN after FIN or RST stays in its session, as in Wireshark. Roles: the sender of the
 session's first SYN is the client; failing that the receiver of its first
 SYN-ACK; failing that (a mid-stream pickup) the endpoint on the lower port is
 the server, and with equal ports the first sender is the client.
@@ -48,7 +50,8 @@ def split_sessions(order, flow, side, flags, seq, ts_ns, sport, dport, idle_ns, 
             first_row[n_sessions] = i
             n_sessions += 1
         if not have_base[s]:
-            base[s] = seq[i]
+            # a direction's base is its first segment's seq if a SYN, else seq - 1 (as Wireshark)
+            base[s] = seq[i] if flags[i] & SYN else (seq[i] - 1) & 0xFFFFFFFF
             have_base[s] = True
         session[i] = n_sessions - 1
         last_ts = ts_ns[i]

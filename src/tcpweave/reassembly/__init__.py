@@ -1,0 +1,327 @@
+"""reassembly/: per direction, unwrap sequence numbers, place bytes, resolve overlaps -> plan.
+
+``plan`` walks each direction (packets grouped by stream and direction, in
+capture order) with the ``plan_directions`` kernel and returns the plan table
+-- one row per byte range of a segment with its fate -- plus per-direction
+facts, gaps and conflicts. Payload bytes stay in the capture: a plan row
+points at them (file, payload_start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba.typed import List as TypedList
+
+from tcpweave.capture import Source
+from tcpweave.decode.table import RST, SYN, PacketTable
+from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, Policy
+from tcpweave.flows import Flows
+from tcpweave.reassembly import _kernels as k
+from tcpweave.reassembly._policy import NEW_WINS
+
+__all__ = ["Plan", "plan"]
+
+
+@dataclass
+class Plan:
+    """The reassembly plan and what it found, as numpy columns.
+
+    ``rows``: frame, row (packet-table row), stream, direction, stream_offset,
+    payload_start, file, length, fate -- sorted by stream, direction, offset.
+    ``directions``: one row per (stream, direction) seen.
+    ``gaps``: stream, direction, offset, length, reason.
+    ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame.
+    """
+
+    rows: dict[str, np.ndarray]
+    directions: dict[str, np.ndarray]
+    gaps: dict[str, np.ndarray]
+    conflicts: dict[str, np.ndarray]
+    policy: Policy
+    checksums: ChecksumMode
+
+    def direction_index(self, stream: int, direction: int) -> int | None:
+        """Row of (stream, direction) in ``directions``, or None when it carried no packet."""
+        key = stream * 2 + direction
+        keys = self.directions["stream"] * 2 + self.directions["direction"]
+        i = int(np.searchsorted(keys, key))
+        return i if i < len(keys) and keys[i] == key else None
+
+
+def plan(
+    packets: PacketTable,
+    flows: Flows,
+    sources: list[Source],
+    policy: Policy = Policy.FIRST,
+    checksums: ChecksumMode = ChecksumMode.AUTO,
+) -> Plan:
+    """Build the plan for every direction of every stream."""
+    key = flows.stream * 2 + flows.direction
+    order = np.argsort(key, kind="stable")  # rows are in frame order already
+    dir_keys, dir_start = np.unique(key[order], return_index=True)
+    dir_start = np.append(dir_start, len(order)).astype(np.int64)
+    n_dirs = len(dir_keys)
+    dir_of_row = np.empty(len(key), np.int64)
+    dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
+    drop_bad = _drop_bad(packets, dir_of_row, dir_keys, n_dirs, checksums)
+    close_frame = _close_frames(packets, flows, dir_keys)
+    raw, conflicts_raw, dirs = _run(
+        packets, order, dir_start, drop_bad, close_frame, policy, sources, n_dirs
+    )
+    rows = _rows_table(raw, dir_keys)
+    directions = _directions_table(dirs, dir_keys, rows)
+    gaps = _gaps(rows, directions)
+    directions["gaps"] = np.bincount(gaps["dir"], minlength=n_dirs) if n_dirs else np.zeros(0)
+    conflicts = _conflicts_table(conflicts_raw, dir_keys, packets)
+    directions["conflicts"] = (
+        np.bincount(conflicts.pop("dir"), minlength=n_dirs) if n_dirs else np.zeros(0)
+    )
+    gaps.pop("dir")
+    return Plan(rows, directions, gaps, conflicts, policy, checksums)
+
+
+def _run(
+    packets: PacketTable,
+    order: np.ndarray,
+    dir_start: np.ndarray,
+    drop_bad: np.ndarray,
+    close_frame: np.ndarray,
+    policy: Policy,
+    sources: list[Source],
+    n_dirs: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Call the kernel, growing its outputs until they are large enough."""
+    n = len(order)
+    per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
+    capacity = 2 * n + 16
+    piece_capacity = 2 * per_dir + 16
+    bufs = TypedList([src.buffer for src in sources])
+    max_payload = int(packets.payload_caplen.max()) if n else 0
+    seq = packets.seq.astype(np.int64)
+    plen = packets.payload_len.astype(np.int64)
+    pcap = packets.payload_caplen.astype(np.int64)
+    flags = packets.flags.astype(np.int64)
+    while True:
+        plan_arr = np.empty((k.N_PLAN_COLS, capacity), np.int64)
+        conflicts = np.empty((k.N_CONFLICT_COLS, capacity // 4 + 16), np.int64)
+        dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
+        counts = np.zeros(3, np.int64)
+        k.plan_directions(
+            order,
+            dir_start,
+            seq,
+            flags,
+            plen,
+            pcap,
+            packets.payload_offset,
+            packets.file.astype(np.int64),
+            packets.frame,
+            packets.ts_ns,
+            packets.tcp_checksum,
+            drop_bad,
+            close_frame,
+            int(policy),
+            NEW_WINS,
+            bufs,
+            plan_arr,
+            conflicts,
+            dirs,
+            counts,
+            np.empty((3, piece_capacity), np.int64),
+            np.empty((3, piece_capacity), np.int64),
+            np.empty((2, piece_capacity), np.int64),
+            np.empty(max_payload + 1, np.uint8),
+            np.empty(n, np.int64),
+        )
+        if not counts[k.K_FULL]:
+            return plan_arr[:, : counts[k.K_PLAN]], conflicts[:, : counts[k.K_CONFLICTS]], dirs
+        capacity *= 2
+        piece_capacity *= 2
+
+
+def _drop_bad(
+    packets: PacketTable,
+    dir_of_row: np.ndarray,
+    dir_keys: np.ndarray,
+    n_dirs: int,
+    mode: ChecksumMode,
+) -> np.ndarray:
+    """Per direction: drop segments with a bad TCP checksum?
+
+    ``auto`` drops them unless the direction looks checksum-offloaded: every
+    verified checksum in it is bad while the peer's acknowledgement numbers
+    advance (the peer did receive the data, so the capture point saw the
+    segments before the NIC filled the checksum in).
+    """
+    if mode is ChecksumMode.STRICT:
+        return np.ones(n_dirs, np.bool_)
+    if mode is ChecksumMode.IGNORE or n_dirs == 0:
+        return np.zeros(n_dirs, np.bool_)
+    ck = packets.tcp_checksum
+    known = np.bincount(dir_of_row, weights=(ck != Checksum.UNKNOWN), minlength=n_dirs)
+    bad = np.bincount(dir_of_row, weights=(ck == Checksum.BAD), minlength=n_dirs)
+    all_bad = (known > 0) & (bad == known)
+    acks = packets.ack.astype(np.int64)
+    has_ack = (packets.flags & 0x010) != 0
+    lo = np.full(n_dirs, np.iinfo(np.int64).max)
+    hi = np.full(n_dirs, -1)
+    np.minimum.at(lo, dir_of_row[has_ack], acks[has_ack])
+    np.maximum.at(hi, dir_of_row[has_ack], acks[has_ack])
+    advancing = hi > lo
+    peer = _peer_index(dir_keys)
+    peer_advancing = np.where(peer >= 0, advancing[np.maximum(peer, 0)], False)
+    return np.asarray(~(all_bad & peer_advancing))
+
+
+def _peer_index(dir_keys: np.ndarray) -> np.ndarray:
+    """For each direction, the index of the opposite direction of its stream, or -1."""
+    peer_keys = dir_keys ^ 1
+    pos = np.searchsorted(dir_keys, peer_keys)
+    pos = np.minimum(pos, len(dir_keys) - 1)
+    return np.asarray(np.where(dir_keys[pos] == peer_keys, pos, -1))
+
+
+def _close_frames(packets: PacketTable, flows: Flows, dir_keys: np.ndarray) -> np.ndarray:
+    """Per direction: frame of the session's first reset with a checksum that is not bad."""
+    n_streams = flows.n_streams
+    first_rst = np.full(n_streams, np.iinfo(np.int64).max)
+    is_rst = ((packets.flags & RST) != 0) & (packets.tcp_checksum != Checksum.BAD)
+    np.minimum.at(first_rst, flows.stream[is_rst], packets.frame[is_rst])
+    return np.asarray(first_rst[dir_keys // 2])
+
+
+def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
+    live = raw[k.P_FATE] != k.F_RETIRED
+    raw = raw[:, live]
+    d = raw[k.P_DIR]
+    order = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], d))
+    raw = raw[:, order]
+    d = raw[k.P_DIR]
+    return {
+        "frame": raw[k.P_FRAME],
+        "row": raw[k.P_ROW],
+        "stream": dir_keys[d] // 2,
+        "direction": (dir_keys[d] % 2).astype(np.uint8),
+        "stream_offset": raw[k.P_OFFSET],
+        "payload_start": raw[k.P_START],
+        "file": raw[k.P_FILE],
+        "length": raw[k.P_LEN],
+        "fate": raw[k.P_FATE].astype(np.int8),
+        "dir": d,
+    }
+
+
+def _kept_mask(fate: np.ndarray) -> np.ndarray:
+    return np.asarray((fate == Fate.NEW) | (fate == Fate.OVERLAP_CONFLICT_KEPT))
+
+
+def _directions_table(
+    dirs: np.ndarray, dir_keys: np.ndarray, rows: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    n = len(dir_keys)
+    kept = _kept_mask(rows["fate"])
+    kept_end = np.zeros(n, np.int64)
+    ends = rows["stream_offset"] + rows["length"]
+    np.maximum.at(kept_end, rows["dir"][kept], ends[kept])
+    kept_bytes = np.bincount(rows["dir"][kept], weights=rows["length"][kept], minlength=n)
+    retrans = np.isin(rows["fate"], (Fate.RETRANSMISSION, Fate.OVERLAP_SAME))
+    retrans_bytes = np.bincount(rows["dir"][retrans], weights=rows["length"][retrans], minlength=n)
+    fin_end = dirs[k.D_FIN_END]
+    length = np.maximum(np.maximum(kept_end, fin_end), 0)
+    return {
+        "stream": dir_keys // 2,
+        "direction": (dir_keys % 2).astype(np.uint8),
+        "base_seq": dirs[k.D_BASE],
+        "syn": dirs[k.D_SYN].astype(np.bool_),
+        "fin": fin_end >= 0,
+        "rst": dirs[k.D_RST].astype(np.bool_),
+        "packets": dirs[k.D_PACKETS],
+        "out_of_order": dirs[k.D_OOO],
+        "length": length,
+        "bytes": kept_bytes.astype(np.int64),
+        "retransmitted_bytes": retrans_bytes.astype(np.int64),
+        "first_ts_ns": dirs[k.D_FIRST_TS],
+        "last_ts_ns": dirs[k.D_LAST_TS],
+    }
+
+
+def _gaps(rows: dict[str, Any], directions: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Holes in each direction's kept bytes, up to its length, with their reason."""
+    kept = _kept_mask(rows["fate"])
+    d, off, ln = rows["dir"][kept], rows["stream_offset"][kept], rows["length"][kept]
+    trunc = rows["fate"] == Fate.TRUNCATED
+    t_dir, t_off, t_len = rows["dir"][trunc], rows["stream_offset"][trunc], rows["length"][trunc]
+    out: dict[str, list[int]] = {"dir": [], "offset": [], "length": [], "reason": []}
+    n = len(directions["length"])
+    starts = np.searchsorted(d, np.arange(n + 1))  # kept rows are sorted by dir, offset
+    t_starts = np.searchsorted(t_dir, np.arange(n + 1))
+    for di in range(n):
+        cursor = 0
+        spans = list(
+            zip(
+                off[starts[di] : starts[di + 1]].tolist(),
+                (off + ln)[starts[di] : starts[di + 1]].tolist(),
+                strict=True,
+            )
+        )
+        spans.append((int(directions["length"][di]), int(directions["length"][di])))
+        claims = sorted(
+            zip(
+                t_off[t_starts[di] : t_starts[di + 1]].tolist(),
+                (t_off + t_len)[t_starts[di] : t_starts[di + 1]].tolist(),
+                strict=True,
+            )
+        )
+        for start, end in spans:
+            if start > cursor:
+                _split_gap(out, di, cursor, start, claims)
+            cursor = max(cursor, end)
+    gaps = {name: np.asarray(values, np.int64) for name, values in out.items()}
+    gaps["stream"] = directions["stream"][gaps["dir"]] if n else np.zeros(0, np.int64)
+    gaps["direction"] = directions["direction"][gaps["dir"]] if n else np.zeros(0, np.uint8)
+    return gaps
+
+
+def _split_gap(
+    out: dict[str, list[int]], di: int, start: int, end: int, claims: list[tuple[int, int]]
+) -> None:
+    """Record [start, end) as gaps, truncated where a captured-short segment claimed the bytes."""
+    cursor = start
+    for c_start, c_end in claims:
+        lo, hi = max(c_start, cursor), min(c_end, end)
+        if lo >= hi:
+            continue
+        if lo > cursor:
+            _add_gap(out, di, cursor, lo, GapReason.NOT_CAPTURED)
+        _add_gap(out, di, lo, hi, GapReason.TRUNCATED)
+        cursor = hi
+    if cursor < end:
+        _add_gap(out, di, cursor, end, GapReason.NOT_CAPTURED)
+
+
+def _add_gap(out: dict[str, list[int]], di: int, start: int, end: int, reason: GapReason) -> None:
+    out["dir"].append(di)
+    out["offset"].append(start)
+    out["length"].append(end - start)
+    out["reason"].append(int(reason))
+
+
+def _conflicts_table(
+    raw: np.ndarray, dir_keys: np.ndarray, packets: PacketTable
+) -> dict[str, np.ndarray]:
+    d = raw[k.C_DIR]
+    return {
+        "stream": dir_keys[d] // 2,
+        "direction": (dir_keys[d] % 2).astype(np.uint8),
+        "offset": raw[k.C_OFFSET],
+        "length": raw[k.C_LEN],
+        "kept_frame": packets.frame[raw[k.C_KEPT]],
+        "dropped_frame": packets.frame[raw[k.C_DROPPED]],
+        "dir": d,
+    }
+
+
+_ = SYN  # flags used by the kernel are defined in decode.table
