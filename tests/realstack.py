@@ -35,6 +35,18 @@ TIME_WAIT (the ISN and timestamp grow); the client only passes through
 LAST_ACK, and a connect() that still finds it gets EADDRNOTAVAIL and is retried.
 ``net.ipv4.tcp_tw_reuse=1`` is set in the client namespace as well.
 
+Closing: ``"fin"`` (server first), ``"fin-client-first"`` (not with port
+reuse: it would leave TIME_WAIT on the client), ``"rst"`` (the client waits until
+SIOCOUTQ says all its data was acknowledged, then closes with SO_LINGER 0).
+Sessions are opened in scenario order (``RealSession.index``); the next
+connect() starts only after the previous one returned, so the captures show the
+first SYNs in that order even with ``concurrency`` > 1.
+
+Robustness: every command and process has a timeout (peers arm SIGALRM,
+tcpdump runs under ``timeout``); namespaces (``twrs-<pid>-<n>-<role>``) are
+deleted in ``finally`` and at exit, and ``available()`` deletes those of
+harness processes that no longer exist, killing what still runs inside.
+
 This file is also the peer program: ``python realstack.py peer server|client
 SPEC OUT`` runs inside a namespace (stdlib only, no tcpweave import).
 """

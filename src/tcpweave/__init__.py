@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tcpweave._capture_api import Capture, CaptureStats, open
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
-from tcpweave.enums import Checksum, LinkType
+from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, LinkType, Policy
 from tcpweave.errors import CaptureError, TcpweaveError, UsageError
 
 __all__ = [
@@ -17,8 +17,12 @@ __all__ = [
     "CaptureError",
     "CaptureStats",
     "Checksum",
+    "ChecksumMode",
+    "Fate",
+    "GapReason",
     "LinkType",
     "PacketTable",
+    "Policy",
     "TcpweaveError",
     "UsageError",
     "open",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +15,7 @@ from rich.console import Console
 import tcpweave
 from tcpweave.cli import render
 from tcpweave.errors import TcpweaveError
+from tcpweave.output.extract import extract as write_streams
 
 app = typer.Typer(
     name="tcpweave",
@@ -74,6 +77,83 @@ def packets(
             render.write_csv(sys.stdout, cap, n)
         else:
             render.write_jsonl(sys.stdout, cap, n)
+
+
+class GapMode(StrEnum):
+    fill = "fill"
+    omit = "omit"
+
+
+class Layout(StrEnum):
+    tcpweave = "tcpweave"
+    tcpflow = "tcpflow"
+
+
+class StreamFormat(StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+PolicyOpt = Annotated[
+    str,
+    typer.Option(
+        "--policy",
+        help="Overlap policy: first, last, bsd, linux, windows, solaris, hpux10, hpux11, irix, "
+        "macos, vista, old-linux.",
+    ),
+]
+ChecksumOpt = Annotated[
+    str,
+    typer.Option("--checksums", help="Bad TCP checksums: auto (offload-aware), strict, ignore."),
+]
+
+
+@app.command()
+def extract(
+    captures: Captures,
+    out: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
+    policy: PolicyOpt = "first",
+    checksums: ChecksumOpt = "auto",
+    gaps: Annotated[GapMode, typer.Option(help="fill: keep stream offsets; omit: concatenate.")] = (
+        GapMode.fill
+    ),
+    layout: Annotated[Layout, typer.Option(help="File naming.")] = Layout.tcpweave,
+    jobs: Annotated[int, typer.Option(help="Writer processes (default: all cores).", min=1)] = (
+        os.cpu_count() or 1
+    ),
+) -> None:
+    """Write each direction of each TCP session to a file, with DIR/streams.jsonl."""
+    started = time.perf_counter()
+    with _open(captures) as cap:
+        try:
+            streams = cap.streams(policy, checksums)
+        except TcpweaveError as exc:
+            _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
+        with render.progress(_stderr(), "writing streams", len(streams)) as tick:
+            summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick)
+        _stdout().print(render.extract_summary(cap, summary, out, time.perf_counter() - started))
+
+
+@app.command("streams")
+def streams_cmd(
+    captures: Captures,
+    policy: PolicyOpt = "first",
+    checksums: ChecksumOpt = "auto",
+    fmt: Annotated[StreamFormat, typer.Option("--format", help="Output format.")] = (
+        StreamFormat.table
+    ),
+) -> None:
+    """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
+    with _open(captures) as cap:
+        rows = render.stream_rows(cap, policy, checksums)
+        if fmt is StreamFormat.table:
+            _stdout().print(render.streams_table(rows))
+        elif fmt is StreamFormat.csv:
+            render.write_rows_csv(sys.stdout, rows)
+        else:
+            render.write_rows_jsonl(sys.stdout, rows)
 
 
 @app.command()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 import tcpweave
@@ -94,7 +97,8 @@ def packet_table(cap: tcpweave.Capture, n: int) -> Table:
 
 
 def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    text = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    return escape(text)
 
 
 def stats_summary(cap: tcpweave.Capture) -> Table:
@@ -133,3 +137,182 @@ def report_errors(console: Console, cap: tcpweave.Capture) -> None:
     hidden = cap.stats.corrupt_records - min(len(cap.errors), _MAX_ERRORS_SHOWN)
     if hidden > 0:
         console.print(f"[yellow]warning:[/] … and {hidden} more damaged records", highlight=False)
+
+
+@contextmanager
+def progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on long runs (shown only on a terminal); yields the advance callback."""
+    if total < 2000 or not console.is_terminal:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def extract_summary(cap: tcpweave.Capture, summary: Any, out: Any, seconds: float) -> Table:
+    table = Table(title=f"extracted to {out}", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    s = cap.stats
+    for label, value in (
+        ("frames read", f"{s.frames:,}"),
+        ("TCP packets", f"{s.tcp_packets:,}"),
+        ("sessions", f"{summary.streams:,}"),
+        ("directions", f"{summary.directions:,}"),
+        ("files written", f"{summary.files:,}"),
+        ("stream bytes", f"{summary.bytes:,}"),
+        ("gaps", f"{summary.gaps:,} ({summary.gap_bytes:,} bytes)"),
+        ("overlap conflicts", f"{summary.conflicts:,}"),
+        ("bad TCP checksums", f"{s.bad_tcp_checksum:,}"),
+        ("truncated packets", f"{s.truncated:,}"),
+        ("time", f"{seconds:.2f} s"),
+    ):
+        table.add_row(label, value)
+    return table
+
+
+def _histories(cap: tcpweave.Capture, retrans_rows: set[int]) -> dict[int, str]:
+    """Zeek-style history per stream: each event letter once per direction, in order of first
+    occurrence; upper case from the client, lower case from the server. S SYN, H SYN-ACK,
+    A pure ACK, D data, F FIN, R RST, C bad checksum, T retransmission, G content gap."""
+    p, f = cap.packets, cap.flows
+    seen: dict[int, set[str]] = {}
+    out: dict[int, list[str]] = {}
+    flags = p.flags.tolist()
+    plen = p.payload_len.tolist()
+    bad = (p.tcp_checksum == tcpweave.Checksum.BAD).tolist()
+    for i, (s, d) in enumerate(zip(f.stream.tolist(), f.direction.tolist(), strict=True)):
+        letters = []
+        fl = flags[i]
+        if fl & 0x012 == 0x002:
+            letters.append("S")
+        elif fl & 0x012 == 0x012:
+            letters.append("H")
+        if plen[i]:
+            letters.append("D")
+        elif fl & 0x010 and not fl & 0x007:
+            letters.append("A")
+        if fl & 0x001:
+            letters.append("F")
+        if fl & 0x004:
+            letters.append("R")
+        if bad[i]:
+            letters.append("C")
+        if i in retrans_rows:
+            letters.append("T")
+        have = seen.setdefault(s, set())
+        hist = out.setdefault(s, [])
+        for letter in letters:
+            c = letter if d == 0 else letter.lower()
+            if c not in have:
+                have.add(c)
+                hist.append(c)
+    return {s: "".join(h) for s, h in out.items()}
+
+
+def stream_rows(cap: tcpweave.Capture, policy: str, checksums: str) -> list[dict[str, Any]]:
+    plan = cap.plan(policy, checksums)
+    retrans = plan.rows["fate"] == tcpweave.Fate.RETRANSMISSION
+    hist = _histories(cap, set(plan.rows["row"][retrans].tolist()))
+    rows = []
+    for st in cap.streams(policy, checksums):
+        c, s = st.c2s, st.s2c
+        gap_letters = ("G" if c.gaps else "") + ("g" if s.gaps else "")
+        first = (
+            min(x for x in (c.first_ts_ns, s.first_ts_ns) if x) if (c.packets or s.packets) else 0
+        )
+        last = max(c.last_ts_ns, s.last_ts_ns)
+        rows.append(
+            {
+                "stream": st.index,
+                "session": st.session,
+                "client": _endpoint(*st.client),
+                "server": _endpoint(*st.server),
+                "packets_c2s": c.packets,
+                "packets_s2c": s.packets,
+                "bytes_c2s": c.kept_bytes,
+                "bytes_s2c": s.kept_bytes,
+                "retransmitted_bytes": _retrans_bytes(plan, st.index),
+                "out_of_order": _dir_value(plan, st.index, "out_of_order"),
+                "gaps": len(c.gaps) + len(s.gaps),
+                "gap_bytes": sum(g.length for g in c.gaps + s.gaps),
+                "conflicts": len(c.conflicts) + len(s.conflicts),
+                "duration": round((last - first) / 1e9, 6),
+                "close": _close_state(c.close, s.close),
+                "history": hist.get(st.index, "") + gap_letters,
+            }
+        )
+    return rows
+
+
+def _dir_value(plan: Any, stream: int, column: str) -> int:
+    total = 0
+    for d in (0, 1):
+        i = plan.direction_index(stream, d)
+        if i is not None:
+            total += int(plan.directions[column][i])
+    return total
+
+
+def _retrans_bytes(plan: Any, stream: int) -> int:
+    return _dir_value(plan, stream, "retransmitted_bytes")
+
+
+def _close_state(c2s: str, s2c: str) -> str:
+    if "rst" in (c2s, s2c):
+        return "rst"
+    if c2s == "fin" and s2c == "fin":
+        return "fin"
+    if "fin" in (c2s, s2c):
+        return "half-closed"
+    return "open"
+
+
+def streams_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} TCP sessions", title_justify="left")
+    heads = ("stream", "client", "server", "pkts →", "pkts ←", "bytes →", "bytes ←", "retx",
+             "ooo", "gaps", "confl", "secs", "close", "history")  # fmt: skip
+    for h in heads:
+        table.add_column(
+            h,
+            no_wrap=True,
+            justify="left" if h in ("client", "server", "close", "history") else "right",
+        )
+    for r in rows:
+        table.add_row(
+            str(r["stream"]),
+            r["client"],
+            r["server"],
+            str(r["packets_c2s"]),
+            str(r["packets_s2c"]),
+            f"{r['bytes_c2s']:,}",
+            f"{r['bytes_s2c']:,}",
+            f"{r['retransmitted_bytes']:,}",
+            str(r["out_of_order"]),
+            str(r["gaps"]),
+            str(r["conflicts"]),
+            f"{r['duration']:.3f}",
+            r["close"],
+            r["history"],
+        )
+    return table
+
+
+def write_rows_jsonl(out: TextIO, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        out.write(json.dumps(r) + "\n")
+
+
+def write_rows_csv(out: TextIO, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)

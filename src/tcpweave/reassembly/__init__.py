@@ -225,7 +225,8 @@ def _directions_table(
     kept = _kept_mask(rows["fate"])
     kept_end = np.zeros(n, np.int64)
     ends = rows["stream_offset"] + rows["length"]
-    np.maximum.at(kept_end, rows["dir"][kept], ends[kept])
+    claimed = kept | (rows["fate"] == Fate.TRUNCATED)  # cut-off bytes still count as stream
+    np.maximum.at(kept_end, rows["dir"][claimed], ends[claimed])
     kept_bytes = np.bincount(rows["dir"][kept], weights=rows["length"][kept], minlength=n)
     retrans = np.isin(rows["fate"], (Fate.RETRANSMISSION, Fate.OVERLAP_SAME))
     retrans_bytes = np.bincount(rows["dir"][retrans], weights=rows["length"][retrans], minlength=n)
