@@ -30,13 +30,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-# The demo reads the bundled capture (recorded from real traffic, see
-# examples/README.md) and prints its packet table and the decoder's counts.
-# TODO: once stream extraction lands, this becomes
-#     $(BIN)/tcpweave extract $(SAMPLE) -o out/demo
-# (the issue asks for the switch as soon as `tcpweave extract` exists).
+# The demo extracts every TCP session of the bundled capture (recorded from real
+# traffic, see examples/README.md) into out/demo and prints the session table.
 demo: venv
-	$(BIN)/tcpweave packets $(SAMPLE) --limit 20
+	rm -rf out/demo
+	$(BIN)/tcpweave extract $(SAMPLE) -o out/demo
+	$(BIN)/tcpweave streams $(SAMPLE)
 
 # tshark, tcpdump and tcpflow are oracles and drivers for the tests; install
 # them when one is missing (as root; otherwise the script says what is missing

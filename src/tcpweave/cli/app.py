@@ -172,3 +172,22 @@ def _root(
     if version:
         typer.echo(f"tcpweave {tcpweave.__version__}")
         raise typer.Exit()
+
+
+
+# imported here so that the follow command stays one self-contained block at the end
+from tcpweave.output.follow import FollowMode, follow, render_follow  # noqa: E402
+
+
+@app.command("follow")
+def follow_stream(
+    capture: Annotated[Path, typer.Argument(help="Capture file.")],
+    stream: Annotated[int, typer.Argument(help="Stream index, as tshark's tcp.stream.")],
+    fmt: Annotated[FollowMode, typer.Option("--format", help="Output format.")] = (
+        FollowMode.ASCII
+    ),
+) -> None:
+    """Print one stream as `tshark -q -z follow,tcp,<format>,STREAM` does, byte for byte."""
+    with _open([capture]) as cap:
+        sys.stdout.write(render_follow(follow(cap.packets, cap.flows, cap.sources, stream), fmt))
+        sys.stdout.flush()
