@@ -122,6 +122,9 @@ def extract(
     jobs: Annotated[int, typer.Option(help="Writer processes (default: all cores).", min=1)] = (
         os.cpu_count() or 1
     ),
+    parquet: Annotated[
+        bool, typer.Option(help="Also write DIR/packets.parquet and DIR/plan.parquet.")
+    ] = False,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl."""
     started = time.perf_counter()
@@ -133,6 +136,9 @@ def extract(
             raise typer.Exit(2) from exc
         with render.progress(_stderr(), "writing streams", len(streams)) as tick:
             summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick)
+        if parquet:
+            cap.packets.to_parquet(str(out / "packets.parquet"))
+            cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
         _stdout().print(render.extract_summary(cap, summary, out, time.perf_counter() - started))
 
 
@@ -172,7 +178,6 @@ def _root(
     if version:
         typer.echo(f"tcpweave {tcpweave.__version__}")
         raise typer.Exit()
-
 
 
 # imported here so that the follow command stays one self-contained block at the end

@@ -141,5 +141,11 @@ class PacketTable:
                 arrays.append(pa.array(col))
         return pa.Table.from_arrays(arrays, names=list(PACKET_COLUMN_NAMES))
 
+    def to_parquet(self, path: str) -> None:
+        """Write the packet table as a Parquet file."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(), path)
+
     def checksum_strings(self, which: str) -> list[str]:
         return [str(Checksum(int(v))) for v in self[which]]

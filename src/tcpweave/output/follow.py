@@ -227,7 +227,13 @@ def follow(
         buf = sources[int(p.file[row])].buffer
         data = buf[start : start + int(p.payload_caplen[row])].tobytes()
         tap.segment(
-            node, rel_seq, rel_ack, int(p.payload_len[row]), data, int(p.frame[row]), int(p.ts_ns[row])
+            node,
+            rel_seq,
+            rel_ack,
+            int(p.payload_len[row]),
+            data,
+            int(p.frame[row]),
+            int(p.ts_ns[row]),
         )
     return FollowStream(stream, nodes, tap.chunks)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
@@ -42,6 +43,24 @@ class Plan:
     conflicts: dict[str, np.ndarray]
     policy: Policy
     checksums: ChecksumMode
+
+    def to_arrow(self, table: str = "rows") -> pa.Table:
+        """One of the plan's tables (rows, directions, gaps, conflicts) as Arrow; fate and gap
+        reason are given as their strings."""
+        cols = dict(getattr(self, table))
+        if "fate" in cols:
+            cols["fate"] = np.array([str(Fate(int(v))) for v in cols["fate"]], dtype=object)
+        if "reason" in cols:
+            cols["reason"] = np.array(
+                [str(GapReason(int(v))) for v in cols["reason"]], dtype=object
+            )
+        return pa.table({name: pa.array(col) for name, col in cols.items()})
+
+    def to_parquet(self, path: str, table: str = "rows") -> None:
+        """Write one of the plan's tables as a Parquet file."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(table), path)
 
     def direction_index(self, stream: int, direction: int) -> int | None:
         """Row of (stream, direction) in ``directions``, or None when it carried no packet."""
