@@ -46,12 +46,12 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     b = _endpoint_keys(packets.dst, packets.dport)
     a_gt_b = (a[0] > b[0]) | ((a[0] == b[0]) & ((a[1] > b[1]) | ((a[1] == b[1]) & (a[2] > b[2]))))
     side = a_gt_b.astype(np.uint8)  # 0: sent by the lower endpoint
-    keys = np.empty(n, dtype=[(f"k{i}", np.uint64) for i in range(6)])
+    keys = np.empty((6, n), np.uint64)
     for i in range(3):
-        keys[f"k{i}"] = np.where(a_gt_b, b[i], a[i])
-        keys[f"k{i + 3}"] = np.where(a_gt_b, a[i], b[i])
-    _, flow = np.unique(keys, return_inverse=True)
-    flow = flow.astype(np.int64).reshape(-1)
+        keys[i] = np.where(a_gt_b, b[i], a[i])
+        keys[i + 3] = np.where(a_gt_b, a[i], b[i])
+    flow = np.empty(n, np.int64)
+    k.number_tuples(keys, flow)
     order = np.argsort(flow, kind="stable")
     session = np.empty(n, np.int64)
     first_row = np.empty(n, np.int64)

@@ -81,3 +81,42 @@ def assign_roles(order, session, side, flags, sport, dport, n_sessions, client_s
             else:
                 client_side[k] = side[i]
     return n_sessions
+
+
+@kernel
+def number_tuples(keys, flow):  # type: ignore[no-untyped-def]
+    """``flow[i]``: index of row i's 4-tuple (``keys[:, i]``) in order of first appearance.
+
+    An open-addressing hash table over the six 64-bit words of each order-free
+    4-tuple: one pass, no sort. Returns the number of distinct 4-tuples.
+    """
+    n = keys.shape[1]
+    size = 1
+    while size < 2 * n + 2:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, np.int64)  # slot -> first row with that key
+    n_flows = 0
+    for i in range(n):
+        h = np.uint64(1469598103934665603)
+        for w in range(6):
+            h = (h ^ keys[w, i]) * np.uint64(1099511628211)
+            h ^= h >> np.uint64(29)
+        slot = h & mask
+        while True:
+            first = table[slot]
+            if first < 0:
+                table[slot] = i
+                flow[i] = n_flows
+                n_flows += 1
+                break
+            same = True
+            for w in range(6):
+                if keys[w, first] != keys[w, i]:
+                    same = False
+                    break
+            if same:
+                flow[i] = flow[first]
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return n_flows

@@ -204,38 +204,59 @@ def follow(
         return FollowStream(stream, None)
     p = packets
     rows = np.flatnonzero(flows.stream == stream)
-    first = int(flows.first_row[stream])
+    tapped = [r for r in rows.tolist() if not _header_cut(p, sources, r)]
+    if not tapped:  # no frame reached the tap: tshark knows no endpoints
+        return FollowStream(stream, None)
+    first = tapped[0]  # node 0 is the source of the first frame the tap sees
     nodes = (_node(p, first, True), _node(p, first, False))
     # node of each row as the tap decides it: source equal to node 0's endpoint or not
     is_node0 = (p.src[rows] == p.src[first]).all(axis=1) & (p.sport[rows] == p.sport[first])
     node_of = np.where(is_node0, 0, 1)
     tap = _Tap()
-    base: list[int | None] = [None, None]
+    rel = _RelativeSeq()
     for row, node in zip(rows.tolist(), node_of.tolist(), strict=True):
         flags = int(p.flags[row])
-        seq, ack = int(p.seq[row]), int(p.ack[row])
-        # relative numbers as the TCP dissector computes them (tcp_analyze_sequence_number)
+        rel_seq, rel_ack = rel.segment(node, int(p.seq[row]), int(p.ack[row]), flags)
+        if _header_cut(p, sources, row):  # tshark gives up on the options: no tap
+            continue
+        start = int(p.payload_offset[row])
+        buf = sources[int(p.file[row])].buffer
+        data = buf[start : start + int(p.payload_caplen[row])].tobytes()
+        seq = (rel_seq + 1) % _MOD if flags & SYN else rel_seq
+        frame, ts_ns, seg_len = int(p.frame[row]), int(p.ts_ns[row]), int(p.payload_len[row])
+        tap.segment(node, seq, rel_ack, seg_len, data, frame, ts_ns)
+    return FollowStream(stream, nodes, tap.chunks)
+
+
+class _RelativeSeq:
+    """Relative seq/ack of one conversation, as Wireshark's TCP dissector computes them.
+
+    A direction's base is its first segment's seq (seq - 1 without SYN), or the
+    peer's first ack - 1 if that comes first; a SYN-ACK with another seq resets it
+    (observed with TShark 4.0.17).
+    """
+
+    def __init__(self) -> None:
+        self.base: list[int | None] = [None, None]
+
+    def segment(self, node: int, seq: int, ack: int, flags: int) -> tuple[int, int]:
+        base = self.base
         if base[node] is None:
             base[node] = seq if flags & SYN else (seq - 1) % _MOD
+        elif flags & (SYN | ACK) == SYN | ACK and seq != base[node]:
+            base[node] = seq
         if base[1 - node] is None and flags & ACK:
             base[1 - node] = (ack - 1) % _MOD
         rel_seq = (seq - (base[node] or 0)) % _MOD
         rel_ack = (ack - (base[1 - node] or 0)) % _MOD if flags & ACK else ack
-        if flags & SYN:
-            rel_seq = (rel_seq + 1) % _MOD
-        start = int(p.payload_offset[row])
-        buf = sources[int(p.file[row])].buffer
-        data = buf[start : start + int(p.payload_caplen[row])].tobytes()
-        tap.segment(
-            node,
-            rel_seq,
-            rel_ack,
-            int(p.payload_len[row]),
-            data,
-            int(p.frame[row]),
-            int(p.ts_ns[row]),
-        )
-    return FollowStream(stream, nodes, tap.chunks)
+        return rel_seq, rel_ack
+
+
+def _header_cut(p: PacketTable, sources: Sequence[Source], row: int) -> bool:
+    """True when the capture cut the frame inside the TCP header (options)."""
+    if sources[int(p.file[row])].format == "defrag":
+        return False
+    return int(p.payload_offset[row]) > int(p.offset[row]) + int(p.caplen[row])
 
 
 def _endpoint(node: Node | None) -> str:

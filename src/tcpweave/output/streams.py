@@ -59,7 +59,7 @@ class Direction:
     last_ts_ns: int = 0
     gaps: list[Gap] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
-    _rows: Any = None  # plan rows of this direction (kept only), sorted by offset
+    _rows: Any = None  # (kept plan rows, lo, hi): this direction's slice, sorted by offset
     _sources: list[Source] = field(default_factory=list, repr=False)
     _packets: Any = None
 
@@ -88,7 +88,7 @@ class Direction:
     def chunks(self) -> list[Chunk]:
         """Kept ranges in stream order with the frame, timestamp and offset of each."""
         out: list[Chunk] = []
-        r = self._rows
+        r = self._slice()
         if r is None:
             return out
         for i in range(len(r["stream_offset"])):
@@ -105,10 +105,20 @@ class Direction:
             )
         return out
 
+    def _slice(self) -> dict[str, np.ndarray] | None:
+        if self._rows is None:
+            return None
+        table, lo, hi = self._rows
+        return {name: col[lo:hi] for name, col in table.items()}
+
     def _iter_kept(self) -> Any:
-        r = self._rows
-        if r is None:
+        if self._rows is None:
             return iter(())
+        table, lo, hi = self._rows
+        r = {
+            name: table[name][lo:hi]
+            for name in ("stream_offset", "payload_start", "file", "length")
+        }
         return zip(
             r["stream_offset"].tolist(),
             r["payload_start"].tolist(),
@@ -139,62 +149,113 @@ class Stream:
 def build_streams(
     packets: PacketTable, flows: Flows, plan: Plan, sources: list[Source]
 ) -> list[Stream]:
-    """One Stream per session, in stream order."""
+    """One Stream per session, in stream order.
+
+    Built for hundreds of thousands of sessions: plain lists instead of numpy
+    scalars, and a direction's plan rows as a slice taken only when read.
+    """
     rows = plan.rows
     kept = (rows["fate"] == Fate.NEW) | (rows["fate"] == Fate.OVERLAP_CONFLICT_KEPT)
     kept_rows = {name: col[kept] for name, col in rows.items()}
-    keys = kept_rows["stream"] * 2 + kept_rows["direction"]
-    bounds = np.searchsorted(keys, np.arange(2 * flows.n_streams + 1))
+    slots = np.arange(2 * flows.n_streams + 1)
+    row_bounds = _bounds(kept_rows, slots).tolist()
+    gap_bounds = _bounds(plan.gaps, slots).tolist()
+    conflict_bounds = _bounds(plan.conflicts, slots).tolist()
+    info = {name: col.tolist() for name, col in plan.directions.items()}
+    slot_dir = np.full(2 * flows.n_streams, -1, np.int64)
+    slot_dir[plan.directions["stream"] * 2 + plan.directions["direction"]] = np.arange(
+        len(plan.directions["stream"])
+    )
+    ends = _endpoints(packets, flows)
+    sessions = flows.session.tolist()
     streams = []
     for s in range(flows.n_streams):
-        dirs = [_direction(packets, flows, plan, sources, kept_rows, bounds, s, d) for d in (0, 1)]
-        streams.append(Stream(s, int(flows.session[s]), dirs[0], dirs[1]))
+        (c_addr, c_port), (s_addr, s_port) = ends[s]
+        dirs = []
+        for d, (src, sport, dst, dport) in enumerate(
+            ((c_addr, c_port, s_addr, s_port), (s_addr, s_port, c_addr, c_port))
+        ):
+            out = Direction(
+                "c2s" if d == 0 else "s2c",
+                src,
+                sport,
+                dst,
+                dport,
+                _sources=sources,
+                _packets=packets,
+            )
+            di = int(slot_dir[2 * s + d])
+            if di >= 0:
+                slot = 2 * s + d
+                _fill(out, info, di)
+                out._rows = (kept_rows, row_bounds[slot], row_bounds[slot + 1])
+                out.gaps = _gaps_of(plan.gaps, gap_bounds[slot], gap_bounds[slot + 1])
+                out.conflicts = _conflicts_of(
+                    plan.conflicts, conflict_bounds[slot], conflict_bounds[slot + 1]
+                )
+            dirs.append(out)
+        streams.append(Stream(s, sessions[s], dirs[0], dirs[1]))
     return streams
 
 
-def _direction(
-    packets: PacketTable,
-    flows: Flows,
-    plan: Plan,
-    sources: list[Source],
-    kept_rows: dict[str, Any],
-    bounds: np.ndarray,
-    s: int,
-    d: int,
-) -> Direction:
-    first = int(flows.first_row[s])
-    v = int(packets.ip_version[first])
-    a = (format_address(packets.src[first], v), int(packets.sport[first]))
-    b = (format_address(packets.dst[first], v), int(packets.dport[first]))
-    sender_is_a = int(flows.direction[first]) == d
-    (src, sport), (dst, dport) = (a, b) if sender_is_a else (b, a)
-    out = Direction(
-        "c2s" if d == 0 else "s2c", src, sport, dst, dport, _sources=sources, _packets=packets
-    )
-    di = plan.direction_index(s, d)
-    if di is None:
-        return out
-    info = plan.directions
-    out.length = int(info["length"][di])
-    out.packets = int(info["packets"][di])
-    out.kept_bytes = int(info["bytes"][di])
+def _bounds(table: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+    """Where each (stream, direction) starts in a table sorted by stream then direction."""
+    keys = table["stream"] * 2 + table["direction"]
+    return np.searchsorted(keys, slots)
+
+
+def _endpoints(packets: PacketTable, flows: Flows) -> list[tuple[tuple[str, int], ...]]:
+    """((client address, port), (server address, port)) of every stream."""
+    first = flows.first_row
+    versions = packets.ip_version[first].tolist()
+    srcs, dsts = packets.src[first], packets.dst[first]
+    sports, dports = packets.sport[first].tolist(), packets.dport[first].tolist()
+    sent_by_client = (flows.direction[first] == 0).tolist()
+    cache: dict[bytes, str] = {}
+    out: list[tuple[tuple[str, int], ...]] = []
+    for i, v in enumerate(versions):
+        a = (_address(srcs[i], v, cache), sports[i])
+        b = (_address(dsts[i], v, cache), dports[i])
+        out.append((a, b) if sent_by_client[i] else (b, a))
+    return out
+
+
+def _address(raw: np.ndarray, version: int, cache: dict[bytes, str]) -> str:
+    key = raw.tobytes()
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = format_address(raw, version)
+    return text
+
+
+def _fill(out: Direction, info: dict[str, list[Any]], di: int) -> None:
+    out.length = info["length"][di]
+    out.packets = info["packets"][di]
+    out.kept_bytes = info["bytes"][di]
     out.close = "rst" if info["rst"][di] else ("fin" if info["fin"][di] else "open")
-    out.first_ts_ns = int(info["first_ts_ns"][di])
-    out.last_ts_ns = int(info["last_ts_ns"][di])
-    lo, hi = bounds[2 * s + d], bounds[2 * s + d + 1]
-    out._rows = {name: col[lo:hi] for name, col in kept_rows.items()}
-    g = plan.gaps
-    m = (g["stream"] == s) & (g["direction"] == d)
-    out.gaps = [
+    out.first_ts_ns = info["first_ts_ns"][di]
+    out.last_ts_ns = info["last_ts_ns"][di]
+
+
+def _gaps_of(g: dict[str, np.ndarray], lo: int, hi: int) -> list[Gap]:
+    if lo == hi:
+        return []
+    return [
         Gap(int(o), int(n), GapReason(int(r)))
-        for o, n, r in zip(g["offset"][m], g["length"][m], g["reason"][m], strict=True)
+        for o, n, r in zip(g["offset"][lo:hi], g["length"][lo:hi], g["reason"][lo:hi], strict=True)
     ]
-    c = plan.conflicts
-    m = (c["stream"] == s) & (c["direction"] == d)
-    out.conflicts = [
+
+
+def _conflicts_of(c: dict[str, np.ndarray], lo: int, hi: int) -> list[Conflict]:
+    if lo == hi:
+        return []
+    return [
         Conflict(int(o), int(n), int(kf), int(df))
         for o, n, kf, df in zip(
-            c["offset"][m], c["length"][m], c["kept_frame"][m], c["dropped_frame"][m], strict=True
+            c["offset"][lo:hi],
+            c["length"][lo:hi],
+            c["kept_frame"][lo:hi],
+            c["dropped_frame"][lo:hi],
+            strict=True,
         )
     ]
-    return out

@@ -10,6 +10,7 @@ points at them (file, payload_start).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,10 @@ class Plan:
     policy: Policy
     checksums: ChecksumMode
 
+    @cached_property
+    def _direction_keys(self) -> np.ndarray:
+        return np.asarray(self.directions["stream"] * 2 + self.directions["direction"])
+
     def to_arrow(self, table: str = "rows") -> pa.Table:
         """One of the plan's tables (rows, directions, gaps, conflicts) as Arrow; fate and gap
         reason are given as their strings."""
@@ -65,7 +70,7 @@ class Plan:
     def direction_index(self, stream: int, direction: int) -> int | None:
         """Row of (stream, direction) in ``directions``, or None when it carried no packet."""
         key = stream * 2 + direction
-        keys = self.directions["stream"] * 2 + self.directions["direction"]
+        keys = self._direction_keys
         i = int(np.searchsorted(keys, key))
         return i if i < len(keys) and keys[i] == key else None
 
@@ -271,62 +276,33 @@ def _directions_table(
 def _gaps(rows: dict[str, Any], directions: dict[str, Any]) -> dict[str, np.ndarray]:
     """Holes in each direction's kept bytes, up to its length, with their reason."""
     kept = _kept_mask(rows["fate"])
-    d, off, ln = rows["dir"][kept], rows["stream_offset"][kept], rows["length"][kept]
     trunc = rows["fate"] == Fate.TRUNCATED
-    t_dir, t_off, t_len = rows["dir"][trunc], rows["stream_offset"][trunc], rows["length"][trunc]
-    out: dict[str, list[int]] = {"dir": [], "offset": [], "length": [], "reason": []}
-    n = len(directions["length"])
-    starts = np.searchsorted(d, np.arange(n + 1))  # kept rows are sorted by dir, offset
-    t_starts = np.searchsorted(t_dir, np.arange(n + 1))
-    for di in range(n):
-        cursor = 0
-        spans = list(
-            zip(
-                off[starts[di] : starts[di + 1]].tolist(),
-                (off + ln)[starts[di] : starts[di + 1]].tolist(),
-                strict=True,
-            )
-        )
-        spans.append((int(directions["length"][di]), int(directions["length"][di])))
-        claims = sorted(
-            zip(
-                t_off[t_starts[di] : t_starts[di + 1]].tolist(),
-                (t_off + t_len)[t_starts[di] : t_starts[di + 1]].tolist(),
-                strict=True,
-            )
-        )
-        for start, end in spans:
-            if start > cursor:
-                _split_gap(out, di, cursor, start, claims)
-            cursor = max(cursor, end)
-    gaps = {name: np.asarray(values, np.int64) for name, values in out.items()}
-    gaps["stream"] = directions["stream"][gaps["dir"]] if n else np.zeros(0, np.int64)
-    gaps["direction"] = directions["direction"][gaps["dir"]] if n else np.zeros(0, np.uint8)
-    return gaps
-
-
-def _split_gap(
-    out: dict[str, list[int]], di: int, start: int, end: int, claims: list[tuple[int, int]]
-) -> None:
-    """Record [start, end) as gaps, truncated where a captured-short segment claimed the bytes."""
-    cursor = start
-    for c_start, c_end in claims:
-        lo, hi = max(c_start, cursor), min(c_end, end)
-        if lo >= hi:
-            continue
-        if lo > cursor:
-            _add_gap(out, di, cursor, lo, GapReason.NOT_CAPTURED)
-        _add_gap(out, di, lo, hi, GapReason.TRUNCATED)
-        cursor = hi
-    if cursor < end:
-        _add_gap(out, di, cursor, end, GapReason.NOT_CAPTURED)
-
-
-def _add_gap(out: dict[str, list[int]], di: int, start: int, end: int, reason: GapReason) -> None:
-    out["dir"].append(di)
-    out["offset"].append(start)
-    out["length"].append(end - start)
-    out["reason"].append(int(reason))
+    ends = rows["stream_offset"] + rows["length"]
+    args = (
+        rows["dir"][kept],
+        rows["stream_offset"][kept],
+        ends[kept],
+        directions["length"],
+        rows["dir"][trunc],
+        rows["stream_offset"][trunc],
+        ends[trunc],
+    )  # rows are sorted by direction, then offset
+    capacity = 1024
+    while True:
+        out = np.empty((4, capacity), np.int64)
+        n = int(k.list_gaps(*args, out))
+        if n <= capacity:
+            break
+        capacity = n
+    d = out[0, :n]
+    return {
+        "stream": directions["stream"][d],
+        "direction": directions["direction"][d],
+        "offset": out[1, :n],
+        "length": out[2, :n],
+        "reason": out[3, :n],
+        "dir": d,
+    }
 
 
 def _conflicts_table(

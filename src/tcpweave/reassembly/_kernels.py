@@ -498,3 +498,58 @@ def plan_directions(  # type: ignore[no-untyped-def]
         dirs[D_OOO, d] = ooo
         dirs[D_HIGH, d] = high_end
     return counts[K_PLAN]
+
+
+@helper
+def _add_gap(out, n, d, start, end, reason):  # type: ignore[no-untyped-def]
+    if n < out.shape[1]:
+        out[0, n] = d
+        out[1, n] = start
+        out[2, n] = end - start
+        out[3, n] = reason
+    return n + 1
+
+
+@helper
+def _hole(out, n, d, start, end, td, toff, tend, t):  # type: ignore[no-untyped-def]
+    """Record the hole [start, end) of direction d, split where truncated claims cover it."""
+    while t < td.size and (td[t] < d or (td[t] == d and tend[t] <= start)):
+        t += 1
+    c = start
+    u = t
+    while u < td.size and td[u] == d and toff[u] < end:
+        lo, hi = max(toff[u], c), min(tend[u], end)
+        if lo < hi:
+            if lo > c:
+                n = _add_gap(out, n, d, c, lo, 0)
+            n = _add_gap(out, n, d, lo, hi, 1)
+            c = hi
+        u += 1
+    if c < end:
+        n = _add_gap(out, n, d, c, end, 0)
+    return n, t
+
+
+@kernel
+def list_gaps(kd, koff, kend, length, td, toff, tend, out):  # type: ignore[no-untyped-def]
+    """Holes in each direction's kept ranges up to its length, with their reason.
+
+    Kept ranges (kd, koff, kend) and truncated claims (td, toff, tend) are
+    sorted by direction then offset. A hole is ``truncated`` (1) where a segment
+    captured short claimed the bytes, else ``not-captured`` (0). Writes rows
+    (direction, offset, length, reason) into ``out``; returns how many there
+    are (more than ``out`` holds means: call again with a larger one).
+    """
+    n = 0
+    k = 0
+    t = 0
+    for d in range(length.size):
+        cursor = np.int64(0)
+        while k < kd.size and kd[k] == d:
+            if koff[k] > cursor:
+                n, t = _hole(out, n, d, cursor, koff[k], td, toff, tend, t)
+            cursor = max(cursor, kend[k])
+            k += 1
+        if length[d] > cursor:
+            n, t = _hole(out, n, d, cursor, length[d], td, toff, tend, t)
+    return n

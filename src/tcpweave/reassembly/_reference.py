@@ -1,0 +1,291 @@
+"""Plain-Python reference for the plan kernel: same name, arguments and outputs.
+
+It is the obviously-correct per-byte model of DESIGN.md's "Rules of reassembly"
+and docs/overlap-policies.md, written from those rules rather than from
+``_kernels``: per direction, unwrap the sequence numbers, choose offset 0, then
+walk the segments in arrival order and decide every captured byte on its own
+(taken, retransmitted, or in conflict -- and then kept or dropped by the policy
+table). Only at the end are the per-byte fates cut into plan rows: maximal runs
+of one segment's bytes with one fate.
+
+The kernel keeps byte ranges and re-issues rows as they lose bytes, so its rows
+are split and merged differently. The two are therefore compared NORMALISED,
+not array for array: per direction, the fate of every (segment, byte), the
+owner and source of every kept byte, every conflicting byte with its kept and
+dropped segment, and the per-direction facts (``dirs``), which must be equal.
+The row and conflict counts (``counts``, return value) are this model's own.
+Nothing but the tests calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# the layout shared with reassembly/__init__.py (plan, conflict and direction columns)
+P_FRAME, P_ROW, P_DIR, P_OFFSET, P_START, P_FILE, P_LEN, P_FATE = range(8)
+C_DIR, C_OFFSET, C_LEN, C_KEPT, C_DROPPED = range(5)
+D_BASE, D_SYN, D_FIN_END, D_RST, D_PACKETS, D_OOO, D_HIGH, D_FIRST_TS, D_LAST_TS = range(9)
+K_PLAN, K_CONFLICTS, K_FULL = range(3)
+
+# tcpweave.enums.Fate
+NEW, RETRANSMISSION, OVERLAP_SAME, CONFLICT_KEPT, CONFLICT_DROPPED = 0, 1, 2, 3, 4
+OUTSIDE_WINDOW, BAD_CHECKSUM, AFTER_CLOSE, RST_DATA, KEEPALIVE, TRUNCATED = 5, 6, 7, 8, 9, 10
+BEFORE_START = 11
+
+FIN, SYN, RST = 0x001, 0x002, 0x004
+CHECKSUM_BAD = 2
+MOD, HALF = 2**32, 2**31
+WINDOW = 2**30  # a segment further than 1 GiB from what was seen is not placed
+BEFORE, SAME, AFTER = 0, 1, 2  # geometry cases of reassembly._policy
+
+
+@dataclass
+class _Segment:
+    """One packet of a direction, as the plan sees it."""
+
+    row: int
+    frame: int
+    flags: int
+    seq: int
+    wire_len: int  # payload length the headers claim
+    cap_len: int  # payload bytes captured
+    file: int
+    start: int  # where the captured payload begins in its file's buffer
+    bad_checksum: bool
+    ts_ns: int
+    seq64: int = 0
+    offset: int = 0  # stream offset of the first payload byte
+
+    def byte(self, bufs, x: int) -> int:  # type: ignore[no-untyped-def]
+        return int(bufs[self.file][self.start + x - self.offset])
+
+
+def _unwrap(seqs: list[int]) -> list[int]:
+    """64-bit sequence numbers, each the 32-bit value's nearest neighbour of the highest so far.
+
+    RFC 9293 §3.4: "the sequence number space ranges from 0 to 2**32 - 1 ... all arithmetic
+    dealing with sequence numbers must be performed modulo 2**32". A value is taken within
+    [highest - 2^31, highest + 2^31). The first is lifted by 2^32 so that nothing goes negative.
+    """
+    highest = seqs[0] + MOD
+    out = []
+    for s in seqs:
+        at_or_below = highest - (highest - s) % MOD
+        value = at_or_below if at_or_below >= highest - HALF else at_or_below + MOD
+        out.append(value)
+        highest = max(highest, value)
+    return out
+
+
+def _offset_zero(segs: list[_Segment]) -> tuple[int, bool]:
+    """The seq64 of stream offset 0, and whether it came from a captured SYN.
+
+    DESIGN.md: "stream offsets stay equal to relative sequence numbers": ISN + 1 when the SYN
+    was captured, else the lowest sequence number near (within 1 GiB of) the first data segment.
+    """
+    syns = [s for s in segs if s.flags & SYN]
+    if syns:
+        return syns[0].seq64 + 1, True
+    data = [s for s in segs if s.wire_len > 0]
+    if not data:
+        return segs[0].seq64, False
+    first = data[0].seq64
+    return min(s.seq64 for s in data if abs(s.seq64 - first) <= WINDOW), False
+
+
+def _case(a: int, b: int) -> int:
+    return BEFORE if a < b else (SAME if a == b else AFTER)
+
+
+class _Direction:
+    """The per-byte state of one direction while its segments are placed in arrival order."""
+
+    def __init__(self, bufs, policy: int, new_wins) -> None:  # type: ignore[no-untyped-def]
+        self.bufs, self.policy, self.new_wins = bufs, policy, new_wins
+        self.owner: dict[int, _Segment] = {}  # stream offset -> segment whose byte is kept
+        self.fate: dict[tuple[int, int], int] = {}  # (row, stream offset) -> fate
+        self.placed: list[_Segment] = []  # earlier segments that supplied bytes
+        self.conflicts: list[tuple[int, int, int]] = []  # (offset, kept row, dropped row)
+        self.high_end = 0  # end (wire length) of the furthest segment placed
+        self.out_of_order = 0
+
+    def new_wins_at(self, seg: _Segment, x: int) -> bool:
+        """docs/overlap-policies.md: "A byte takes the new value only if every earlier segment
+        that covers it says N", each pair judged on the segments' own extents."""
+        ns, ne = seg.offset, seg.offset + seg.cap_len
+        return all(
+            self.new_wins[self.policy, _case(ns, o.offset), _case(ne, o.offset + o.cap_len)]
+            for o in self.placed
+            if o.offset <= x < o.offset + o.cap_len
+        )
+
+    def place(self, seg: _Segment) -> None:
+        fates = {}
+        for x in range(seg.offset, seg.offset + seg.cap_len):
+            old = self.owner.get(x)
+            if old is None:  # bytes not held yet are taken
+                fates[x] = NEW
+                self.owner[x] = seg
+            elif old.byte(self.bufs, x) == seg.byte(self.bufs, x):
+                fates[x] = OVERLAP_SAME  # "Identical retransmissions are never conflicts"
+            elif self.new_wins_at(seg, x):  # "Overlaps whose bytes differ are ALWAYS reported"
+                fates[x] = CONFLICT_KEPT
+                self.fate[old.row, x] = CONFLICT_DROPPED
+                self.owner[x] = seg
+                self.conflicts.append((x, seg.row, old.row))
+            else:
+                fates[x] = CONFLICT_DROPPED
+                self.conflicts.append((x, old.row, seg.row))
+        if fates and all(f == OVERLAP_SAME for f in fates.values()):
+            fates = dict.fromkeys(fates, RETRANSMISSION)  # the whole segment was held already
+        if NEW in fates.values() and seg.offset < self.high_end:
+            self.out_of_order += 1
+        for x, f in fates.items():
+            self.fate[seg.row, x] = f
+        if seg.cap_len > 0:
+            self.placed.append(seg)
+
+
+def _unplaced_fate(seg: _Segment, d: _Direction, close_frame: int, drop_bad: bool) -> int | None:
+    """Why a data segment is not placed, or None when it is (checked in this order)."""
+    if seg.flags & RST:
+        return RST_DATA  # RFC 9293 §3.5.3: data on a reset is diagnostic text, not stream
+    if seg.frame > close_frame:
+        return AFTER_CLOSE
+    if drop_bad and seg.bad_checksum:
+        return BAD_CHECKSUM
+    if seg.offset < 0:
+        return BEFORE_START
+    if seg.offset > d.high_end + WINDOW:
+        return OUTSIDE_WINDOW
+    # RFC 9293 §3.8.4: a keep-alive carries SEG.SEQ = SND.NXT - 1 and at most one garbage octet
+    probe = seg.wire_len <= 1 and not seg.flags & (SYN | FIN)
+    if probe and d.owner and seg.offset == d.high_end - 1:
+        return KEEPALIVE
+    return None
+
+
+def _runs(d: _Direction, seg: _Segment) -> list[tuple[int, int, int]]:
+    """(offset, length, fate): maximal runs of one fate among the segment's placed bytes."""
+    runs: list[tuple[int, int, int]] = []
+    for x in range(seg.offset, seg.offset + seg.cap_len):
+        f = d.fate[seg.row, x]
+        if runs and runs[-1][2] == f:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, f)
+        else:
+            runs.append((x, 1, f))
+    return runs
+
+
+def _plan_direction(di, segs, close_frame, drop_bad, policy, new_wins, bufs, dirs):  # type: ignore[no-untyped-def]
+    """Rows (plan columns) and conflicts (conflict columns) of one direction; fills dirs[:, di]."""
+    for s, s64 in zip(segs, _unwrap([s.seq for s in segs]), strict=True):
+        s.seq64 = s64
+    base, syn = _offset_zero(segs)
+    d = _Direction(bufs, policy, new_wins)
+    unplaced: list[tuple[_Segment, int]] = []
+    placed: list[_Segment] = []
+    fin_end, rst = -1, 0
+    for s in segs:
+        s.offset = s.seq64 - base + (1 if s.flags & SYN else 0)  # a SYN occupies its own seq
+        rst |= 1 if s.flags & RST else 0
+        if s.flags & FIN and abs(s.offset - d.high_end) <= WINDOW:
+            fin_end = max(fin_end, s.offset + s.wire_len)
+        if s.wire_len == 0:
+            continue  # "Keep-alives, zero-window probes and pure ACKs add no bytes"
+        fate = _unplaced_fate(s, d, close_frame, drop_bad)
+        if fate is not None:
+            unplaced.append((s, fate))
+            continue
+        d.place(s)
+        placed.append(s)
+        d.high_end = max(d.high_end, s.offset + s.wire_len)
+    rows = [(s.frame, s.row, di, s.offset, s.start, s.file, s.cap_len, f) for s, f in unplaced]
+    for s in placed:
+        for x, n, f in _runs(d, s):
+            rows.append((s.frame, s.row, di, x, s.start + x - s.offset, s.file, n, f))
+        if s.cap_len < s.wire_len:  # "the rest is a truncated gap"
+            end = s.offset + s.cap_len
+            rows.append((s.frame, s.row, di, end, -1, s.file, s.wire_len - s.cap_len, TRUNCATED))
+    conflicts = [(di, x, 1, kept, dropped) for x, kept, dropped in d.conflicts]
+    facts = {
+        D_BASE: base % MOD,
+        D_SYN: int(syn),
+        D_FIN_END: fin_end,
+        D_RST: rst,
+        D_PACKETS: len(segs),
+        D_OOO: d.out_of_order,
+        D_HIGH: d.high_end,
+        D_FIRST_TS: segs[0].ts_ns,
+        D_LAST_TS: segs[-1].ts_ns,
+    }
+    for column, value in facts.items():
+        dirs[column, di] = value
+    return rows, conflicts
+
+
+def plan_directions(  # type: ignore[no-untyped-def]
+    order,
+    dir_start,
+    seq,
+    flags,
+    plen,
+    pcap,
+    poff,
+    pfile,
+    frame,
+    ts_ns,
+    tcp_ck,
+    drop_bad,
+    close_frame,
+    policy,
+    new_wins,
+    bufs,
+    plan,
+    conflicts,
+    dirs,
+    counts,
+    pieces,
+    tmp,
+    segs,
+    mask,
+    seq64,
+):
+    """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
+
+    Sets ``counts[K_FULL]`` when ``plan`` or ``conflicts`` is too small (the caller retries
+    with larger arrays). Returns the number of plan rows. ``pieces``, ``tmp``, ``segs``,
+    ``mask`` and ``seq64`` are the kernel's scratch space, unused here.
+    """
+    all_rows, all_conflicts = [], []
+    for di in range(len(dir_start) - 1):
+        rows_of_d = [int(i) for i in order[dir_start[di] : dir_start[di + 1]]]
+        direction = [
+            _Segment(
+                i,
+                int(frame[i]),
+                int(flags[i]),
+                int(seq[i]),
+                int(plen[i]),
+                int(pcap[i]),
+                int(pfile[i]),
+                int(poff[i]),
+                int(tcp_ck[i]) == CHECKSUM_BAD,
+                int(ts_ns[i]),
+            )
+            for i in rows_of_d
+        ]
+        rows, confl = _plan_direction(
+            di, direction, int(close_frame[di]), bool(drop_bad[di]), policy, new_wins, bufs, dirs
+        )
+        all_rows += rows
+        all_conflicts += confl
+    if len(all_rows) > plan.shape[1] or len(all_conflicts) > conflicts.shape[1]:
+        counts[K_FULL] = 1
+        return counts[K_PLAN]
+    for n, row in enumerate(all_rows):
+        plan[:, n] = row
+    for n, conflict in enumerate(all_conflicts):
+        conflicts[:, n] = conflict
+    counts[K_PLAN], counts[K_CONFLICTS] = len(all_rows), len(all_conflicts)
+    return len(all_rows)
