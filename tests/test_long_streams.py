@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import craft
 import numpy as np
 
+import craft
 import tcpweave
 
 SEGMENT = 64_000
