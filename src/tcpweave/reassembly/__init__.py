@@ -120,7 +120,7 @@ def _run(
     """Call the kernel, growing its outputs until they are large enough."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
-    capacity = 2 * n + 16
+    capacity = n + n // 4 + 16  # most segments give one row; grown on demand
     piece_capacity = 2 * per_dir + 16
     bufs = TypedList([src.buffer for src in sources])
     max_payload = int(packets.payload_caplen.max()) if n else 0
@@ -160,8 +160,12 @@ def _run(
             np.empty(max_payload + 1, np.uint8),
             np.empty(n, np.int64),
         )
-        if not counts[k.K_FULL]:
-            return plan_arr[:, : counts[k.K_PLAN]], conflicts[:, : counts[k.K_CONFLICTS]], dirs
+        if not counts[k.K_FULL]:  # copies, so the over-allocated arrays are freed
+            return (
+                plan_arr[:, : counts[k.K_PLAN]].copy(),
+                conflicts[:, : counts[k.K_CONFLICTS]].copy(),
+                dirs,
+            )
         capacity *= 2
         piece_capacity *= 2
 

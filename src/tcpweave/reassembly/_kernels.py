@@ -103,6 +103,21 @@ def _same_bytes(bufs, file_a, start_a, file_b, start_b, n):  # type: ignore[no-u
 
 
 @helper
+def _equality_run(bufs, file_a, start_a, file_b, start_b, n):  # type: ignore[no-untyped-def]
+    """Length of the leading run of bytes that all agree (or all differ), and whether they agree.
+
+    A conflict covers only the bytes that differ: identical bytes are never conflicts.
+    """
+    a = bufs[file_a]
+    b = bufs[file_b]
+    same = a[start_a] == b[start_b]
+    i = 1
+    while i < n and (a[start_a + i] == b[start_b + i]) == same:
+        i += 1
+    return i, same
+
+
+@helper
 def _case(a, b):  # type: ignore[no-untyped-def]
     return BEFORE if a < b else (SAME if a == b else AFTER)
 
@@ -231,7 +246,9 @@ def _overlap_piece(  # type: ignore[no-untyped-def]
         e, m = _run_end(mask, const, c, b, ns)
         new_at = pstart + (c - ns)
         old_at = p_start + (c - ps)
-        if _same_bytes(bufs, file, new_at, p_file, old_at, e - c):
+        run, same = _equality_run(bufs, file, new_at, p_file, old_at, e - c)
+        e = c + run
+        if same:
             _emit(plan, counts, frame, row, d, c, new_at, file, e - c, F_SAME)
             if replace:
                 r = _emit(plan, counts, p_frame, p_row, d, c, old_at, p_file, e - c, p_fate)

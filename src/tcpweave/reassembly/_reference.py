@@ -113,7 +113,7 @@ class _Direction:
         """docs/overlap-policies.md: "A byte takes the new value only if every earlier segment
         that covers it says N", each pair judged on the segments' own extents."""
         ns, ne = seg.offset, seg.offset + seg.cap_len
-        return all(
+        return any(
             self.new_wins[self.policy, _case(ns, o.offset), _case(ne, o.offset + o.cap_len)]
             for o in self.placed
             if o.offset <= x < o.offset + o.cap_len
