@@ -65,7 +65,7 @@ def _tcpflow_address(addr: str) -> str:
     ip = ipaddress.ip_address(addr)
     if ip.version == 4:
         return ".".join(f"{int(part):03d}" for part in addr.split("."))
-    return ip.exploded.replace(":", "_") if os.name == "nt" else ip.exploded
+    return str(ip)  # tcpflow 1.6 prints IPv6 in its compressed form
 
 
 def tcpflow_name(stream: Stream, d: Direction) -> str:

@@ -1,31 +1,33 @@
 """The follow view: what ``tshark -q -z follow,tcp,<mode>,<stream>`` prints, byte for byte.
 
-Theory of operation: the packets of one ``tcp.stream`` are replayed in capture
-order through an emulation of Wireshark's Follow TCP tap (TShark 4.0.17, observed
-rules in docs/wireshark-follow-tcp.md), which yields chunks (node, frame, time,
-bytes) in the order Wireshark accepts them; a renderer prints them in one of
-the four modes. Sequence numbers are made relative the way the TCP dissector
-does it (first segment of a direction: base = seq, or seq - 1 without SYN; a
-direction with no base yet takes ack - 1 from the peer's first ACK), because
-the tap tests "next expected == 0" on those relative numbers.
+Theory of operation: the frames of one ``tcp.stream`` are replayed in capture
+order through an emulation of Wireshark's Follow TCP tap (TShark 4.0.17; rules in
+docs/wireshark-follow-tcp.md, the few found since are marked "observed" below),
+which yields chunks (node, frame, time, bytes) in the order the tap accepts them;
+``render_follow`` prints them in one of the four modes. Sequence numbers are made
+relative as the TCP dissector does, because the tap's "not started yet" test
+(next expected == 0) is made on relative numbers.
 
-This view reproduces Wireshark's output *with its quirks*, and therefore differs
-on purpose from ``extract`` / ``Capture.streams()`` (tcpweave's own reassembly):
+This view reproduces Wireshark's output *with its quirks*, and so differs on
+purpose from ``extract`` / ``Capture.streams()`` (tcpweave's own reassembly):
 
-* node 0 is the source of the stream's first frame, not the client (SYN sender);
-* a direction starts at its first frame's sequence number, and earlier data
-  that arrives later is dropped as "old";
+* node 0 is the source of the first frame the tap sees, not the SYN sender; a
+  frame cut by the snap length inside its TCP options is never seen (observed);
+* a direction starts at its first frame's sequence number: earlier data arriving
+  later is dropped as old; a direction whose first frame has relative seq 0 (its
+  base taken from the peer's ack - 1) starts again at its next frame (observed);
+* a SYN-ACK with a new ISN moves the relative base of its direction (observed);
 * FIN consumes no sequence number; data after FIN, on RST and after RST is shown;
-* the first copy of a byte wins, with no conflict report; a partly new
-  retransmission adds only its new tail;
+* the first copy of a byte wins, silently; a partly new retransmission adds
+  only its new tail;
 * out-of-order segments are held back and released in arrival order (the first
-  held segment that reaches the expected sequence number wins, not the lowest);
+  held segment that reaches the expected number wins, not the lowest);
 * a hole hides everything after it in that direction unless the peer
-  acknowledges past the start of the held data; then the 34-byte-ish text
-  ``[N bytes missing in capture file]`` plus a NUL stands for the hole
-  (its length is unrelated to N, so later offsets shift);
-* bad TCP checksums are ignored; a truncated segment advances by its wire length
-  but shows only its captured bytes;
+  acknowledges past the start of the held data; then the text
+  ``[N bytes missing in capture file]`` plus a NUL (its own length, unrelated to
+  N, so later hex offsets shift) stands for the hole, with time 0;
+* bad TCP checksums are ignored; a truncated segment advances by its wire
+  length but shows only its captured bytes;
 * consecutive segments are separate chunks, never merged.
 """
 
@@ -127,7 +129,7 @@ class _Tap:
     def segment(
         self, node: int, seq: int, ack: int, seg_len: int, data: bytes, frame: int, ts_ns: int
     ) -> None:
-        """One frame: ``seq``/``ack`` relative (ack None-free: pass the value the tap sees)."""
+        """One frame, with relative ``seq`` (+1 on SYN) and ``ack`` as the tap receives them."""
         peer = self.dirs[1 - node]
         if peer.held:
             while self._release(1 - node, ack, frame, use_ack=True):

@@ -18,7 +18,7 @@ import pyarrow as pa
 from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
-from tcpweave.decode.table import RST, SYN, PacketTable
+from tcpweave.decode.table import ACK, RST, SYN, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, Policy
 from tcpweave.flows import Flows
 from tcpweave.reassembly import _kernels as k
@@ -91,7 +91,7 @@ def plan(
     dir_of_row = np.empty(len(key), np.int64)
     dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
     drop_bad = _drop_bad(packets, dir_of_row, dir_keys, n_dirs, checksums)
-    close_frame = _close_frames(packets, flows, dir_keys)
+    close_frame = _close_frames(packets, flows, order, dir_start, dir_of_row, dir_keys)
     raw, conflicts_raw, dirs = _run(
         packets, order, dir_start, drop_bad, close_frame, policy, sources, n_dirs
     )
@@ -212,13 +212,56 @@ def _peer_index(dir_keys: np.ndarray) -> np.ndarray:
     return np.asarray(np.where(dir_keys[pos] == peer_keys, pos, -1))
 
 
-def _close_frames(packets: PacketTable, flows: Flows, dir_keys: np.ndarray) -> np.ndarray:
-    """Per direction: frame of the session's first reset with a checksum that is not bad."""
-    n_streams = flows.n_streams
-    first_rst = np.full(n_streams, np.iinfo(np.int64).max)
-    is_rst = ((packets.flags & RST) != 0) & (packets.tcp_checksum != Checksum.BAD)
-    np.minimum.at(first_rst, flows.stream[is_rst], packets.frame[is_rst])
+def _close_frames(
+    packets: PacketTable,
+    flows: Flows,
+    order: np.ndarray,
+    dir_start: np.ndarray,
+    dir_of_row: np.ndarray,
+    dir_keys: np.ndarray,
+) -> np.ndarray:
+    """Per direction: frame of the session's first acceptable reset (data after it is not placed).
+
+    A reset counts when its checksum is not bad, its sequence number lies in
+    its sender's stream (one byte before offset 0 up to 1 GiB past the highest
+    byte), and, when it carries an ACK, the acknowledgement points into the
+    peer's stream (RFC 9293 §3.10.7.3: in SYN-SENT a reset is acceptable only
+    if it acknowledges the SYN; RFC 5961 §3 in the synchronised states). An
+    injected reset that acknowledges nothing sent is ignored, as the endpoint
+    ignored it.
+    """
+    n_dirs = len(dir_keys)
+    base = np.zeros(n_dirs, np.int64)
+    high = np.zeros(n_dirs, np.int64)
+    k.direction_extents(
+        order,
+        dir_start,
+        packets.seq.astype(np.int64),
+        packets.flags.astype(np.int64),
+        packets.payload_len.astype(np.int64),
+        base,
+        high,
+        np.empty(len(order), np.int64),
+    )
+    rst = np.flatnonzero(((packets.flags & RST) != 0) & (packets.tcp_checksum != Checksum.BAD))
+    first_rst = np.full(flows.n_streams, np.iinfo(np.int64).max)
+    peer = _peer_index(dir_keys) if n_dirs else np.zeros(0, np.int64)
+    for i in rst.tolist():
+        d = int(dir_of_row[i])
+        seq_rel = _signed((int(packets.seq[i]) - int(base[d])) % 2**32)
+        ok = -1 <= seq_rel <= int(high[d]) + int(k.WINDOW)
+        p = int(peer[d])
+        if ok and packets.flags[i] & ACK and p >= 0:
+            ack_rel = _signed((int(packets.ack[i]) - int(base[p])) % 2**32)
+            ok = 0 <= ack_rel <= int(high[p]) + 1
+        if ok:
+            s = int(flows.stream[i])
+            first_rst[s] = min(first_rst[s], int(packets.frame[i]))
     return np.asarray(first_rst[dir_keys // 2])
+
+
+def _signed(v: int) -> int:
+    return v - 2**32 if v >= 2**31 else v
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:

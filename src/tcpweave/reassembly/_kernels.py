@@ -399,8 +399,25 @@ def _direction_base(order, lo, hi, seq, flags, plen, seq64):  # type: ignore[no-
     return base, False
 
 
+@kernel
+def direction_extents(order, dir_start, seq, flags, plen, base, high, seq64):  # type: ignore[no-untyped-def]
+    """Per direction: sequence number of offset 0 (``base``, 32-bit) and highest offset seen."""
+    for d in range(dir_start.size - 1):
+        lo, hi = dir_start[d], dir_start[d + 1]
+        b, _syn = _direction_base(order, lo, hi, seq, flags, plen, seq64)
+        base[d] = b & (MOD - 1)
+        top = np.int64(0)
+        for j in range(lo, hi):
+            i = order[j]
+            end = seq64[j] - b + (1 if flags[i] & SYN else 0) + plen[i]
+            if abs(end - top) <= WINDOW:
+                top = max(top, end)
+        high[d] = top
+    return dir_start.size - 1
+
+
 @helper
-def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, n_pieces):  # type: ignore[no-untyped-def]
+def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held):  # type: ignore[no-untyped-def]
     """Why a data segment is not placed, or -1 when it is."""
     if f & RST:
         return F_RST_DATA
@@ -412,8 +429,10 @@ def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, n_pieces):  #
         return F_BEFORE
     if ns > high_end + WINDOW:
         return F_WINDOW
-    if plen <= 1 and not f & (SYN | FIN) and n_pieces > 0 and ns == high_end - 1:
-        return F_KEEPALIVE  # RFC 9293 §3.8.4: a probe repeats the byte before SND.NXT
+    if plen <= 1 and not f & (SYN | FIN) and held > 0 and held == high_end and ns == high_end - 1:
+        # RFC 9293 §3.8.4: a probe repeats the byte before SND.NXT, once all data is through
+        # (with a hole before it, a 1-byte segment there is data, not a probe)
+        return F_KEEPALIVE
     return -1
 
 
@@ -464,6 +483,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
         n_segs = 0
         max_len = np.int64(0)
         high_end = np.int64(0)
+        held = np.int64(0)  # bytes held so far (their ranges never shrink)
         ooo = 0
         for j in range(lo, hi):
             i = order[j]
@@ -478,7 +498,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
             ne = ns + pcap[i]
             ne_wire = ns + plen[i]
             bad = drop_bad[d] and tcp_ck[i] == CK_BAD
-            fate = _unplaced_fate(f, frame[i], close_frame[d], bad, ns, high_end, plen[i], n_pieces)
+            fate = _unplaced_fate(f, frame[i], close_frame[d], bad, ns, high_end, plen[i], held)
             if fate >= 0:
                 _emit(plan, counts, frame[i], i, d, ns, poff[i], pfile[i], pcap[i], fate)
             elif ne > ns:
@@ -504,6 +524,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
                     ns,
                     ne,
                 )
+                held += added
                 if added > 0 and ns < high_end:
                     ooo += 1
             if fate < 0 and ne < ne_wire:
