@@ -16,6 +16,7 @@ import tcpweave
 from tcpweave.cli import render
 from tcpweave.errors import TcpweaveError
 from tcpweave.output.extract import extract as write_streams
+from tcpweave.output.follow import FollowMode, follow, render_follow
 
 app = typer.Typer(
     name="tcpweave",
@@ -178,10 +179,6 @@ def _root(
     if version:
         typer.echo(f"tcpweave {tcpweave.__version__}")
         raise typer.Exit()
-
-
-# imported here so that the follow command stays one self-contained block at the end
-from tcpweave.output.follow import FollowMode, follow, render_follow  # noqa: E402
 
 
 @app.command("follow")

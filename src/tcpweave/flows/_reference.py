@@ -80,3 +80,15 @@ def assign_roles(order, session, side, flags, sport, dport, n_sessions, client_s
     for k, packets in enumerate(packets_of):
         client_side[k] = _client_of(packets, side, flags, sport, dport) if packets else -1
     return n_sessions
+
+
+def number_tuples(keys, flow):  # type: ignore[no-untyped-def]
+    """``flow[i]``: index of row i's 4-tuple (``keys[:, i]``) in order of first appearance.
+
+    Returns the number of distinct 4-tuples (Wireshark numbers tcp.stream by first packet).
+    """
+    index_of: dict[tuple[int, ...], int] = {}
+    for i in range(keys.shape[1]):
+        four_tuple = tuple(int(word) for word in keys[:, i])
+        flow[i] = index_of.setdefault(four_tuple, len(index_of))
+    return len(index_of)

@@ -1,6 +1,6 @@
-"""Plain-Python reference for the plan kernel: same name, arguments and outputs.
+"""Plain-Python references for the plan kernels: same names, arguments and outputs.
 
-It is the obviously-correct per-byte model of DESIGN.md's "Rules of reassembly"
+``plan_directions`` is the obviously-correct per-byte model of DESIGN.md's "Rules of reassembly"
 and docs/overlap-policies.md, written from those rules rather than from
 ``_kernels``: per direction, unwrap the sequence numbers, choose offset 0, then
 walk the segments in arrival order and decide every captured byte on its own
@@ -14,7 +14,9 @@ not array for array: per direction, the fate of every (segment, byte), the
 owner and source of every kept byte, every conflicting byte with its kept and
 dropped segment, and the per-direction facts (``dirs``), which must be equal.
 The row and conflict counts (``counts``, return value) are this model's own.
-Nothing but the tests calls it.
+``list_gaps`` lists the holes in the kept bytes; its rows are compared after
+merging touching holes of one reason (the kernel may cut a truncated hole where
+two claims meet). Nothing but the tests calls them.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class _Direction:
         """docs/overlap-policies.md: "A byte takes the new value only if every earlier segment
         that covers it says N", each pair judged on the segments' own extents."""
         ns, ne = seg.offset, seg.offset + seg.cap_len
-        return any(
+        return all(
             self.new_wins[self.policy, _case(ns, o.offset), _case(ne, o.offset + o.cap_len)]
             for o in self.placed
             if o.offset <= x < o.offset + o.cap_len
@@ -289,3 +291,50 @@ def plan_directions(  # type: ignore[no-untyped-def]
         conflicts[:, n] = conflict
     counts[K_PLAN], counts[K_CONFLICTS] = len(all_rows), len(all_conflicts)
     return len(all_rows)
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of half-open ranges, as sorted disjoint ranges that do not touch."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(s for s in spans if s[0] < s[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _minus(outer: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``outer`` that no range of the disjoint, sorted ``spans`` covers."""
+    out, cursor = [], outer[0]
+    for start, end in spans:
+        if start > cursor:
+            out.append((cursor, min(start, outer[1])))
+        cursor = max(cursor, end)
+    if cursor < outer[1]:
+        out.append((cursor, outer[1]))
+    return [s for s in out if s[0] < s[1]]
+
+
+def list_gaps(kd, koff, kend, length, td, toff, tend, out):  # type: ignore[no-untyped-def]
+    """Holes in each direction's kept ranges up to its length, with their reason.
+
+    DESIGN.md: "Missing ranges are gaps ... listed with their reason", ``not-captured`` (0), or
+    ``truncated`` (1) where a segment captured short carried the bytes ("the rest is a
+    truncated gap"). Writes rows (direction, offset, length, reason) into ``out`` while they
+    fit; returns how many there are.
+    """
+    rows = []
+    for d in range(len(length)):
+        kept = _union([(int(a), int(b)) for x, a, b in zip(kd, koff, kend, strict=True) if x == d])
+        claimed = _union(
+            [(int(a), int(b)) for x, a, b in zip(td, toff, tend, strict=True) if x == d]
+        )
+        for hole in _minus((0, int(length[d])), kept):
+            cut_off = [(max(a, hole[0]), min(b, hole[1])) for a, b in claimed]
+            cut_off = [s for s in cut_off if s[0] < s[1]]
+            pieces = [(a, b, 1) for a, b in cut_off] + [(a, b, 0) for a, b in _minus(hole, cut_off)]
+            rows += [(d, a, b - a, reason) for a, b, reason in sorted(pieces)]
+    for n, row in enumerate(rows[: out.shape[1]]):
+        out[:, n] = row
+    return len(rows)
