@@ -180,17 +180,19 @@ def _drop_bad(
     """Per direction: drop segments with a bad TCP checksum?
 
     ``auto`` drops them unless the direction looks checksum-offloaded: every
-    verified checksum in it is bad while the peer's acknowledgement numbers
-    advance (the peer did receive the data, so the capture point saw the
-    segments before the NIC filled the checksum in).
+    verified checksum of its data segments is bad while the peer's
+    acknowledgement numbers advance (the peer did receive the data, so the
+    capture point saw the segments before the NIC filled the checksum in).
+    Pure ACKs are left out: some stacks checksum them in software.
     """
     if mode is ChecksumMode.STRICT:
         return np.ones(n_dirs, np.bool_)
     if mode is ChecksumMode.IGNORE or n_dirs == 0:
         return np.zeros(n_dirs, np.bool_)
     ck = packets.tcp_checksum
-    known = np.bincount(dir_of_row, weights=(ck != Checksum.UNKNOWN), minlength=n_dirs)
-    bad = np.bincount(dir_of_row, weights=(ck == Checksum.BAD), minlength=n_dirs)
+    data = packets.payload_len > 0
+    known = np.bincount(dir_of_row, weights=data & (ck != Checksum.UNKNOWN), minlength=n_dirs)
+    bad = np.bincount(dir_of_row, weights=data & (ck == Checksum.BAD), minlength=n_dirs)
     all_bad = (known > 0) & (bad == known)
     acks = packets.ack.astype(np.int64)
     has_ack = (packets.flags & 0x010) != 0

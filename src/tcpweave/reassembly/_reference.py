@@ -14,7 +14,8 @@ not array for array: per direction, the fate of every (segment, byte), the
 owner and source of every kept byte, every conflicting byte with its kept and
 dropped segment, and the per-direction facts (``dirs``), which must be equal.
 The row and conflict counts (``counts``, return value) are this model's own.
-``list_gaps`` lists the holes in the kept bytes; its rows are compared after
+``direction_extents`` gives each direction's offset 0 and furthest end (exactly as the
+kernel). ``list_gaps`` lists the holes in the kept bytes; its rows are compared after
 merging touching holes of one reason (the kernel may cut a truncated hole where
 two claims meet). Nothing but the tests calls them.
 """
@@ -148,6 +149,30 @@ class _Direction:
             self.placed.append(seg)
 
 
+def direction_extents(order, dir_start, seq, flags, plen, base, high, seq64):  # type: ignore[no-untyped-def]
+    """Per direction: seq of offset 0 (32-bit) and the furthest segment end seen (wire length).
+
+    An end counts only within 1 GiB of the furthest so far (the plan's window). Returns the
+    number of directions; ``seq64`` is the kernel's scratch space, unused here.
+    """
+    for di in range(len(dir_start) - 1):
+        rows = [int(i) for i in order[dir_start[di] : dir_start[di + 1]]]
+        segs = [
+            _Segment(i, 0, int(flags[i]), int(seq[i]), int(plen[i]), 0, 0, 0, False, 0)
+            for i in rows
+        ]
+        for s, s64 in zip(segs, _unwrap([s.seq for s in segs]), strict=True):
+            s.seq64 = s64
+        zero, _ = _offset_zero(segs)
+        furthest = 0
+        for s in segs:
+            end = s.seq64 - zero + (1 if s.flags & SYN else 0) + s.wire_len
+            if abs(end - furthest) <= WINDOW:
+                furthest = max(furthest, end)
+        base[di], high[di] = zero % MOD, furthest
+    return len(dir_start) - 1
+
+
 def _unplaced_fate(seg: _Segment, d: _Direction, close_frame: int, drop_bad: bool) -> int | None:
     """Why a data segment is not placed, or None when it is (checked in this order)."""
     if seg.flags & RST:
@@ -160,9 +185,11 @@ def _unplaced_fate(seg: _Segment, d: _Direction, close_frame: int, drop_bad: boo
         return BEFORE_START
     if seg.offset > d.high_end + WINDOW:
         return OUTSIDE_WINDOW
-    # RFC 9293 §3.8.4: a keep-alive carries SEG.SEQ = SND.NXT - 1 and at most one garbage octet
+    # RFC 9293 §3.8.4: a keep-alive carries SEG.SEQ = SND.NXT - 1 and at most one garbage octet;
+    # it is only taken for one once every byte before it is held (else that byte fills a hole)
     probe = seg.wire_len <= 1 and not seg.flags & (SYN | FIN)
-    if probe and d.owner and seg.offset == d.high_end - 1:
+    all_through = 0 < len(d.owner) == d.high_end
+    if probe and all_through and seg.offset == d.high_end - 1:
         return KEEPALIVE
     return None
 
