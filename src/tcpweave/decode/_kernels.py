@@ -547,6 +547,7 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
         out.ttl[row] = buf[l3 + 8] if version == 4 else buf[l3 + 7]
         out.ip_id[row] = ident if version == 4 else 0
         out.ip_checksum[row] = ip_ck
+        out.fragmented[row] = False  # rows of rebuilt datagrams are marked by the caller
         out.sport[row] = u16be(buf, l4)
         out.dport[row] = u16be(buf, l4 + 2)
         out.seq[row] = u32be(buf, l4 + 4)

@@ -51,7 +51,8 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
         keys[i] = np.where(a_gt_b, b[i], a[i])
         keys[i + 3] = np.where(a_gt_b, a[i], b[i])
     flow = np.empty(n, np.int64)
-    k.number_tuples(keys, flow)
+    with np.errstate(over="ignore"):  # the hash multiplies modulo 2^64 on purpose
+        k.number_tuples(keys, flow)
     order = np.argsort(flow, kind="stable")
     session = np.empty(n, np.int64)
     first_row = np.empty(n, np.int64)

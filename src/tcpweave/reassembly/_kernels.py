@@ -540,6 +540,11 @@ def plan_directions(  # type: ignore[no-untyped-def]
 
 @helper
 def _add_gap(out, n, d, start, end, reason):  # type: ignore[no-untyped-def]
+    if 0 < n <= out.shape[1]:  # touching holes of one reason are one gap
+        q = n - 1
+        if out[0, q] == d and out[3, q] == reason and out[1, q] + out[2, q] == start:
+            out[2, q] += end - start
+            return n
     if n < out.shape[1]:
         out[0, n] = d
         out[1, n] = start
