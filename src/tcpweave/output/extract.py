@@ -19,6 +19,7 @@ computed over exactly the bytes of the file. Work is split by subdirectory over
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import ipaddress
 import json
@@ -153,10 +154,12 @@ def _record(stream: Stream, d: Direction, rel: str | None, sha: str) -> dict[str
     }
 
 
-def _extract_part(
-    streams: list[Stream], out_dir: Path, layout: str, gaps: str, progress: Callable[[int], None]
-) -> list[dict[str, Any]]:
-    records = []
+def _extract_block(
+    streams: list[Stream], out_dir: Path, layout: str, gaps: str
+) -> tuple[str, tuple[int, int, int, int, int, int]]:
+    """Write one block of streams; returns its streams.jsonl lines and its counts."""
+    lines = []
+    directions = files = total = gap_bytes = n_gaps = n_conflicts = 0
     made: set[str] = set()
     for stream in streams:
         for d in (stream.c2s, stream.s2c):
@@ -171,9 +174,15 @@ def _extract_part(
                     (out_dir / parent).mkdir(parents=True, exist_ok=True)
                     made.add(parent)
             sha = write_direction(out_dir / rel if rel else None, d, gaps)
-            records.append(_record(stream, d, rel, sha))
-        progress(1)
-    return records
+            rec = _record(stream, d, rel, sha)
+            lines.append(json.dumps(rec) + "\n")
+            directions += 1
+            files += rel is not None
+            total += rec["bytes"]
+            gap_bytes += rec["gap_bytes"]
+            n_gaps += rec["gaps"]
+            n_conflicts += rec["conflicts"]
+    return "".join(lines), (directions, files, total, gap_bytes, n_gaps, n_conflicts)
 
 
 #: the streams being extracted, inherited by forked workers (never pickled: they point
@@ -181,9 +190,9 @@ def _extract_part(
 _SHARED: list[Stream] = []
 
 
-def _worker(args: tuple[list[int], Path, str, str]) -> list[dict[str, Any]]:
-    indexes, out_dir, layout, gaps = args
-    return _extract_part([_SHARED[i] for i in indexes], out_dir, layout, gaps, lambda n: None)
+def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
+    lo, hi, out_dir, layout, gaps = args
+    return _extract_block(_SHARED[lo:hi], out_dir, layout, gaps)
 
 
 def extract(
@@ -194,46 +203,53 @@ def extract(
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> ExtractSummary:
-    """Write all streams under ``out_dir`` with ``streams.jsonl``; returns a summary."""
+    """Write all streams under ``out_dir`` with ``streams.jsonl``; returns a summary.
+
+    Streams go in blocks of 1000 (one subdirectory each); with ``jobs`` > 1 the
+    blocks are shared out to forked workers, and ``streams.jsonl`` is written in
+    stream order as blocks complete.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     tick = progress or (lambda n: None)
-    if jobs > 1 and len(streams) >= 2 * STREAMS_PER_DIR:
-        records = _extract_forked(streams, out_dir, layout, gaps, jobs, tick)
-    else:
-        records = _extract_part(streams, out_dir, layout, gaps, tick)
+    blocks = [
+        (lo, min(lo + STREAMS_PER_DIR, len(streams)))
+        for lo in range(0, len(streams), STREAMS_PER_DIR)
+    ]
+    summary = ExtractSummary(streams=len(streams))
     with open(out_dir / "streams.jsonl", "w", encoding="utf-8") as f:
-        for rec in sorted(records, key=lambda r: (r["stream"], r["direction"] != "c2s")):
-            f.write(json.dumps(rec) + "\n")
-    summary = ExtractSummary(streams=len(streams), directions=len(records))
-    for rec in records:
-        summary.files += rec["path"] is not None
-        summary.bytes += rec["bytes"]
-        summary.gap_bytes += rec["gap_bytes"]
-        summary.gaps += rec["gaps"]
-        summary.conflicts += rec["conflicts"]
+        for text, counts in _run_blocks(streams, blocks, out_dir, layout, gaps, jobs):
+            f.write(text)
+            summary.directions += counts[0]
+            summary.files += counts[1]
+            summary.bytes += counts[2]
+            summary.gap_bytes += counts[3]
+            summary.gaps += counts[4]
+            summary.conflicts += counts[5]
+            tick(STREAMS_PER_DIR)
     return summary
 
 
-def _extract_forked(
+def _run_blocks(
     streams: list[Stream],
+    blocks: list[tuple[int, int]],
     out_dir: Path,
     layout: str,
     gaps: str,
     jobs: int,
-    tick: Callable[[int], None],
-) -> list[dict[str, Any]]:
-    """Split by subdirectory (whole blocks of 1000 streams) over forked workers."""
-    shares: list[list[int]] = [[] for _ in range(jobs)]
-    for i in range(len(streams)):
-        shares[(i // STREAMS_PER_DIR) % jobs].append(i)
-    ctx = multiprocessing.get_context("fork")
-    records: list[dict[str, Any]] = []
+) -> Iterator[tuple[str, tuple[int, ...]]]:
+    if jobs <= 1 or len(blocks) < 2:
+        for lo, hi in blocks:
+            yield _extract_block(streams[lo:hi], out_dir, layout, gaps)
+        return
     _SHARED[:] = streams
+    # Freeze the parent's objects out of the collector: a forked worker that ran a full
+    # collection would write to every object header and copy the whole heap.
+    gc.freeze()
     try:
-        with ctx.Pool(jobs) as pool:
-            for part in pool.imap_unordered(_worker, [(s, out_dir, layout, gaps) for s in shares]):
-                records.extend(part)
-                tick(len(part) // 2)
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(jobs, len(blocks))) as pool:
+            args = [(lo, hi, out_dir, layout, gaps) for lo, hi in blocks]
+            yield from pool.imap(_worker, args)
     finally:
+        gc.unfreeze()
         _SHARED.clear()
-    return records
