@@ -6,8 +6,9 @@ the generator's truth: the sha256 of every direction of every session, keyed by
 4-tuple, direction). Then, after one warm-up run (page cache, numba's on-disk
 cache), times interleaved over several rounds and reports medians of:
 
-* ``tcpweave extract FILE -o DIR`` (writer processes: all cores, the default);
-* ``tcpweave extract FILE -o DIR --jobs 1``;
+* ``tcpweave extract FILE -o DIR --jobs <all cores>`` (row ``tcpweave``);
+* ``tcpweave extract FILE -o DIR --jobs 1`` (row ``tcpweave_j1``; the default since two
+  writers creating files at once on ext4 measured slower than one);
 * ``tcpflow -r FILE -o DIR`` (its default settings);
 * ``tshark -r FILE -q -o tcp.desegment_tcp_streams:TRUE -z conv,tcp``: one pass
   with TCP reassembly on, and nothing written.
@@ -17,7 +18,7 @@ removed (and dirty pages synced) between runs, outside the timings. Every
 tcpweave run's ``streams.jsonl`` is compared with the truth, and the files of
 the last one are read back and hashed.
 
-Targets: tcpweave (default jobs) at least 1.5x tcpflow's throughput, every
+Targets: tcpweave (default settings) at least 1.5x tcpflow's throughput, every
 stream byte-exact, peak memory at most 100 bytes per packet plus 300 MB.
 
 The capture is built with numpy from per-packet columns (no Python loop over
