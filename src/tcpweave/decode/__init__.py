@@ -31,7 +31,7 @@ from tcpweave.enums import Checksum
 __all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode"]
 
 #: records decoded per kernel call (their bytes are still in cache from the scan)
-CHUNK_RECORDS = 16384
+CHUNK_RECORDS = 4096
 #: first guess of the average frame size, to size the packet table before growing it
 ESTIMATED_FRAME_BYTES = 400
 
