@@ -7,6 +7,8 @@ files of one capture are ordered by their first timestamp.
 
 from __future__ import annotations
 
+import re
+
 from tcpweave.capture.index import RECORD_COLUMNS, RecordColumns
 from tcpweave.capture.source import ERROR_REASONS, Source, open_source
 
@@ -20,10 +22,16 @@ __all__ = [
 ]
 
 
+def _natural(path: str) -> list[object]:
+    """Sort key that orders embedded numbers numerically (capture1 < capture2 < capture10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
 def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:
     """Open every file and order them as one capture: by first timestamp, then by name.
 
-    Files without any packet keep their place after the others (they add no frames).
+    Files without any packet keep their place after the others (they add no frames);
+    files whose first timestamps are equal keep their natural name order.
     """
     sources: list[Source] = []
     try:
@@ -35,6 +43,11 @@ def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:
         raise
     order = sorted(
         range(len(sources)),
-        key=lambda i: (sources[i].first_ts_ns is None, sources[i].first_ts_ns or 0, i),
+        key=lambda i: (
+            sources[i].first_ts_ns is None,
+            sources[i].first_ts_ns or 0,
+            _natural(sources[i].path),  # equal first timestamps: rotation order (f, f1, f2, f10)
+            i,
+        ),
     )
     return [sources[i] for i in order]
