@@ -12,7 +12,7 @@ from tcpweave.decode.table import PacketTable
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import Flows, assign
-from tcpweave.output.streams import Stream, build_streams
+from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan, plan
 
 CaptureStats = DecodeStats
@@ -62,6 +62,12 @@ class Capture:
     ) -> list[Stream]:
         """Every session with both directions' bytes, chunks, gaps and conflicts."""
         return build_streams(self.packets, self.flows, self.plan(policy, checksums), self.sources)
+
+    def stream_views(
+        self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"
+    ) -> StreamViews:
+        """Streams built a block at a time (``len()``, ``block(lo, hi)``), for huge captures."""
+        return StreamViews(self.packets, self.flows, self.plan(policy, checksums), self.sources)
 
     def payload(self, row: int) -> bytes:
         """The captured TCP payload bytes of packet-table row ``row``."""

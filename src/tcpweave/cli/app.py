@@ -135,7 +135,7 @@ def extract(
     started = time.perf_counter()
     with _open(captures) as cap:
         try:
-            streams = cap.streams(policy, checksums)
+            streams = cap.stream_views(policy, checksums)
         except TcpweaveError as exc:
             _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from exc

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tcpweave.output.streams import Direction, Stream
+from tcpweave.output.streams import Direction, Stream, StreamViews
 
 STREAMS_PER_DIR = 1000
 _IOV_MAX = 1024
@@ -185,18 +185,31 @@ def _extract_block(
     return "".join(lines), (directions, files, total, gap_bytes, n_gaps, n_conflicts)
 
 
+class _ListViews:
+    """A plain list of streams offered block by block, like ``StreamViews``."""
+
+    def __init__(self, streams: list[Stream]) -> None:
+        self.streams = streams
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def block(self, lo: int, hi: int) -> list[Stream]:
+        return self.streams[lo:hi]
+
+
 #: the streams being extracted, inherited by forked workers (never pickled: they point
 #: into the mapped capture)
-_SHARED: list[Stream] = []
+_SHARED: list[Any] = []
 
 
 def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
     lo, hi, out_dir, layout, gaps = args
-    return _extract_block(_SHARED[lo:hi], out_dir, layout, gaps)
+    return _extract_block(_SHARED[0].block(lo, hi), out_dir, layout, gaps)
 
 
 def extract(
-    streams: list[Stream],
+    streams: list[Stream] | StreamViews,
     out_dir: Path,
     layout: str = "tcpweave",
     gaps: str = "fill",
@@ -211,13 +224,14 @@ def extract(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tick = progress or (lambda n: None)
+    views = _ListViews(streams) if isinstance(streams, list) else streams
     blocks = [
         (lo, min(lo + STREAMS_PER_DIR, len(streams)))
         for lo in range(0, len(streams), STREAMS_PER_DIR)
     ]
     summary = ExtractSummary(streams=len(streams))
     with open(out_dir / "streams.jsonl", "w", encoding="utf-8") as f:
-        for text, counts in _run_blocks(streams, blocks, out_dir, layout, gaps, jobs):
+        for text, counts in _run_blocks(views, blocks, out_dir, layout, gaps, jobs):
             f.write(text)
             summary.directions += counts[0]
             summary.files += counts[1]
@@ -230,7 +244,7 @@ def extract(
 
 
 def _run_blocks(
-    streams: list[Stream],
+    views: Any,
     blocks: list[tuple[int, int]],
     out_dir: Path,
     layout: str,
@@ -239,9 +253,9 @@ def _run_blocks(
 ) -> Iterator[tuple[str, tuple[int, ...]]]:
     if jobs <= 1 or len(blocks) < 2:
         for lo, hi in blocks:
-            yield _extract_block(streams[lo:hi], out_dir, layout, gaps)
+            yield _extract_block(views.block(lo, hi), out_dir, layout, gaps)
         return
-    _SHARED[:] = streams
+    _SHARED[:] = [views]
     # Freeze the parent's objects out of the collector: a forked worker that ran a full
     # collection would write to every object header and copy the whole heap.
     gc.freeze()

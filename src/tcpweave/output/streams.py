@@ -146,56 +146,74 @@ class Stream:
         return self.c2s.dst, self.c2s.dport
 
 
+class StreamViews:
+    """Stream objects built on demand, a range at a time, from the plan's arrays.
+
+    Holding a Python object per direction for hundreds of thousands of sessions
+    costs hundreds of megabytes; writers take blocks of streams and drop them.
+    """
+
+    def __init__(self, packets: PacketTable, flows: Flows, plan: Plan, sources: list[Source]):
+        self.packets, self.flows, self.plan, self.sources = packets, flows, plan, sources
+        rows = plan.rows
+        kept = (rows["fate"] == Fate.NEW) | (rows["fate"] == Fate.OVERLAP_CONFLICT_KEPT)
+        cols = ("stream", "direction", "frame", "row", "stream_offset", "payload_start", "file",
+                "length", "fate")  # fmt: skip
+        self.kept_rows = {name: rows[name][kept] for name in cols}
+        slots = np.arange(2 * flows.n_streams + 1)
+        self.row_bounds = _bounds(self.kept_rows, slots)
+        self.gap_bounds = _bounds(plan.gaps, slots)
+        self.conflict_bounds = _bounds(plan.conflicts, slots)
+        self.slot_dir = np.full(2 * flows.n_streams, -1, np.int64)
+        keys = plan.directions["stream"] * 2 + plan.directions["direction"]
+        self.slot_dir[keys] = np.arange(len(keys))
+
+    def __len__(self) -> int:
+        return self.flows.n_streams
+
+    def block(self, lo: int, hi: int) -> list[Stream]:
+        """Streams lo..hi-1 (in stream order)."""
+        hi = min(hi, len(self))
+        if hi <= lo:
+            return []
+        info = {
+            name: self.plan.directions[name][self.slot_dir[2 * lo : 2 * hi].clip(0)].tolist()
+            for name in ("length", "packets", "bytes", "rst", "fin", "first_ts_ns", "last_ts_ns")
+        }
+        slot_dir = self.slot_dir[2 * lo : 2 * hi].tolist()
+        rb = self.row_bounds[2 * lo : 2 * hi + 1].tolist()
+        gb = self.gap_bounds[2 * lo : 2 * hi + 1].tolist()
+        cb = self.conflict_bounds[2 * lo : 2 * hi + 1].tolist()
+        ends = _endpoints(self.packets, self.flows, lo, hi)
+        sessions = self.flows.session[lo:hi].tolist()
+        streams = []
+        for s in range(lo, hi):
+            (c_addr, c_port), (s_addr, s_port) = ends[s - lo]
+            dirs = []
+            for d, (src, sport, dst, dport) in enumerate(
+                ((c_addr, c_port, s_addr, s_port), (s_addr, s_port, c_addr, c_port))
+            ):
+                out = Direction(
+                    "c2s" if d == 0 else "s2c", src, sport, dst, dport, _sources=self.sources,
+                    _packets=self.packets,
+                )  # fmt: skip
+                j = 2 * (s - lo) + d
+                if slot_dir[j] >= 0:
+                    _fill(out, info, j)
+                    out._rows = (self.kept_rows, rb[j], rb[j + 1])
+                    out.gaps = _gaps_of(self.plan.gaps, gb[j], gb[j + 1])
+                    out.conflicts = _conflicts_of(self.plan.conflicts, cb[j], cb[j + 1])
+                dirs.append(out)
+            streams.append(Stream(s, sessions[s - lo], dirs[0], dirs[1]))
+        return streams
+
+
 def build_streams(
     packets: PacketTable, flows: Flows, plan: Plan, sources: list[Source]
 ) -> list[Stream]:
-    """One Stream per session, in stream order.
-
-    Built for hundreds of thousands of sessions: plain lists instead of numpy
-    scalars, and a direction's plan rows as a slice taken only when read.
-    """
-    rows = plan.rows
-    kept = (rows["fate"] == Fate.NEW) | (rows["fate"] == Fate.OVERLAP_CONFLICT_KEPT)
-    kept_rows = {name: col[kept] for name, col in rows.items()}
-    slots = np.arange(2 * flows.n_streams + 1)
-    row_bounds = _bounds(kept_rows, slots).tolist()
-    gap_bounds = _bounds(plan.gaps, slots).tolist()
-    conflict_bounds = _bounds(plan.conflicts, slots).tolist()
-    info = {name: col.tolist() for name, col in plan.directions.items()}
-    slot_dir = np.full(2 * flows.n_streams, -1, np.int64)
-    slot_dir[plan.directions["stream"] * 2 + plan.directions["direction"]] = np.arange(
-        len(plan.directions["stream"])
-    )
-    ends = _endpoints(packets, flows)
-    sessions = flows.session.tolist()
-    streams = []
-    for s in range(flows.n_streams):
-        (c_addr, c_port), (s_addr, s_port) = ends[s]
-        dirs = []
-        for d, (src, sport, dst, dport) in enumerate(
-            ((c_addr, c_port, s_addr, s_port), (s_addr, s_port, c_addr, c_port))
-        ):
-            out = Direction(
-                "c2s" if d == 0 else "s2c",
-                src,
-                sport,
-                dst,
-                dport,
-                _sources=sources,
-                _packets=packets,
-            )
-            di = int(slot_dir[2 * s + d])
-            if di >= 0:
-                slot = 2 * s + d
-                _fill(out, info, di)
-                out._rows = (kept_rows, row_bounds[slot], row_bounds[slot + 1])
-                out.gaps = _gaps_of(plan.gaps, gap_bounds[slot], gap_bounds[slot + 1])
-                out.conflicts = _conflicts_of(
-                    plan.conflicts, conflict_bounds[slot], conflict_bounds[slot + 1]
-                )
-            dirs.append(out)
-        streams.append(Stream(s, sessions[s], dirs[0], dirs[1]))
-    return streams
+    """One Stream per session, in stream order."""
+    views = StreamViews(packets, flows, plan, sources)
+    return views.block(0, len(views))
 
 
 def _bounds(table: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
@@ -204,9 +222,11 @@ def _bounds(table: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
     return np.searchsorted(keys, slots)
 
 
-def _endpoints(packets: PacketTable, flows: Flows) -> list[tuple[tuple[str, int], ...]]:
-    """((client address, port), (server address, port)) of every stream."""
-    first = flows.first_row
+def _endpoints(
+    packets: PacketTable, flows: Flows, lo: int, hi: int
+) -> list[tuple[tuple[str, int], ...]]:
+    """((client address, port), (server address, port)) of streams lo..hi-1."""
+    first = flows.first_row[lo:hi]
     versions = packets.ip_version[first].tolist()
     srcs, dsts = packets.src[first], packets.dst[first]
     sports, dports = packets.sport[first].tolist(), packets.dport[first].tolist()
@@ -229,6 +249,7 @@ def _address(raw: np.ndarray, version: int, cache: dict[bytes, str]) -> str:
 
 
 def _fill(out: Direction, info: dict[str, list[Any]], di: int) -> None:
+    """Per-direction facts from ``info`` (lists aligned with the block's direction slots)."""
     out.length = info["length"][di]
     out.packets = info["packets"][di]
     out.kept_bytes = info["bytes"][di]
