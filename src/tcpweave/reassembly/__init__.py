@@ -267,22 +267,22 @@ def _signed(v: int) -> int:
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
-    live = raw[k.P_FATE] != k.F_RETIRED
-    raw = raw[:, live]
-    d = raw[k.P_DIR]
-    order = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], d))
-    raw = raw[:, order]
-    d = raw[k.P_DIR]
+    """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies)."""
+    live = np.flatnonzero(raw[k.P_FATE] != k.F_RETIRED)
+    order = np.lexsort((raw[k.P_FRAME, live], raw[k.P_OFFSET, live], raw[k.P_DIR, live]))
+    take = live[order]
+    del live, order
+    d = raw[k.P_DIR, take].astype(np.int32)
     return {
-        "frame": raw[k.P_FRAME],
-        "row": raw[k.P_ROW],
+        "frame": raw[k.P_FRAME, take],
+        "row": raw[k.P_ROW, take],
         "stream": dir_keys[d] // 2,
         "direction": (dir_keys[d] % 2).astype(np.uint8),
-        "stream_offset": raw[k.P_OFFSET],
-        "payload_start": raw[k.P_START],
-        "file": raw[k.P_FILE],
-        "length": raw[k.P_LEN],
-        "fate": raw[k.P_FATE].astype(np.int8),
+        "stream_offset": raw[k.P_OFFSET, take],
+        "payload_start": raw[k.P_START, take],
+        "file": raw[k.P_FILE, take].astype(np.int32),
+        "length": raw[k.P_LEN, take],
+        "fate": raw[k.P_FATE, take].astype(np.int8),
         "dir": d,
     }
 
