@@ -124,10 +124,9 @@ def _run(
     piece_capacity = 2 * per_dir + 16
     bufs = TypedList([src.buffer for src in sources])
     max_payload = int(packets.payload_caplen.max()) if n else 0
-    seq = packets.seq.astype(np.int64)
-    plen = packets.payload_len.astype(np.int64)
-    pcap = packets.payload_caplen.astype(np.int64)
-    flags = packets.flags.astype(np.int64)
+    # the packet table's own columns, uncopied: the kernel widens as it reads
+    seq, flags = packets.seq, packets.flags
+    plen, pcap = packets.payload_len, packets.payload_caplen
     while True:
         plan_arr = np.empty((k.N_PLAN_COLS, capacity), np.int64)
         conflicts = np.empty((k.N_CONFLICT_COLS, capacity // 4 + 16), np.int64)
@@ -141,7 +140,7 @@ def _run(
             plen,
             pcap,
             packets.payload_offset,
-            packets.file.astype(np.int64),
+            packets.file,
             packets.frame,
             packets.ts_ns,
             packets.tcp_checksum,
@@ -238,9 +237,9 @@ def _close_frames(
     k.direction_extents(
         order,
         dir_start,
-        packets.seq.astype(np.int64),
-        packets.flags.astype(np.int64),
-        packets.payload_len.astype(np.int64),
+        packets.seq,
+        packets.flags,
+        packets.payload_len,
         base,
         high,
         np.empty(len(order), np.int64),
