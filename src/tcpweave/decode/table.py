@@ -92,7 +92,8 @@ def take_packets(cols: Any, index: Any) -> Any:
 def format_address(raw: np.ndarray, ip_version: int) -> str:
     """The usual printed form of a 16-byte address column entry."""
     if ip_version == 4:
-        return str(ipaddress.IPv4Address(bytes(raw[12:16])))
+        a, b, c, d = raw[12:16].tolist()
+        return f"{a}.{b}.{c}.{d}"
     return str(ipaddress.IPv6Address(bytes(raw)))
 
 
