@@ -6,9 +6,8 @@ the generator's truth: the sha256 of every direction of every session, keyed by
 4-tuple, direction). Then, after one warm-up run (page cache, numba's on-disk
 cache), times interleaved over several rounds and reports medians of:
 
-* ``tcpweave extract FILE -o DIR --jobs <all cores>`` (row ``tcpweave``);
-* ``tcpweave extract FILE -o DIR --jobs 1`` (row ``tcpweave_j1``; the default since two
-  writers creating files at once on ext4 measured slower than one);
+* ``tcpweave extract FILE -o DIR --jobs <all cores>`` (row ``tcpweave``, the default);
+* ``tcpweave extract FILE -o DIR --jobs 1`` (row ``tcpweave_j1``);
 * ``tcpflow -r FILE -o DIR`` (its default settings);
 * ``tshark -r FILE -q -o tcp.desegment_tcp_streams:TRUE -z conv,tcp``: one pass
   with TCP reassembly on, and nothing written.

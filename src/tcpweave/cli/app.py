@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from enum import StrEnum
@@ -120,13 +121,8 @@ def extract(
     ),
     layout: Annotated[Layout, typer.Option(help="File naming.")] = Layout.tcpweave,
     jobs: Annotated[
-        int,
-        typer.Option(
-            help="Writer processes. Default 1: on the ext4 disks measured so far two writers "
-            "creating files at once were slower than one (bench/extract.py).",
-            min=1,
-        ),
-    ] = 1,
+        int, typer.Option(help="Writer processes (default: all cores).", min=1)
+    ] = os.cpu_count() or 1,
     parquet: Annotated[
         bool, typer.Option(help="Also write DIR/packets.parquet and DIR/plan.parquet.")
     ] = False,

@@ -83,8 +83,6 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         total = d.length if gaps == "fill" else d.kept_bytes
-        if fd >= 0 and total:
-            os.ftruncate(fd, total)  # gaps stay holes: sparse where the filesystem allows
         cursor = 0
         for out_offset, stream_offset, run_len, views in _runs(d, gaps):
             if gaps == "fill":
@@ -101,6 +99,8 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
             cursor = stream_offset + run_len
         if gaps == "fill":
             _hash_zeros(digest, d.length - cursor)
+            if fd >= 0 and cursor < total:  # a trailing gap: extend, leaving a hole
+                os.ftruncate(fd, total)
     finally:
         if fd >= 0:
             os.close(fd)
