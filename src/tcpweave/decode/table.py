@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tcpweave.enums import Checksum
-
 #: (name, dtype, shape suffix). Order is the public column order.
 PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("frame", np.int64, ()),
@@ -147,6 +145,3 @@ class PacketTable:
         import pyarrow.parquet as pq
 
         pq.write_table(self.to_arrow(), path)
-
-    def checksum_strings(self, which: str) -> list[str]:
-        return [str(Checksum(int(v))) for v in self[which]]

@@ -84,7 +84,10 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
     try:
         total = d.length if gaps == "fill" else d.kept_bytes
         cursor = 0
-        for out_offset, stream_offset, run_len, views in _runs(d, gaps):
+        written = 0  # bytes before this run in the file (what --gaps omit closes up)
+        for stream_offset, run_len, views in d.runs():
+            out_offset = stream_offset if gaps == "fill" else written
+            written += run_len
             if gaps == "fill":
                 _hash_zeros(digest, stream_offset - cursor)
             for v in views:
@@ -112,25 +115,6 @@ def _hash_zeros(digest: Any, n: int) -> None:
         step = min(n, len(_ZERO_BLOCK))
         digest.update(_ZERO_BLOCK[:step])
         n -= step
-
-
-def _runs(d: Direction, gaps: str) -> Iterator[tuple[int, int, int, list[memoryview]]]:
-    """(output offset, stream offset, length, payload views) per run of contiguous kept ranges."""
-    run: list[memoryview] = []
-    run_start = run_end = 0
-    written = 0
-    for offset, start, file, length in d._iter_kept():
-        view = memoryview(d._sources[file].buffer[start : start + length])
-        if run and offset == run_end:
-            run.append(view)
-            run_end += length
-            continue
-        if run:
-            yield (run_start if gaps == "fill" else written), run_start, run_end - run_start, run
-            written += run_end - run_start
-        run, run_start, run_end = [view], offset, offset + length
-    if run:
-        yield (run_start if gaps == "fill" else written), run_start, run_end - run_start, run
 
 
 def _record(stream: Stream, d: Direction, rel: str | None, sha: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,16 +68,35 @@ class Direction:
         """The stream: gaps zero-filled (offsets = relative sequence numbers) or omitted."""
         if gaps not in ("fill", "omit"):
             raise ValueError("gaps must be 'fill' or 'omit'")
-        pieces = []
+        pieces: list[bytes | memoryview] = []
         cursor = 0
-        for offset, start, file, length in self._iter_kept():
+        for offset, length, views in self.runs():
             if gaps == "fill" and offset > cursor:
                 pieces.append(bytes(offset - cursor))
-            pieces.append(self._sources[file].buffer[start : start + length].tobytes())
+            pieces.extend(views)
             cursor = offset + length
         if gaps == "fill" and self.length > cursor:
             pieces.append(bytes(self.length - cursor))
         return b"".join(pieces)
+
+    def runs(self) -> Iterator[tuple[int, int, list[memoryview]]]:
+        """(stream offset, length, payload views) per run of contiguous kept ranges.
+
+        The views point into the mapped capture: nothing is copied.
+        """
+        run: list[memoryview] = []
+        run_start = run_end = 0
+        for offset, start, file, length in self._iter_kept():
+            view = memoryview(self._sources[file].buffer[start : start + length])
+            if run and offset == run_end:
+                run.append(view)
+                run_end += length
+                continue
+            if run:
+                yield run_start, run_end - run_start, run
+            run, run_start, run_end = [view], offset, offset + length
+        if run:
+            yield run_start, run_end - run_start, run
 
     def memoryview(self, gaps: str = "fill") -> memoryview:
         return memoryview(self.bytes(gaps))

@@ -18,7 +18,7 @@ import pyarrow as pa
 from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
-from tcpweave.decode.table import ACK, RST, SYN, PacketTable
+from tcpweave.decode.table import ACK, RST, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, Policy
 from tcpweave.flows import Flows
 from tcpweave.reassembly import _kernels as k
@@ -366,6 +366,3 @@ def _conflicts_table(
         "dropped_frame": packets.frame[raw[k.C_DROPPED]],
         "dir": d,
     }
-
-
-_ = SYN  # flags used by the kernel are defined in decode.table
