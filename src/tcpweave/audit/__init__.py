@@ -1,0 +1,1 @@
+"""Accuracy metrics of forensic reassembly, per-packet verification, cross-tool compare."""

@@ -1,0 +1,1 @@
+"""PDUs from reassembled streams (sans-I/O framers) and Wireshark Lua dissector export."""
