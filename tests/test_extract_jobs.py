@@ -43,7 +43,17 @@ def test_two_writers_write_the_same_tree_as_one(generated: dict[str, Any], tmp_p
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
         result = CliRunner().invoke(
-            app, ["extract", generated["path"], "-o", str(out), "--jobs", str(jobs)]
+            app,
+            [
+                "extract",
+                generated["path"],
+                "-o",
+                str(out),
+                "--jobs",
+                str(jobs),
+                "--partition-rows",
+                "1000",
+            ],
         )
         assert result.exit_code == 0, result.output
         trees[jobs] = _tree(out)

@@ -1,15 +1,31 @@
 """tcpweave: packet captures to the exact TCP byte streams the endpoints exchanged.
 
-The whole public surface lives here: :func:`open`, :class:`Capture`, the enums
-and the errors.
+The whole public surface lives here: :func:`open`, :class:`Capture`, the enums,
+the errors and the framer API (``Capture.pdus``).
 """
 
 from __future__ import annotations
 
-from tcpweave._capture_api import Capture, CaptureStats, open
+from tcpweave._capture_api import Capture, CaptureStats, extract, open
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, LinkType, Policy
 from tcpweave.errors import CaptureError, TcpweaveError, UsageError
+from tcpweave.framing import (
+    Delimited,
+    Dns,
+    FixedSize,
+    Framer,
+    Http,
+    LengthPrefixed,
+    Modbus,
+    Need,
+    Pdu,
+    Pdus,
+    PduState,
+    Skip,
+    Tls,
+    VarintLength,
+)
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
@@ -18,13 +34,28 @@ __all__ = [
     "CaptureStats",
     "Checksum",
     "ChecksumMode",
+    "Delimited",
+    "Dns",
     "Fate",
+    "FixedSize",
+    "Framer",
     "GapReason",
+    "Http",
+    "LengthPrefixed",
     "LinkType",
+    "Modbus",
+    "Need",
     "PacketTable",
+    "Pdu",
+    "PduState",
+    "Pdus",
     "Policy",
+    "Skip",
     "TcpweaveError",
+    "Tls",
     "UsageError",
+    "VarintLength",
+    "extract",
     "open",
 ]
 __version__ = "0.1.0"

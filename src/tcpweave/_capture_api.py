@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from tcpweave.capture import Source, open_sources
 from tcpweave.decode import DecodeStats, decode
@@ -12,12 +14,19 @@ from tcpweave.decode.table import PacketTable
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import Flows, assign
+from tcpweave.output.distributed import DaskPool
+from tcpweave.output.extract import ExtractSummary
+from tcpweave.output.partitions import ROWS_PER_PARTITION, PartitionedRun, extract_partitioned
 from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan, plan
 
+if TYPE_CHECKING:
+    from tcpweave.audit import Audit
+    from tcpweave.framing import Framer, Pdus
+
 CaptureStats = DecodeStats
 
-__all__ = ["Capture", "CaptureStats", "open"]
+__all__ = ["Capture", "CaptureStats", "extract", "open"]
 
 PathLike = str | os.PathLike[str]
 
@@ -69,6 +78,42 @@ class Capture:
         """Streams built a block at a time (``len()``, ``block(lo, hi)``), for huge captures."""
         return StreamViews(self.packets, self.flows, self.plan(policy, checksums), self.sources)
 
+    def pdus(
+        self,
+        framer: Framer | str,
+        streams: int | Iterable[int] | None = None,
+        policy: str | Policy = "first",
+        checksums: str | ChecksumMode = "auto",
+        *,
+        data: bool = True,
+    ) -> Pdus:
+        """The PDUs a framer (or a framer spec such as ``"length:size=2,adjust=2"``) cuts
+        from the chosen streams (all by default): iterate them, or ``.to_arrow()``."""
+        from tcpweave.framing import frame
+        from tcpweave.framing.spec import parse_framer
+
+        chosen = [streams] if isinstance(streams, int) else streams
+        framer = parse_framer(framer) if isinstance(framer, str) else framer
+        return frame(self.stream_views(policy, checksums), framer, chosen, data=data)
+
+    def audit(
+        self,
+        policy: str | Policy = "first",
+        checksums: str | ChecksumMode = "auto",
+        port_range: tuple[int, int] | None = None,
+    ) -> Audit:
+        """Accuracy figures, verification matrix and per-stream verdicts (tcpweave.audit)."""
+        from tcpweave.audit import DEFAULT_PORT_RANGE, audit
+
+        return audit(
+            self.packets,
+            self.flows,
+            self.plan(policy, checksums),
+            self.sources,
+            captures=self.paths,
+            port_range=port_range or DEFAULT_PORT_RANGE,
+        )
+
     def payload(self, row: int) -> bytes:
         """The captured TCP payload bytes of packet-table row ``row``."""
         p = self.packets
@@ -115,6 +160,54 @@ def _checksum_mode(value: str | ChecksumMode) -> ChecksumMode:
         return ChecksumMode[value.upper()]
     except KeyError:
         raise UsageError(f"unknown checksum mode {value!r} (auto, strict, ignore)") from None
+
+
+def extract(
+    paths: PathLike | Iterable[PathLike],
+    out_dir: PathLike,
+    *,
+    policy: str | Policy = "first",
+    checksums: str | ChecksumMode = "auto",
+    layout: str = "tcpweave",
+    gaps: str = "fill",
+    jobs: int | None = None,
+    workdir: str | None = None,
+    resume: bool = False,
+    partition_rows: int = ROWS_PER_PARTITION,
+    progress: Callable[[str, int, int, int], None] | None = None,
+    client: Any = None,
+) -> tuple[ExtractSummary, PartitionedRun]:
+    """Write every direction of every session under ``out_dir`` with ``streams.jsonl``.
+
+    Memory stays bounded: the capture is cut by flow into partitions spilled under
+    ``workdir`` (see ``tcpweave.output.partitions``). ``jobs`` worker processes (default:
+    all cores), or the workers of ``client`` (a ``dask.distributed.Client`` or a scheduler
+    address), plan and write the partitions; the output does not depend on either.
+    """
+    path_list = (
+        [os.fspath(paths)]
+        if isinstance(paths, str | os.PathLike)
+        else [os.fspath(p) for p in paths]
+    )
+    if not path_list:
+        raise UsageError("no capture file given")
+    if layout not in ("tcpweave", "tcpflow") or gaps not in ("fill", "omit"):
+        raise UsageError(f"unknown layout {layout!r} or gap mode {gaps!r}")
+    pool = DaskPool(client) if client is not None else None
+    return extract_partitioned(
+        path_list,
+        Path(os.fspath(out_dir)),
+        _policy(policy),
+        _checksum_mode(checksums),
+        layout,
+        gaps,
+        jobs or os.cpu_count() or 1,
+        workdir,
+        resume,
+        partition_rows,
+        progress,
+        pool,
+    )
 
 
 def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) -> Capture:

@@ -27,7 +27,9 @@ def _natural(path: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:
+def open_sources(
+    paths: list[str], workdir: str | None = None, populate: bool = True
+) -> list[Source]:
     """Open every file and order them as one capture: by first timestamp, then by name.
 
     Files without any packet keep their place after the others (they add no frames);
@@ -36,7 +38,7 @@ def open_sources(paths: list[str], workdir: str | None = None) -> list[Source]:
     sources: list[Source] = []
     try:
         for path in paths:
-            sources.append(open_source(path, workdir))
+            sources.append(open_source(path, workdir, populate))
     except BaseException:
         for src in sources:
             src.close()

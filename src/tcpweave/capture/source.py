@@ -51,6 +51,8 @@ HARD_MAX_CAPLEN = 16 * 1024 * 1024
 MAX_INTERFACES = 65536
 #: files up to this size are pre-mapped whole; larger ones fault pages in as they are read
 POPULATE_MAX_BYTES = 8 << 30
+#: bytes of a mapped file released (and read ahead) at a time by ``Source.release_before``
+RELEASE_STEP = 64 << 20
 _MAX_STORED_ERRORS = 1000
 #: records per chunk: small enough that a chunk's bytes are still in cache when decoded
 CHUNK_RECORDS = 4096
@@ -87,6 +89,36 @@ class Source:
     _scan: Any = field(default=None, repr=False)  # (kernel call, initial state) or fixed records
     _records: Any = field(default=None, repr=False)
     _keep: list[Any] = field(default_factory=list, repr=False)
+    _released: int = field(default=0, repr=False)
+
+    def release_before(self, end: int) -> None:
+        """Drop this process's mapping of the pages before ``end`` (they stay readable).
+
+        The pages stay in the page cache; only this process's resident set shrinks,
+        so that walking a capture larger than memory keeps memory bounded. Released
+        in steps of ``RELEASE_STEP`` bytes; the next step is read ahead at the same time.
+        """
+        if end - self._released < RELEASE_STEP and end < self.buffer.size:
+            return
+        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        end = min(end, len(mm)) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > self._released:
+            mm.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
+        ahead = min(RELEASE_STEP, len(mm) - end)
+        if ahead > 0:
+            # MADV_POPULATE_READ (Linux 5.14) maps the next step in one call; older
+            # kernels refuse it, and the pages then fault in as they are read
+            with contextlib.suppress(OSError):
+                mm.madvise(getattr(mmap, "MADV_POPULATE_READ", 22), end, ahead)
+
+    def drop_pages(self) -> None:
+        """Unmap every resident page of the file from this process (they stay readable)."""
+        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        if mm is not None and hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
     @property
     def buffer64(self) -> np.ndarray:
@@ -157,8 +189,14 @@ def fixed_source(path: str, fmt: str, buffer: np.ndarray, records: Any, keep: li
     return Source(path, fmt, None, buffer, _records=records, _keep=keep)
 
 
-def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Source:
-    """Map ``path`` (decompressing it first if needed) and index its records."""
+def open_source(
+    path: str | os.PathLike[str], workdir: str | None = None, populate: bool = True
+) -> Source:
+    """Map ``path`` (decompressing it first if needed) and index its records.
+
+    ``populate`` pre-maps the whole file (when not too large); a caller that walks
+    the file once and releases pages behind it (``Source.release_before``) says False.
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -174,7 +212,7 @@ def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Sou
     else:
         fobj = open(path, "rb")
         keep.append(fobj)
-    buffer = _map(fobj, path, keep)
+    buffer = _map(fobj, path, keep, populate)
     src = Source(path, "", compression, buffer, decompress_errors=errors, _keep=keep)
     try:
         _index(src)
@@ -184,7 +222,7 @@ def open_source(path: str | os.PathLike[str], workdir: str | None = None) -> Sou
     return src
 
 
-def _map(fobj: IO[bytes], path: str, keep: list[Any]) -> np.ndarray:
+def _map(fobj: IO[bytes], path: str, keep: list[Any], populate: bool = True) -> np.ndarray:
     size = os.fstat(fobj.fileno()).st_size
     if size == 0:
         for obj in keep:
@@ -192,8 +230,8 @@ def _map(fobj: IO[bytes], path: str, keep: list[Any]) -> np.ndarray:
         raise CaptureError(path, 0, "empty file")
     # Pre-map the pages (MAP_POPULATE): faulting 4 KiB pages in one by one while the
     # kernels walk the file costs several times the walk itself on a 1 GB capture.
-    populate = getattr(mmap, "MAP_POPULATE", 0) if size <= POPULATE_MAX_BYTES else 0
-    mm = mmap.mmap(fobj.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+    pre = getattr(mmap, "MAP_POPULATE", 0) if populate and size <= POPULATE_MAX_BYTES else 0
+    mm = mmap.mmap(fobj.fileno(), 0, flags=mmap.MAP_SHARED | pre, prot=mmap.PROT_READ)
     if hasattr(mm, "madvise"):
         mm.madvise(mmap.MADV_SEQUENTIAL)
     keep.append(mm)

@@ -14,9 +14,11 @@ from rich.console import Console
 
 import tcpweave
 from tcpweave.cli import render
+from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import TcpweaveError
 from tcpweave.output.extract import extract as write_streams
 from tcpweave.output.follow import FollowMode, follow, render_follow
+from tcpweave.output.partitions import ROWS_PER_PARTITION, Interrupted
 
 app = typer.Typer(
     name="tcpweave",
@@ -25,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("pdus")(pdus_command)
 
 
 class PacketFormat(StrEnum):
@@ -121,14 +124,85 @@ def extract(
     ),
     layout: Annotated[Layout, typer.Option(help="File naming.")] = Layout.tcpweave,
     jobs: Annotated[
-        int, typer.Option(help="Writer processes (default: all cores).", min=1)
+        int, typer.Option(help="Worker processes (default: all cores).", min=1)
     ] = os.cpu_count() or 1,
     parquet: Annotated[
-        bool, typer.Option(help="Also write DIR/packets.parquet and DIR/plan.parquet.")
+        bool,
+        typer.Option(
+            help="Also write DIR/packets.parquet and DIR/plan.parquet (holds the whole capture's "
+            "tables in memory)."
+        ),
     ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted extraction into the same DIR.")
+    ] = False,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Spill directory for partitions (default: DIR/.tcpweave-work)."),
+    ] = None,
+    partition_rows: Annotated[
+        int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
+    ] = ROWS_PER_PARTITION,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler address (tcp://HOST:PORT): run the partitions on its workers; "
+            "DIR and the work directory must be on storage all workers see."
+        ),
+    ] = None,
 ) -> None:
-    """Write each direction of each TCP session to a file, with DIR/streams.jsonl."""
+    """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
+
+    The capture is cut by flow into partitions spilled under the work directory, so
+    memory stays bounded whatever the capture's size (see tcpweave.output.partitions).
+    """
     started = time.perf_counter()
+    if parquet:
+        _extract_whole(captures, out, policy, checksums, gaps, layout, jobs, started)
+        return
+    try:
+        with render.phased_progress(_stderr()) as tick:
+            summary, run = tcpweave.extract(
+                captures,
+                out,
+                policy=policy,
+                checksums=checksums,
+                layout=str(layout),
+                gaps=str(gaps),
+                jobs=jobs,
+                workdir=str(workdir) if workdir else None,
+                resume=resume,
+                partition_rows=partition_rows,
+                progress=tick,
+                client=scheduler,
+            )
+    except Interrupted as exc:
+        _stderr().print(
+            f"[bold yellow]interrupted:[/] {exc.done} of {exc.total} partitions written; "
+            f"{out}/streams.jsonl lists the finished streams, {out}/INCOMPLETE.json the "
+            "partial ones; run again with --resume to finish.",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    except TcpweaveError as exc:
+        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    stats = run.decode_stats()
+    render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
+    _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
+
+
+def _extract_whole(
+    captures: list[Path],
+    out: Path,
+    policy: str,
+    checksums: str,
+    gaps: GapMode,
+    layout: Layout,
+    jobs: int,
+    started: float,
+) -> None:
+    """Extraction with the whole capture's tables in memory (needed for the Parquet export)."""
     with _open(captures) as cap:
         try:
             streams = cap.stream_views(policy, checksums)
@@ -137,10 +211,11 @@ def extract(
             raise typer.Exit(2) from exc
         with render.progress(_stderr(), "writing streams", len(streams)) as tick:
             summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick)
-        if parquet:
-            cap.packets.to_parquet(str(out / "packets.parquet"))
-            cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
-        _stdout().print(render.extract_summary(cap, summary, out, time.perf_counter() - started))
+        cap.packets.to_parquet(str(out / "packets.parquet"))
+        cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
+        _stdout().print(
+            render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
+        )
 
 
 @app.command("streams")

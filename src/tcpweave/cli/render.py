@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -132,9 +133,13 @@ def stats_summary(cap: tcpweave.Capture) -> Table:
 
 def report_errors(console: Console, cap: tcpweave.Capture) -> None:
     """Damaged records go to stderr, one line each (file, byte offset, what was wrong)."""
-    for err in cap.errors[:_MAX_ERRORS_SHOWN]:
+    report_error_list(console, cap.errors, cap.stats.corrupt_records)
+
+
+def report_error_list(console: Console, errors: list[Any], corrupt_records: int) -> None:
+    for err in errors[:_MAX_ERRORS_SHOWN]:
         console.print(f"[yellow]warning:[/] {err}", highlight=False)
-    hidden = cap.stats.corrupt_records - min(len(cap.errors), _MAX_ERRORS_SHOWN)
+    hidden = corrupt_records - min(len(errors), _MAX_ERRORS_SHOWN)
     if hidden > 0:
         console.print(f"[yellow]warning:[/] … and {hidden} more damaged records", highlight=False)
 
@@ -156,11 +161,43 @@ def progress(console: Console, label: str, total: int) -> Iterator[Callable[[int
         yield lambda n: bar.advance(task, n)
 
 
-def extract_summary(cap: tcpweave.Capture, summary: Any, out: Any, seconds: float) -> Table:
+@contextmanager
+def phased_progress(console: Console) -> Iterator[Callable[[str, int, int, int], None]]:
+    """Progress of a partitioned extraction: bytes decoded (with packets/s), then streams written.
+
+    The callback takes (phase, advance, total, packets); nothing is drawn off a terminal.
+    """
+    if not console.is_terminal:
+        yield lambda phase, n, total, packets: None
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[unit]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+        started = time.perf_counter()
+        packets = [0]
+
+        def tick(phase: str, n: int, total: int, n_packets: int) -> None:
+            if phase not in tasks:
+                unit = "bytes" if phase == "decode" else "streams"
+                tasks[phase] = bar.add_task(phase, total=total, unit=unit, rate="")
+            packets[0] += n_packets
+            rate = packets[0] / max(time.perf_counter() - started, 1e-9)
+            bar.update(tasks[phase], advance=n, rate=f"{rate:,.0f} pkt/s" if packets[0] else "")
+
+        yield tick
+
+
+def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table:
     table = Table(title=f"extracted to {out}", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    s = cap.stats
+    s = stats
     for label, value in (
         ("frames read", f"{s.frames:,}"),
         ("TCP packets", f"{s.tcp_packets:,}"),

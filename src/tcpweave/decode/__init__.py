@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -28,7 +29,7 @@ from tcpweave.decode.table import (
 )
 from tcpweave.enums import Checksum
 
-__all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode"]
+__all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode", "decode_into"]
 
 #: records decoded per kernel call (their bytes are still in cache from the scan)
 CHUNK_RECORDS = 4096
@@ -117,9 +118,88 @@ def decode(sources: list[Source], workdir: str | None = None) -> Decoded:
 
 def _decode(sources: list[Source], workdir: str | None) -> Decoded:
     stats = DecodeStats()
-    frag_parts = []
     counters = np.zeros(k.N_COUNTERS, np.int64)
     rows = _Rows(sum(src.buffer.size for src in sources) // ESTIMATED_FRAME_BYTES + 1024)
+    frag_parts = _walk(sources, rows, stats, counters)
+    reasm = reassemble(frag_parts, workdir)
+    defrag = None
+    cols = rows.table()
+    if reasm.datagrams:
+        defrag, extra = _decode_datagrams(reasm, len(sources), counters)
+        cols = concat_packets([cols, extra])
+        cols = take_packets(cols, np.argsort(cols.frame, kind="stable"))
+    _tally(stats, cols)
+    _finish_stats(stats, reasm, counters)
+    return Decoded(PacketTable(cols), stats, defrag)
+
+
+class _Spill:
+    """Rows handed to ``sink`` whenever ``capacity`` of them are decoded (streaming decode)."""
+
+    def __init__(self, capacity: int, sink: Callable[[Any], None], stats: DecodeStats) -> None:
+        self.cols = empty_packets(capacity, zeroed=False)
+        self.n = 0
+        self.sink, self.stats = sink, stats
+
+    def reserve(self, extra: int) -> None:
+        if self.n + extra > len(self.cols.frame):
+            self.flush()
+        if extra > len(self.cols.frame):
+            self.cols = empty_packets(extra, zeroed=False)
+
+    def flush(self) -> None:
+        if self.n:
+            chunk = take_packets(self.cols, slice(0, self.n))
+            _tally(self.stats, chunk)
+            self.sink(chunk)
+        self.n = 0
+
+
+def decode_into(
+    sources: list[Source],
+    sink: Callable[[Any], None],
+    workdir: str | None = None,
+    chunk_rows: int = 1 << 18,
+    release: bool = False,
+) -> tuple[DecodeStats, Source | None]:
+    """Decode all sources, handing rows to ``sink`` in chunks of at most ``chunk_rows``.
+
+    Chunks come in frame order, then (in a last chunk) the rows of datagrams rebuilt
+    from IP fragments, which carry their completing fragment's frame. ``sink`` must
+    copy what it keeps: the chunk's columns are reused. With ``release``, pages of
+    each source are dropped from this process once decoded (memory stays bounded on
+    captures larger than RAM). Returns the stats and the rebuilt-datagram source.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        stats = DecodeStats()
+        counters = np.zeros(k.N_COUNTERS, np.int64)
+        rows = _Spill(chunk_rows, sink, stats)
+        frag_parts = _walk(sources, rows, stats, counters, release)
+        rows.flush()
+        reasm = reassemble(frag_parts, workdir)
+        defrag = None
+        if reasm.datagrams:
+            defrag, extra = _decode_datagrams(reasm, len(sources), counters)
+            _tally(stats, extra)
+            sink(extra)
+        _finish_stats(stats, reasm, counters)
+        return stats, defrag
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _walk(
+    sources: list[Source],
+    rows: Any,
+    stats: DecodeStats,
+    counters: np.ndarray,
+    release: bool = False,
+) -> list[tuple[np.ndarray, Any]]:
+    """Decode every record chunk of every source into ``rows``; returns the IP fragments met."""
+    frag_parts = []
     status = np.empty(CHUNK_RECORDS, np.uint8)
     frame_base = 0
     for file_index, src in enumerate(sources):
@@ -133,17 +213,13 @@ def _decode(sources: list[Source], workdir: str | None) -> Decoded:
                 frag_parts.append((src.buffer, frags))
             _count_status(stats, status[:n], rec)
             frame_base += n
+            if release:
+                src.release_before(int(rec.offset[0]))
+        if release:
+            src.release_before(src.buffer.size)
         stats.corrupt_records += src.error_count
     stats.frames = frame_base
-    reasm = reassemble(frag_parts, workdir)
-    defrag = None
-    cols = rows.table()
-    if reasm.datagrams:
-        defrag, extra = _decode_datagrams(reasm, len(sources), counters)
-        cols = concat_packets([cols, extra])
-        cols = take_packets(cols, np.argsort(cols.frame, kind="stable"))
-    _finish_stats(stats, cols, reasm, counters)
-    return Decoded(PacketTable(cols), stats, defrag)
+    return frag_parts
 
 
 def _decode_chunk(
@@ -222,11 +298,15 @@ def _decode_datagrams(
     return src, out
 
 
-def _finish_stats(stats: DecodeStats, cols: Any, reasm: Reassembly, counters: np.ndarray) -> None:
-    stats.tcp_packets = len(cols.frame)
-    stats.truncated = int(np.count_nonzero(cols.caplen < cols.wirelen))
-    stats.bad_ip_checksum = int(np.count_nonzero(cols.ip_checksum == Checksum.BAD))
-    stats.bad_tcp_checksum = int(np.count_nonzero(cols.tcp_checksum == Checksum.BAD))
+def _tally(stats: DecodeStats, cols: Any) -> None:
+    """Add the per-packet counts of some packet-table rows."""
+    stats.tcp_packets += len(cols.frame)
+    stats.truncated += int(np.count_nonzero(cols.caplen < cols.wirelen))
+    stats.bad_ip_checksum += int(np.count_nonzero(cols.ip_checksum == Checksum.BAD))
+    stats.bad_tcp_checksum += int(np.count_nonzero(cols.tcp_checksum == Checksum.BAD))
+
+
+def _finish_stats(stats: DecodeStats, reasm: Reassembly, counters: np.ndarray) -> None:
     stats.reassembled = len(reasm.datagrams)
     stats.fragment_overlaps = reasm.overlaps
     stats.fragment_conflicts = reasm.conflicts

@@ -142,7 +142,7 @@ def _record(stream: Stream, d: Direction, rel: str | None, sha: str) -> dict[str
     }
 
 
-def _extract_block(
+def extract_block(
     streams: list[Stream], out_dir: Path, layout: str, gaps: str
 ) -> tuple[str, tuple[int, int, int, int, int, int]]:
     """Write one block of streams; returns its streams.jsonl lines and its counts.
@@ -198,7 +198,7 @@ _SHARED: list[Any] = []
 
 def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
     lo, hi, out_dir, layout, gaps = args
-    return _extract_block(_SHARED[0].block(lo, hi), out_dir, layout, gaps)
+    return extract_block(_SHARED[0].block(lo, hi), out_dir, layout, gaps)
 
 
 def extract(
@@ -246,7 +246,7 @@ def _run_blocks(
 ) -> Iterator[tuple[str, tuple[int, ...]]]:
     if jobs <= 1 or len(blocks) < 2:
         for lo, hi in blocks:
-            yield _extract_block(views.block(lo, hi), out_dir, layout, gaps)
+            yield extract_block(views.block(lo, hi), out_dir, layout, gaps)
         return
     _SHARED[:] = [views]
     # Freeze the parent's objects out of the collector: a forked worker that ran a full

@@ -1,0 +1,156 @@
+"""``tcpweave pdus``: cut streams into PDUs with a framer, or export a Wireshark Lua dissector."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import tcpweave
+from tcpweave.cli import render
+from tcpweave.errors import TcpweaveError
+from tcpweave.framing import Framer, Pdus
+from tcpweave.framing.lua import export_lua
+from tcpweave.framing.spec import parse_framer
+
+__all__ = ["pdus"]
+
+PREVIEW_BYTES = 24
+
+
+class PduFormat(StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+def _fail(exc: TcpweaveError) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(2)
+
+
+def pdus(
+    captures: Annotated[
+        list[Path] | None, typer.Argument(help="Capture file(s), read as one capture.")
+    ] = None,
+    framer: Annotated[
+        str,
+        typer.Option(
+            "--framer",
+            help="length:offset=O,size=S,endian=big|little,adjust=A,max=M,min=N,magic=0x..; "
+            "magic:...; delimiter:delim=\\r\\n,max=M; fixed:size=N; varint:adjust=A; "
+            "http; tls; dns; modbus; or module:Class.",
+        ),
+    ] = "length",
+    stream: Annotated[
+        list[int] | None, typer.Option("--stream", help="Only this stream (repeatable).")
+    ] = None,
+    fmt: Annotated[PduFormat, typer.Option("--format", help="Output format.")] = PduFormat.table,
+    data: Annotated[bool, typer.Option("--data", help="jsonl: add each PDU's bytes (hex).")] = (
+        False
+    ),
+    policy: Annotated[str, typer.Option("--policy", help="Overlap policy.")] = "first",
+    checksums: Annotated[str, typer.Option("--checksums", help="auto, strict, ignore.")] = "auto",
+    export: Annotated[
+        Path | None,
+        typer.Option("--export-lua", help="Write a Wireshark Lua dissector for the framer."),
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (with --export-lua).")] = (
+        None
+    ),
+    proto: Annotated[
+        str, typer.Option("--proto", help="Protocol name in the Lua dissector.")
+    ] = "tcpweave",
+) -> None:
+    """Cut each direction of each TCP session into PDUs (messages) with a framer."""
+    try:
+        chosen = parse_framer(framer)
+        if export is not None:
+            _export(chosen, export, port, proto, framer)
+            return
+        if not captures:
+            raise typer.BadParameter("give a capture file (or --export-lua)")
+        with tcpweave.open(captures) as cap:
+            render.report_errors(Console(stderr=True), cap)
+            found = cap.pdus(chosen, stream, policy, checksums, data=True)
+            if fmt is PduFormat.table:
+                console = Console() if Console().is_terminal else Console(width=200)
+                console.print(pdu_table(found))
+            else:
+                write_jsonl(sys.stdout, found, data)
+    except TcpweaveError as exc:
+        raise _fail(exc) from exc
+
+
+def _export(framer: Framer, out: Path, port: int | None, proto: str, spec: str) -> None:
+    if port is None:
+        raise typer.BadParameter("--export-lua needs --port")
+    out.write_text(export_lua(framer, port, proto, spec))
+    Console(stderr=True).print(f"wrote {escape(str(out))} (decode TCP port {port} as {proto})")
+
+
+def _preview(data: bytes) -> str:
+    text = data[:PREVIEW_BYTES].decode("latin-1")
+    shown = "".join(c if 32 <= ord(c) < 127 else "." for c in text)
+    return escape(shown + ("…" if len(data) > PREVIEW_BYTES else ""))
+
+
+def pdu_table(found: Pdus) -> Table:
+    damaged = int(found.damaged.sum())
+    table = Table(
+        title=f"{len(found)} PDUs ({found.framer}), {damaged} damaged, "
+        f"{found.skipped_bytes} bytes skipped",
+        title_justify="left",
+    )
+    for head, justify in (
+        ("stream", "right"),
+        ("dir", "left"),
+        ("offset", "right"),
+        ("length", "right"),
+        ("frames", "right"),
+        ("time", "right"),
+        ("state", "left"),
+        ("data", "left"),
+    ):
+        table.add_column(head, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for p in found:
+        frames = str(p.last_frame) if p.first_frame == p.last_frame else (
+            f"{p.first_frame}-{p.last_frame} ({p.frames})"
+        )  # fmt: skip
+        table.add_row(
+            str(p.stream),
+            "c2s" if p.direction == 0 else "s2c",
+            str(p.stream_offset),
+            str(p.length),
+            frames,
+            f"{p.last_ts_ns / 1e9:.6f}",
+            str(p.state),
+            _preview(p.data),
+        )
+    return table
+
+
+def write_jsonl(out: TextIO, found: Pdus, with_data: bool) -> None:
+    for p in found:
+        record: dict[str, Any] = {
+            "stream": p.stream,
+            "direction": "c2s" if p.direction == 0 else "s2c",
+            "stream_offset": p.stream_offset,
+            "length": p.length,
+            "first_frame": p.first_frame,
+            "last_frame": p.last_frame,
+            "frames": p.frames,
+            "first_ts": p.first_ts_ns / 1e9,
+            "last_ts": p.last_ts_ns / 1e9,
+            "state": str(p.state),
+            "damaged": p.damaged,
+        }
+        if with_data:
+            record["data"] = p.data.hex()
+        out.write(orjson.dumps(record).decode() + "\n")

@@ -1,0 +1,72 @@
+"""Partition tasks on Dask distributed workers (``extract --scheduler tcp://HOST:PORT``).
+
+The driver decodes the capture into partition spill files under a work
+directory that every worker can read, then hands partitions to the workers:
+each maps the capture files by path (``Settings.buffer_paths``), numbers a
+partition's sessions, and later plans it and writes its streams into the
+output directory. Every packet of a direction is in one partition, so every
+direction is reassembled on one worker. Kernels are compiled by the driver
+(numba's on-disk cache) and loaded by each worker before the fan-out, so that
+workers do not compile them in parallel.
+
+Dask is an optional dependency (``pip install tcpweave[dask]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["DaskPool"]
+
+
+def _run(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
+    fn, args = job
+    return fn(*args)
+
+
+def _load_kernels() -> int:
+    """On a worker: import every stage so that numba loads the cached kernels once."""
+    from tcpweave._jit import REGISTRY
+    from tcpweave.output import partitions  # noqa: F401 -- imports every stage
+
+    return len(REGISTRY)
+
+
+class DaskPool:
+    """An executor over a ``dask.distributed.Client`` (or a scheduler address to connect to)."""
+
+    def __init__(self, client: Any) -> None:
+        self._given = client
+        self.client: Any = None
+        self._owned = False
+
+    def __enter__(self) -> DaskPool:
+        try:
+            from dask.distributed import Client
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            from tcpweave.errors import UsageError
+
+            raise UsageError("--scheduler needs Dask: pip install 'tcpweave[dask]'") from exc
+        if isinstance(self._given, str):
+            self.client = Client(self._given)  # type: ignore[no-untyped-call]
+            self._owned = True
+        else:
+            self.client = self._given
+        self.client.run(_load_kernels)
+        return self
+
+    def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
+        from dask.distributed import as_completed
+
+        futures = self.client.map(_run, [(fn, a) for a in args], pure=False)
+        try:
+            for fut in as_completed(futures):  # type: ignore[no-untyped-call]
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.release()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owned:
+            self.client.close()

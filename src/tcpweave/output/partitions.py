@@ -1,0 +1,561 @@
+"""Extraction in bounded memory: the capture cut by flow into partitions spilled to disk.
+
+Theory of operation (``extract_partitioned``):
+
+1. decode -- the sources are decoded a chunk of records at a time
+   (``decode.decode_into``); each chunk's rows are routed by a hash of their
+   order-free 4-tuple to one of P partitions and appended to that partition's
+   spill file (``part-NNNNN.rows``, the packet-table columns as one record per
+   row). Every packet of a 4-tuple -- hence every session and direction -- lands
+   in one partition. Pages of the mapped capture behind the decoder are
+   released, so a capture larger than memory streams through.
+2. sessions -- each partition is loaded (rows put back in frame order) and its
+   sessions numbered (``flows.assign``); the frame of each session's first
+   packet goes back to the driver, which ranks all of them: the rank is the
+   global stream index (order of first packet, as Wireshark's tcp.stream).
+3. streams -- each partition is loaded again, planned (``reassembly.plan``) and
+   written: stream files positionally from the mapped capture, its
+   streams.jsonl lines to ``part-NNNNN.jsonl``. The driver merges those files in
+   stream order into ``DIR/streams.jsonl``.
+
+Steps 2 and 3 run partitions in parallel (forked workers, or Dask workers that
+map the same files); the output does not depend on how many run at once.
+
+What bounds memory: the driver holds the mapped capture (released behind the
+decoder and after each partition), one decode chunk, and an 8-byte first frame
+per session; a worker holds one partition (about ``ROWS_PER_PARTITION`` rows:
+packet table, flows and plan, a few hundred bytes per row) and the streams of
+one block. A single direction with more packets than a partition's share makes
+its partition that much larger: one direction's packets are planned together.
+
+Interruption: a partition's jsonl file appears (by rename) only when all its
+streams are written. On Ctrl-C the driver merges the finished partitions into
+streams.jsonl, lists the unfinished partitions' streams in
+``DIR/INCOMPLETE.json`` (their files may be partial) and keeps the work
+directory; ``--resume`` reuses it and writes only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import heapq
+import json
+import mmap
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcpweave.capture import Source, open_sources
+from tcpweave.decode import DecodeStats, decode_into
+from tcpweave.decode.table import PACKET_COLUMNS, PacketColumns, PacketTable, take_packets
+from tcpweave.enums import ChecksumMode, Policy
+from tcpweave.errors import CaptureError, UsageError
+from tcpweave.flows import assign
+from tcpweave.output.extract import STREAMS_PER_DIR, ExtractSummary, extract_block
+from tcpweave.output.streams import StreamViews
+from tcpweave.reassembly import plan
+
+__all__ = [
+    "ROWS_PER_PARTITION",
+    "Interrupted",
+    "PartitionedRun",
+    "extract_partitioned",
+    "load_partition",
+    "partition_of",
+]
+
+#: rows a partition should hold (it bounds a worker's memory; see the module docstring)
+ROWS_PER_PARTITION = 1_000_000
+#: smallest average frame assumed when sizing partitions before the capture is read
+MIN_FRAME_BYTES = 160
+SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
+STATE_FILE = "state.json"
+INCOMPLETE_FILE = "INCOMPLETE.json"
+
+
+class Interrupted(Exception):
+    """Extraction stopped by Ctrl-C; the output directory lists what was completed."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted: {done} of {total} partitions written")
+        self.done, self.total = done, total
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea, Flood 2014): every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return np.asarray(x ^ (x >> np.uint64(31)))
+
+
+def _endpoint_hash(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
+    words = np.ascontiguousarray(addr).view("<u8")
+    with np.errstate(over="ignore"):
+        return _mix(words[:, 0] ^ _mix(words[:, 1] ^ _mix(port.astype(np.uint64))))
+
+
+def partition_of(cols: Any, n_parts: int) -> np.ndarray:
+    """Partition of each row: a hash of its 4-tuple that ignores direction (a sum is order-free)."""
+    with np.errstate(over="ignore"):
+        h = _mix(_endpoint_hash(cols.src, cols.sport) + _endpoint_hash(cols.dst, cols.dport))
+    return np.asarray(h % np.uint64(n_parts)).astype(np.int64)
+
+
+def _rows_path(workdir: str, p: int) -> str:
+    return os.path.join(workdir, f"part-{p:05d}.rows")
+
+
+def _jsonl_path(workdir: str, p: int) -> str:
+    return os.path.join(workdir, f"part-{p:05d}.jsonl")
+
+
+class _Router:
+    """The decode sink: appends each chunk's rows to their partitions' spill files."""
+
+    def __init__(self, workdir: str, n_parts: int) -> None:
+        self.n_parts = n_parts
+        self.files = [open(_rows_path(workdir, p), "wb") for p in range(n_parts)]
+        self.rows = np.zeros(n_parts, np.int64)
+
+    def __call__(self, cols: Any) -> None:
+        n = len(cols.frame)
+        part = partition_of(cols, self.n_parts)
+        order = np.argsort(part, kind="stable")
+        rec = np.empty(n, SPILL_DTYPE)
+        for name, _, _ in PACKET_COLUMNS:
+            rec[name] = getattr(cols, name)[order]
+        bounds = np.searchsorted(part[order], np.arange(self.n_parts + 1))
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            self.files[p].write(rec[bounds[p] : bounds[p + 1]].data)
+        self.rows += np.diff(bounds)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+def load_partition(workdir: str, p: int) -> PacketTable:
+    """Partition ``p``'s rows as a packet table, in frame order."""
+    rec = np.fromfile(_rows_path(workdir, p), dtype=SPILL_DTYPE)
+    cols: Any = PacketColumns(*(np.ascontiguousarray(rec[name]) for name, _, _ in PACKET_COLUMNS))
+    del rec
+    frame = cols.frame
+    if len(frame) > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
+        cols = take_packets(cols, np.argsort(frame, kind="stable"))
+    return PacketTable(cols)
+
+
+class MappedFile:
+    """A file mapped read-only: all that planning and writing need of a source (``buffer``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self._mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else None
+        self.buffer = np.frombuffer(self._mm, dtype=np.uint8) if self._mm else np.zeros(0, np.uint8)
+
+    def drop_pages(self) -> None:
+        if self._mm is not None:
+            self._mm.madvise(mmap.MADV_DONTNEED)
+
+
+@dataclass
+class Settings:
+    """What every partition task needs to know (picklable, for Dask workers)."""
+
+    workdir: str
+    out_dir: str
+    n_parts: int
+    policy: int = int(Policy.FIRST)
+    checksums: int = int(ChecksumMode.AUTO)
+    layout: str = "tcpweave"
+    gaps: str = "fill"
+    idle_timeout_ns: int = 0
+    buffer_paths: list[str] = field(default_factory=list)  # for workers that map files by path
+
+
+#: sources of the running extraction, inherited by forked workers; Dask workers map
+#: ``Settings.buffer_paths`` instead
+_SOURCES: list[Any] = []
+
+
+_MAPPED: dict[tuple[str, ...], list[Any]] = {}
+
+
+def _worker_sources(settings: Settings) -> list[Any]:
+    if _SOURCES:
+        return _SOURCES
+    key = tuple(settings.buffer_paths)
+    if key not in _MAPPED:
+        _MAPPED.clear()
+        _MAPPED[key] = [MappedFile(p) for p in key]
+    return _MAPPED[key]
+
+
+def session_firsts(settings: Settings, p: int) -> np.ndarray:
+    """Task of step 2: frame of the first packet of each session of partition ``p``."""
+    packets = load_partition(settings.workdir, p)
+    flows = assign(packets, settings.idle_timeout_ns)
+    return np.asarray(packets.frame[flows.first_row])
+
+
+def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[int, ...]:
+    """Task of step 3: plan and write partition ``p``, whose sessions get the indexes ``streams``.
+
+    Blocks are written starting at a place that depends on ``p`` (wrapping round), so that
+    workers writing at the same time are mostly in different subdirectories.
+    """
+    sources = _worker_sources(settings)
+    packets = load_partition(settings.workdir, p)
+    flows = assign(packets, settings.idle_timeout_ns)
+    the_plan = plan(
+        packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums)
+    )
+    views = StreamViews(packets, flows, the_plan, sources)
+    starts = list(range(0, len(views), STREAMS_PER_DIR))
+    first = (p * len(starts)) // max(settings.n_parts, 1)
+    texts: dict[int, str] = {}
+    totals = [0] * 6
+    for lo in starts[first:] + starts[:first]:
+        block = views.block(lo, lo + STREAMS_PER_DIR)
+        for stream in block:
+            stream.index = int(streams[stream.index])
+        text, counts = extract_block(block, Path(settings.out_dir), settings.layout, settings.gaps)
+        texts[lo] = text
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    path = _jsonl_path(settings.workdir, p)
+    with open(path + ".counts", "w", encoding="utf-8") as f:
+        json.dump(totals, f)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for lo in starts:
+            f.write(texts[lo])
+    os.replace(path + ".tmp", path)  # the partition is done once this name exists
+    for src in sources:
+        src.drop_pages()
+    return (len(views), *totals)
+
+
+@dataclass
+class PartitionedRun:
+    """The state of a partitioned extraction, as kept in ``workdir/state.json``."""
+
+    settings: Settings
+    inputs: list[list[Any]]  # [path, size, mtime_ns] of every capture file given
+    stats: dict[str, Any]
+    rows: list[int]
+    errors: list[list[Any]] = field(default_factory=list)  # [file, offset, reason]
+
+    def save(self) -> None:
+        with open(os.path.join(self.settings.workdir, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(asdict(self), f)
+
+    @classmethod
+    def load(cls, workdir: str) -> PartitionedRun | None:
+        try:
+            with open(os.path.join(workdir, STATE_FILE), encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return None
+        raw["settings"] = Settings(**raw["settings"])
+        return cls(**raw)
+
+    def decode_stats(self) -> DecodeStats:
+        stats = dict(self.stats)
+        stats["unknown_link_types"] = {
+            int(k): v for k, v in stats.get("unknown_link_types", {}).items()
+        }
+        return DecodeStats(**stats)
+
+    def capture_errors(self) -> list[CaptureError]:
+        return [CaptureError(f, o, r) for f, o, r in self.errors]
+
+
+def _inputs(paths: list[str]) -> list[list[Any]]:
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _n_parts(sources: list[Source], rows_per_partition: int) -> int:
+    estimate = sum(src.buffer.size for src in sources) // MIN_FRAME_BYTES
+    return max(1, -(-estimate // rows_per_partition))
+
+
+def _decode_step(
+    paths: list[str],
+    settings: Settings,
+    rows_per_partition: int,
+    progress: Callable[[str, int, int, int], None],
+) -> tuple[PartitionedRun, list[Any]]:
+    """Step 1: decode every source into partition spill files."""
+    sources: list[Any] = open_sources(paths, settings.workdir, populate=False)
+    settings.n_parts = _n_parts(sources, rows_per_partition)
+    router = _Router(settings.workdir, settings.n_parts)
+    sizes = [len(src.buffer) for src in sources]
+    base = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(base[-1])
+    done = [0]
+
+    def sink(cols: Any) -> None:
+        router(cols)
+        n = len(cols.frame)
+        if n:
+            at = (
+                min(int(base[cols.file[-1]] + cols.offset[-1]), total)
+                if cols.file[-1] < len(sizes)
+                else total
+            )
+            progress("decode", max(at - done[0], 0), total, n)
+            done[0] = max(done[0], at)
+
+    try:
+        stats, defrag = decode_into(sources, sink, settings.workdir, release=True)
+    finally:
+        router.close()
+    if defrag is not None:
+        sources.append(defrag)
+    errors = [[e.file, e.offset, e.reason] for s in sources for e in s.errors]
+    stats_dict = asdict(stats)
+    run = PartitionedRun(settings, _inputs(paths), stats_dict, router.rows.tolist(), errors)
+    return run, sources
+
+
+def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
+    """Global stream index of every partition's sessions: rank of their first frame."""
+    sizes = [len(f) for f in firsts]
+    everything = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+    rank = np.empty(len(everything), np.int64)
+    rank[np.argsort(everything, kind="stable")] = np.arange(len(everything))
+    return np.split(rank, np.cumsum(sizes)[:-1]) if sizes else []
+
+
+class _LocalPool:
+    """Partition tasks on forked workers (or in this process for one job)."""
+
+    def __init__(self, jobs: int, sources: list[Any]) -> None:
+        self.jobs, self.sources = jobs, sources
+        self.pool: Any = None
+
+    def __enter__(self) -> _LocalPool:
+        _SOURCES[:] = self.sources
+        if self.jobs > 1:
+            gc.freeze()  # forked workers must not copy the heap by touching object headers
+            self.pool = multiprocessing.get_context("fork").Pool(self.jobs)
+        return self
+
+    def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
+        if self.pool is None:
+            for a in args:
+                yield fn(*a)
+        else:
+            yield from self.pool.imap_unordered(_star, [(fn, a) for a in args])
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            if exc[0] is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+            gc.unfreeze()
+        _SOURCES.clear()
+
+
+def _star(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
+    fn, args = job
+    return fn(*args)
+
+
+def _tagged(fn: Callable[..., Any], p: int, *args: Any) -> tuple[int, Any]:
+    return p, fn(*args)
+
+
+def extract_partitioned(
+    paths: list[str],
+    out_dir: Path,
+    policy: Policy = Policy.FIRST,
+    checksums: ChecksumMode = ChecksumMode.AUTO,
+    layout: str = "tcpweave",
+    gaps: str = "fill",
+    jobs: int = 1,
+    workdir: str | None = None,
+    resume: bool = False,
+    rows_per_partition: int = ROWS_PER_PARTITION,
+    progress: Callable[[str, int, int, int], None] | None = None,
+    pool: Any = None,
+) -> tuple[ExtractSummary, PartitionedRun]:
+    """Extract every stream of the capture ``paths`` into ``out_dir`` in bounded memory.
+
+    ``pool`` replaces the local workers (see ``tcpweave.output.dask``). Raises
+    ``Interrupted`` after Ctrl-C, once the output directory says what is complete.
+    """
+    tick = progress or (lambda phase, n, total, packets: None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = workdir or str(out_dir / ".tcpweave-work")
+    run = PartitionedRun.load(work) if resume else None
+    if resume and run is not None and run.inputs != _inputs(paths):
+        raise UsageError(f"--resume: {work} was made from other capture files")
+    sources: list[Any] = []
+    if run is None:
+        if os.path.isdir(work):
+            shutil.rmtree(work)
+        os.makedirs(work)
+        settings = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps)
+        run, sources = _decode_step(paths, settings, rows_per_partition, tick)
+        run.save()
+    else:
+        sources = _reopen(paths, run)
+    settings = run.settings
+    try:
+        summary = _partition_steps(run, sources, jobs, pool, tick, out_dir)
+    finally:
+        for src in sources:
+            if isinstance(src, Source):
+                src.close()
+    shutil.rmtree(work, ignore_errors=True)
+    return summary, run
+
+
+def _reopen(paths: list[str], run: PartitionedRun) -> list[Any]:
+    """Sources of a run being resumed (rebuilt datagrams were kept in the work directory)."""
+    sources: list[Any] = open_sources(paths, run.settings.workdir, populate=False)
+    defrag = os.path.join(run.settings.workdir, "defrag.bin")
+    if os.path.exists(defrag):
+        sources.append(MappedFile(defrag))
+    return sources
+
+
+def _warm(settings: Settings, sources: list[Any], rows: list[int]) -> None:
+    """Compile the session and plan kernels here, before workers are forked or sent tasks
+    (they then inherit them, or load them from numba's cache, instead of each compiling)."""
+    nonempty = [p for p, n in enumerate(rows) if n]
+    if not nonempty:
+        return
+    p = min(nonempty, key=lambda q: rows[q])
+    packets = load_partition(settings.workdir, p)
+    flows = assign(packets, settings.idle_timeout_ns)
+    plan(packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums))
+
+
+def _buffer_paths(sources: list[Any], workdir: str) -> list[str]:
+    """A plain file per source for workers that map files by path (decompressed captures
+    and rebuilt datagrams live in anonymous files: they are copied to the work directory)."""
+    paths = []
+    for i, src in enumerate(sources):
+        if isinstance(src, MappedFile):
+            paths.append(src.path)
+        elif src.format == "defrag":
+            paths.append(os.path.join(workdir, "defrag.bin"))
+        elif src.compression is None:
+            paths.append(os.path.abspath(src.path))
+        else:
+            path = os.path.join(workdir, f"source-{i:05d}.bin")
+            if not os.path.exists(path):
+                with open(path + ".tmp", "wb") as f:
+                    f.write(src.buffer.data)
+                os.replace(path + ".tmp", path)
+            paths.append(path)
+    return paths
+
+
+def _partition_steps(
+    run: PartitionedRun,
+    sources: list[Any],
+    jobs: int,
+    pool: Any,
+    tick: Callable[[str, int, int, int], None],
+    out_dir: Path,
+) -> ExtractSummary:
+    settings = run.settings
+    _keep_defrag(sources, settings.workdir)
+    if pool is not None:
+        settings.buffer_paths = _buffer_paths(sources, settings.workdir)
+    if pool is not None or jobs > 1:
+        _warm(settings, sources, run.rows)
+    parts = list(range(settings.n_parts))
+    ranks_path = os.path.join(settings.workdir, "ranks.npz")
+    executor = pool if pool is not None else _LocalPool(jobs, sources)
+    summary = ExtractSummary()
+    done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
+    with executor as ex:
+        if os.path.exists(ranks_path):
+            with np.load(ranks_path) as z:
+                ranks = [z[f"p{p}"] for p in parts]
+        else:
+            firsts: dict[int, np.ndarray] = {}
+            for p, f in ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]):
+                firsts[p] = f
+            ranks = _rank([firsts[p] for p in parts])
+            np.savez(ranks_path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+        total = sum(len(r) for r in ranks)
+        todo = [p for p in parts if p not in done]
+        try:
+            args = [(write_partition, p, settings, p, ranks[p]) for p in todo]
+            for p, _counts in ex.map(_tagged, args):
+                done.add(p)
+                tick("write", len(ranks[p]), total, 0)
+        except KeyboardInterrupt:
+            _merge(settings, sorted(done), out_dir, summary)
+            _mark_incomplete(out_dir, [p for p in parts if p not in done], ranks)
+            raise Interrupted(len(done), len(parts)) from None
+    _merge(settings, parts, out_dir, summary)
+    summary.streams = total
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(out_dir / INCOMPLETE_FILE)
+    return summary
+
+
+def _keep_defrag(sources: list[Any], workdir: str) -> None:
+    """Copy the rebuilt-datagram spool (an anonymous file) into the work directory, so that
+    workers that map files by path, and a resumed run, find it."""
+    path = os.path.join(workdir, "defrag.bin")
+    if os.path.exists(path):
+        return
+    for src in sources:
+        if isinstance(src, Source) and src.format == "defrag":
+            with open(path, "wb") as f:
+                f.write(src.buffer.data)
+
+
+def _merge(settings: Settings, parts: list[int], out_dir: Path, summary: ExtractSummary) -> None:
+    """streams.jsonl from the partitions' files, in stream order; sums the summary counts."""
+    files = [open(_jsonl_path(settings.workdir, p), "rb") for p in parts]
+    try:
+        with open(out_dir / "streams.jsonl", "wb") as out:
+            out.writelines(heapq.merge(*files, key=_stream_of))  # type: ignore[arg-type]
+    finally:
+        for f in files:
+            f.close()
+    for p in parts:
+        with open(_jsonl_path(settings.workdir, p) + ".counts", encoding="utf-8") as cf:
+            c = json.load(cf)
+        summary.directions += c[0]
+        summary.files += c[1]
+        summary.bytes += c[2]
+        summary.gap_bytes += c[3]
+        summary.gaps += c[4]
+        summary.conflicts += c[5]
+
+
+def _stream_of(line: bytes) -> int:
+    # every record starts with {"stream":N, (written by extract_block)
+    return int(line[10 : line.index(b",", 10)])
+
+
+def _mark_incomplete(out_dir: Path, parts: list[int], ranks: list[np.ndarray]) -> None:
+    partial = sorted(int(s) for p in parts for s in ranks[p])
+    with open(out_dir / INCOMPLETE_FILE, "w", encoding="utf-8") as f:
+        json.dump({"partial_streams": partial, "resume": "tcpweave extract --resume"}, f)

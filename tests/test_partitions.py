@@ -1,0 +1,173 @@
+"""Partitioned extraction (bounded memory) writes exactly what whole-capture extraction writes.
+
+The oracle is the whole-capture path (packet table, plan and streams of the capture held
+at once in memory, itself checked against tshark, real stacks and crafted truths by the
+rest of the suite): cutting the capture by flow into partitions, numbering sessions per
+partition and ranking them globally, planning and writing partition by partition, in any
+order and on any number of workers, must not change one byte of the output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tcpweave
+from conftest import corpus_captures
+from tcpweave.output import partitions
+from tcpweave.output.extract import extract as write_whole
+
+CAPTURES = corpus_captures()
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".tcpweave-work" not in p.parts
+    }
+
+
+def _whole(capture: Path, out: Path, **kw: Any) -> dict[str, str]:
+    with tcpweave.open([capture]) as cap:
+        write_whole(cap.stream_views(kw.get("policy", "first")), out, kw.get("layout", "tcpweave"))
+    return _tree(out)
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_partitioned_output_equals_whole_capture_output(capture: Path, tmp_path: Path) -> None:
+    expected = _whole(capture, tmp_path / "whole")
+    # a few hundred rows per partition: every corpus capture with more than a handful of
+    # flows is spread over several partitions
+    tcpweave.extract(capture, tmp_path / "parts", partition_rows=40, jobs=1)
+    assert _tree(tmp_path / "parts") == expected
+
+
+def test_partitions_hold_whole_flows(generated: dict[str, Any]) -> None:
+    with tcpweave.open([generated["path"]]) as cap:
+        parts = partitions.partition_of(cap.packets.columns, 7)
+        flows = cap.flows
+    # every stream's packets share one partition, and packets of both directions agree
+    first = np.full(flows.n_streams, -1)
+    first[flows.stream[::-1]] = parts[::-1]
+    assert np.array_equal(first[flows.stream], parts)
+    assert len(np.unique(parts)) == 7
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: Any) -> dict[str, Any]:
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    extract_bench: Any = pytest.importorskip("extract")
+    params = extract_bench.GenParams(size=3 << 20, sessions=1500, seed=23)
+    out = tmp_path_factory.mktemp("gen") / "sessions.pcap"
+    capture = extract_bench.ensure_capture(params, out)
+    capture["bench"] = extract_bench
+    return capture  # type: ignore[no-any-return]
+
+
+def test_interrupted_run_lists_what_is_complete_and_resume_finishes(
+    generated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = generated["path"]
+    tcpweave.extract(path, tmp_path / "fresh", partition_rows=2000, jobs=1)
+    fresh = _tree(tmp_path / "fresh")
+    out = tmp_path / "out"
+    real = partitions.write_partition
+    calls = []
+
+    def flaky(settings: Any, p: int, streams: np.ndarray) -> Any:
+        calls.append(p)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(settings, p, streams)
+
+    monkeypatch.setattr(partitions, "write_partition", flaky)
+    with pytest.raises(partitions.Interrupted) as info:
+        tcpweave.extract(path, out, partition_rows=2000, jobs=1)
+    assert info.value.done == 2 and info.value.total > 3
+    listed = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
+    partial = set(json.loads((out / "INCOMPLETE.json").read_text())["partial_streams"])
+    fresh_lines = (tmp_path / "fresh" / "streams.jsonl").read_text().splitlines()
+    # the listed streams are complete (their lines and files are final) and disjoint from
+    # the partial ones; together they are all streams
+    assert listed and set(map(json.dumps, listed)) <= set(
+        map(json.dumps, map(json.loads, fresh_lines))
+    )
+    assert not partial & {r["stream"] for r in listed}
+    assert partial | {r["stream"] for r in listed} == {json.loads(x)["stream"] for x in fresh_lines}
+    for rec in listed:
+        if rec["path"]:
+            assert hashlib.sha256((out / rec["path"]).read_bytes()).hexdigest() == rec["sha256"]
+    monkeypatch.setattr(partitions, "write_partition", real)
+    tcpweave.extract(path, out, partition_rows=2000, jobs=1, resume=True)
+    assert _tree(out) == fresh
+    assert not (out / ".tcpweave-work").exists()
+
+
+def test_resume_refuses_other_captures(generated: dict[str, Any], tmp_path: Path) -> None:
+    work = tmp_path / "out" / ".tcpweave-work"
+    work.mkdir(parents=True)
+    run = partitions.PartitionedRun(
+        partitions.Settings(str(work), str(tmp_path / "out"), 1), [["/elsewhere", 1, 1]], {}, [0]
+    )
+    run.save()
+    with pytest.raises(tcpweave.UsageError, match="other capture files"):
+        tcpweave.extract(generated["path"], tmp_path / "out", resume=True)
+
+
+def test_two_jobs_write_what_one_job_writes_and_match_the_truth(
+    generated: dict[str, Any], tmp_path: Path
+) -> None:
+    trees = {}
+    for jobs in (1, 2):
+        tcpweave.extract(generated["path"], tmp_path / f"j{jobs}", partition_rows=1500, jobs=jobs)
+        trees[jobs] = _tree(tmp_path / f"j{jobs}")
+    assert trees[1] == trees[2]
+    check = generated["bench"].check_output(tmp_path / "j2", generated["truth"], True)
+    assert check["exact"] == check["expected"] > 0
+    assert check["mismatched"] == check["missing"] == check["unexpected"] == 0
+
+
+def test_compressed_and_fragmented_captures_with_mapped_workers(tmp_path: Path) -> None:
+    """Workers that map files by path (as Dask workers do) see decompressed captures and
+    rebuilt IP datagrams through copies in the work directory."""
+    frag = [p for p in CAPTURES if "frag" in p.name.lower() and p.suffix == ".pcap"]
+    if not frag:
+        pytest.skip("no fragmented capture in the corpus")
+    src = frag[0]
+    gz = tmp_path / (src.name + ".gz")
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    expected = _whole(src, tmp_path / "whole")
+    partitions.extract_partitioned(
+        [str(gz)], tmp_path / "mapped", rows_per_partition=10, pool=_InProcessMapped()
+    )
+    assert _tree(tmp_path / "mapped") == expected
+
+
+class _InProcessMapped:
+    """An executor that runs tasks here but, like a Dask worker, without inherited sources."""
+
+    def __enter__(self) -> _InProcessMapped:
+        return self
+
+    def map(self, fn: Any, args: list[tuple[Any, ...]]) -> Any:
+        saved = list(partitions._SOURCES)
+        partitions._SOURCES.clear()
+        try:
+            for a in args:
+                yield fn(*a)
+        finally:
+            partitions._SOURCES[:] = saved
+
+    def __exit__(self, *exc: object) -> None:
+        pass
