@@ -71,9 +71,10 @@ __all__ = [
     "partition_of",
 ]
 
-#: rows a partition should hold (it bounds a worker's memory; see the module docstring)
-ROWS_PER_PARTITION = 1_000_000
-#: smallest average frame assumed when sizing partitions before the capture is read
+#: rows a partition should hold (it bounds a worker's memory; see the module docstring):
+#: a few hundred bytes per row while it is planned and written
+ROWS_PER_PARTITION = 100_000
+#: average frame size assumed when the first records say nothing
 MIN_FRAME_BYTES = 160
 SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
 STATE_FILE = "state.json"
@@ -232,6 +233,8 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
         for stream in block:
             stream.index = int(streams[stream.index])
         text, counts = extract_block(block, Path(settings.out_dir), settings.layout, settings.gaps)
+        for src in sources:  # the block's payload pages: read once, not needed again
+            src.drop_pages()
         texts[lo] = text
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     path = _jsonl_path(settings.workdir, p)
@@ -241,8 +244,6 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
         for lo in starts:
             f.write(texts[lo])
     os.replace(path + ".tmp", path)  # the partition is done once this name exists
-    for src in sources:
-        src.drop_pages()
     return (len(views), *totals)
 
 
@@ -290,7 +291,14 @@ def _inputs(paths: list[str]) -> list[list[Any]]:
 
 
 def _n_parts(sources: list[Source], rows_per_partition: int) -> int:
-    estimate = sum(src.buffer.size for src in sources) // MIN_FRAME_BYTES
+    """Partitions for about ``rows_per_partition`` rows each, from the average frame size of
+    the first records (a fifth more, for captures whose frames shrink later)."""
+    total = sum(len(src.buffer) for src in sources)
+    average = MIN_FRAME_BYTES
+    for rec in sources[0].record_chunks(4096) if sources else ():
+        average = max(int(rec.caplen.mean()) + 16, 64) if len(rec.caplen) else average
+        break
+    estimate = total * 6 // (5 * average)
     return max(1, -(-estimate // rows_per_partition))
 
 
