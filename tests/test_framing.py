@@ -9,6 +9,7 @@ frames and states follow from the script, never from reading tcpweave back.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from pathlib import Path
@@ -147,12 +148,14 @@ def test_spec_strings() -> None:
 # ------------------------------------------------------------------ the engine on sessions
 
 
-def _session_pcap(path: Path, stream: bytes, cuts: list[int], *, skip: set[int] = frozenset()) -> Path:  # type: ignore[assignment]  # noqa: E501
+def _session_pcap(
+    path: Path, stream: bytes, cuts: list[int], *, skip: frozenset[int] = frozenset()
+) -> Path:
     """One session: the client sends ``stream`` cut at ``cuts``; pieces in ``skip`` lost."""
     s = Session(sport=7777)
     s.handshake()
     bounds = [0, *cuts, len(stream)]
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         if i not in skip:
             s.c(a, stream[a:b])
     s.ack_s()
@@ -204,7 +207,7 @@ def test_gap_inside_a_body_keeps_framing_in_step(tmp_path: Path) -> None:
             want = [(o, len(p), PduState.OK) for o, p in zip(offsets, pdus, strict=True)]
             want[1] = (want[1][0], want[1][1], PduState.GAP)
             assert got == want
-            assert found[1].data == pdus[1][:9 - 7] + bytes(1491) + pdus[1][1500 - 7 :]
+            assert found[1].data == pdus[1][: 9 - 7] + bytes(1491) + pdus[1][1500 - 7 :]
 
 
 def test_lost_header_resynchronises_on_magic(tmp_path: Path) -> None:
@@ -213,9 +216,7 @@ def test_lost_header_resynchronises_on_magic(tmp_path: Path) -> None:
     stream = b"".join(pdus)
     starts = [sum(map(len, pdus[:i])) for i in range(len(pdus))]
     # lose [starts[2] - 1, starts[3] + 1): the end of PDU 2, PDU 3 and PDU 4's first byte
-    path = _session_pcap(
-        tmp_path / "m.pcap", stream, [starts[2] - 1, starts[3] + 1], skip={1}
-    )
+    path = _session_pcap(tmp_path / "m.pcap", stream, [starts[2] - 1, starts[3] + 1], skip={1})
     with tcpweave.open(path) as cap:
         found = cap.pdus(framer)
     ok = [p.data for p in found if p.state is PduState.OK]
@@ -262,7 +263,8 @@ def test_cli_pdus_table_and_jsonl(tmp_path: Path) -> None:
     assert lines[0].startswith("5 PDUs (length), 0 damaged, 0 bytes skipped")
     assert "│      0 │ c2s │      7 │   3002 │ 5-7 (3) │" in result.stdout
     result = runner.invoke(
-        app, ["pdus", str(path), "--framer", "length:size=2,adjust=2", "--format", "jsonl", "--data"]
+        app,
+        ["pdus", str(path), "--framer", "length:size=2,adjust=2", "--format", "jsonl", "--data"],
     )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tcpweave.audit
 import tcpweave.capture
 import tcpweave.decode
 import tcpweave.flows
@@ -33,10 +34,13 @@ from tcpweave.capture import source as capture_source
 from tcpweave.capture.index import empty_interfaces, empty_records
 from tcpweave.decode.fragments import empty_fragments
 from tcpweave.decode.table import empty_packets
+from test_audit_kernels import EXERCISED as EXERCISED_BY_AUDIT_TESTS
+from test_framing_properties import EXERCISED as EXERCISED_BY_FRAMING_PROPERTIES
 from test_plan_properties import EXERCISED as EXERCISED_BY_PLAN_PROPERTIES
 
 # imported for the kernels they register
 assert tcpweave.capture and tcpweave.decode and tcpweave.flows and tcpweave.reassembly
+assert tcpweave.audit  # its kernels: tests/test_audit_kernels.py
 
 QUICK = settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -606,4 +610,6 @@ def test_every_kernel_is_exercised_here() -> None:
     built there (their plan output is compared normalised, see reassembly/_reference.py).
     """
     here = {PCAP_SCAN, PCAPNG_SCAN, DECODE}
-    assert set(REGISTRY) == here | EXERCISED_BY_PLAN_PROPERTIES, sorted(set(REGISTRY))
+    exercised = here | EXERCISED_BY_PLAN_PROPERTIES | EXERCISED_BY_FRAMING_PROPERTIES
+    exercised |= EXERCISED_BY_AUDIT_TESTS
+    assert set(REGISTRY) == exercised, sorted(set(REGISTRY))

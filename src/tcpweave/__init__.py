@@ -7,6 +7,7 @@ the errors and the framer API (``Capture.pdus``).
 from __future__ import annotations
 
 from tcpweave._capture_api import Capture, CaptureStats, extract, open
+from tcpweave.audit import Audit, Reason, birthday_probability
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, LinkType, Policy
 from tcpweave.errors import CaptureError, TcpweaveError, UsageError
@@ -29,6 +30,7 @@ from tcpweave.framing import (
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
+    "Audit",
     "Capture",
     "CaptureError",
     "CaptureStats",
@@ -50,11 +52,13 @@ __all__ = [
     "PduState",
     "Pdus",
     "Policy",
+    "Reason",
     "Skip",
     "TcpweaveError",
     "Tls",
     "UsageError",
     "VarintLength",
+    "birthday_probability",
     "extract",
     "open",
 ]

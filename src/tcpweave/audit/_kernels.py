@@ -22,6 +22,7 @@ NOT_COUNTED = -1
 NOT_PLACED = np.iinfo(np.int64).min
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
+ONE = np.uint64(1)
 
 
 @kernel
@@ -133,7 +134,7 @@ def _same_payload(bufs, file, payload_offset, a, b, n):  # type: ignore[no-untyp
 
 
 @helper
-def _tail_matches(bufs, kept_offset, kept_start, kept_file, kept_len, k, x, hi, pbuf, ps, r, limit):  # type: ignore[no-untyped-def]  # noqa: E501
+def _tail_matches(bufs, kept_offset, kept_start, kept_file, kept_len, k, x, hi, pbuf, ps, r, limit):  # type: ignore[no-untyped-def]
     """Do the next ``r`` stream bytes after (kept row k, index x) equal pbuf[ps:ps+r]?"""
     buf = bufs[kept_file[k]]
     for y in range(r):
@@ -241,7 +242,11 @@ def count_occurrences(  # type: ignore[no-untyped-def]
                     w = widths[wi]
                     if w > filled:
                         break
-                    key = window if w == 8 else window & ((np.uint64(1) << np.uint64(8 * w)) - np.uint64(1))
+                    key = (
+                        window
+                        if w == 8
+                        else window & ((np.uint64(1) << np.uint64(8 * w)) - np.uint64(1))
+                    )
                     h = _hash(key, w)
                     if not _maybe(bitmap, h):
                         continue

@@ -45,15 +45,15 @@ class PacketFigures:
     truncated: int  # caplen < wire length
 
     @property
-    def P_c(self) -> float | None:  # noqa: N802 (the published symbol)
+    def P_c(self) -> float | None:
         return _ratio(self.bad_checksum, self.packets)
 
     @property
-    def P_f(self) -> float | None:  # noqa: N802
+    def P_f(self) -> float | None:
         return _ratio(self.fragmented, self.packets)
 
     @property
-    def P_dH(self) -> float | None:  # noqa: N802
+    def P_dH(self) -> float | None:
         return _ratio(self.truncated, self.packets)
 
 
@@ -71,8 +71,8 @@ def packet_figures(packets: PacketTable) -> PacketFigures:
 class StreamFigures:
     """E against S, and 4-tuple reuse."""
 
-    E: int  # sessions from flags alone  # noqa: N815
-    S: int  # streams tcpweave produced (at least one byte in a direction)  # noqa: N815
+    E: int  # sessions from flags alone
+    S: int  # streams tcpweave produced (at least one byte in a direction)
     sessions: int  # every session tcpweave found, with or without bytes
     tuples: int
     reused_tuples: int  # 4-tuples with more than one flag-counted session
@@ -85,15 +85,15 @@ class StreamFigures:
         return self.E - self.S
 
     @property
-    def I_p(self) -> float | None:  # noqa: N802
+    def I_p(self) -> float | None:
         return 1 - self.S / self.E if self.delta > 0 else None
 
     @property
-    def A_p(self) -> float | None:  # noqa: N802
+    def A_p(self) -> float | None:
         return 1 - self.E / self.S if self.delta < 0 else None
 
     @property
-    def P_spec(self) -> float | None:  # noqa: N802
+    def P_spec(self) -> float | None:
         return _ratio(self.reused_tuples, self.tuples)
 
     def mismatches(self) -> np.ndarray:
@@ -182,7 +182,7 @@ class PortReuse:
     top: list[dict[str, Any]]  # the largest groups: client, server, port, n, P_b, reused
 
     @property
-    def P_r(self) -> int:  # noqa: N802
+    def P_r(self) -> int:
         return port_range_size(self.port_range)
 
 
@@ -222,6 +222,4 @@ def port_reuse(
             "P_b": float(p_b[g]),
             "reused": int(reused[g]),
         })  # fmt: skip
-    return PortReuse(
-        port_range, len(rep), float(p_b.sum()), int(np.count_nonzero(reused)), listed
-    )
+    return PortReuse(port_range, len(rep), float(p_b.sum()), int(np.count_nonzero(reused)), listed)

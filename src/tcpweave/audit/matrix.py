@@ -177,23 +177,24 @@ def _occurrences(
     pkt_bounds = np.searchsorted(sorted_keys[has], slots).astype(np.int64)
     pkt_row = order[has]
     counts = np.empty(len(has), np.int64)
-    k.count_occurrences(
-        TypedList([s.buffer for s in sources]),
-        kept_bounds,
-        rows["stream_offset"][kept],
-        rows["payload_start"][kept],
-        rows["file"][kept],
-        rows["length"][kept],
-        pkt_bounds,
-        pkt_row,
-        offset[pkt_row],
-        packets.payload_offset,
-        packets.payload_caplen,
-        packets.file,
-        max_scan,
-        MAX_OCCURRENCES,
-        counts,
-    )
+    with np.errstate(over="ignore"):  # the prefix hash multiplies modulo 2^64 on purpose
+        k.count_occurrences(
+            TypedList([s.buffer for s in sources]),
+            kept_bounds,
+            rows["stream_offset"][kept],
+            rows["payload_start"][kept],
+            rows["file"][kept],
+            rows["length"][kept],
+            pkt_bounds,
+            pkt_row,
+            offset[pkt_row],
+            packets.payload_offset,
+            packets.payload_caplen,
+            packets.file,
+            max_scan,
+            MAX_OCCURRENCES,
+            counts,
+        )
     out[has] = counts
     return out
 

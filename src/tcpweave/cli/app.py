@@ -268,3 +268,9 @@ def follow_stream(
     with _open([capture]) as cap:
         sys.stdout.write(render_follow(follow(cap.packets, cap.flows, cap.sources, stream), fmt))
         sys.stdout.flush()
+
+
+from tcpweave.cli.audit import audit_cmd, compare_cmd  # noqa: E402 (registered after app exists)
+
+app.command("audit")(audit_cmd)
+app.command("compare")(compare_cmd)

@@ -29,7 +29,17 @@ from tcpweave.decode.table import (
 )
 from tcpweave.enums import Checksum
 
-__all__ = ["DecodeStats", "PacketTable", "RecordStatus", "decode", "decode_into"]
+__all__ = [
+    "DecodeStats",
+    "FileDecode",
+    "PacketTable",
+    "RecordStatus",
+    "decode",
+    "decode_file_into",
+    "decode_into",
+    "finish_fragments",
+    "merge_stats",
+]
 
 #: records decoded per kernel call (their bytes are still in cache from the scan)
 CHUNK_RECORDS = 4096
@@ -170,25 +180,85 @@ def decode_into(
     each source are dropped from this process once decoded (memory stays bounded on
     captures larger than RAM). Returns the stats and the rebuilt-datagram source.
     """
+    stats = DecodeStats()
+    counters = np.zeros(k.N_COUNTERS, np.int64)
+    parts: list[tuple[np.ndarray, Any]] = []
+    frame_base = 0
+    for i, src in enumerate(sources):
+        one = decode_file_into(src, i, frame_base, sink, chunk_rows, release)
+        merge_stats(stats, one.stats)
+        counters += one.counters
+        parts.extend((src.buffer, f) for f in one.fragments)
+        frame_base += one.stats.frames
+    defrag = finish_fragments(parts, len(sources), workdir, sink, stats, counters)
+    return stats, defrag
+
+
+@dataclass
+class FileDecode:
+    """What decoding one file left besides its rows: counts and the IP fragments it met."""
+
+    stats: DecodeStats
+    counters: np.ndarray
+    fragments: list[Any]  # fragment columns, in file order; offsets point into the file
+
+
+def decode_file_into(
+    src: Source,
+    file_index: int,
+    frame_base: int,
+    sink: Callable[[Any], None],
+    chunk_rows: int = 1 << 18,
+    release: bool = False,
+) -> FileDecode:
+    """Decode one file whose first record is frame ``frame_base + 1``; rows go to ``sink``.
+
+    Fragments are only collected: datagrams may be completed by a later file
+    (``finish_fragments`` rebuilds them once every file is decoded).
+    """
     paused = gc.isenabled()
     gc.disable()
     try:
         stats = DecodeStats()
         counters = np.zeros(k.N_COUNTERS, np.int64)
         rows = _Spill(chunk_rows, sink, stats)
-        frag_parts = _walk(sources, rows, stats, counters, release)
+        frags = _walk([src], rows, stats, counters, release, file_index, frame_base)
         rows.flush()
-        reasm = reassemble(frag_parts, workdir)
-        defrag = None
-        if reasm.datagrams:
-            defrag, extra = _decode_datagrams(reasm, len(sources), counters)
-            _tally(stats, extra)
-            sink(extra)
-        _finish_stats(stats, reasm, counters)
-        return stats, defrag
+        return FileDecode(stats, counters, [f for _, f in frags])
     finally:
         if paused:
             gc.enable()
+
+
+def finish_fragments(
+    parts: list[tuple[np.ndarray, Any]],
+    n_sources: int,
+    workdir: str | None,
+    sink: Callable[[Any], None],
+    stats: DecodeStats,
+    counters: np.ndarray,
+) -> Source | None:
+    """Rebuild datagrams from the fragments of all files (in capture order), decode them into
+    ``sink`` and complete ``stats``; returns the rebuilt-datagram source, if any."""
+    reasm = reassemble(parts, workdir)
+    defrag = None
+    if reasm.datagrams:
+        defrag, extra = _decode_datagrams(reasm, n_sources, counters)
+        _tally(stats, extra)
+        sink(extra)
+    _finish_stats(stats, reasm, counters)
+    return defrag
+
+
+def merge_stats(total: DecodeStats, part: DecodeStats) -> None:
+    """Add the counts of ``part`` (one file's) to ``total``."""
+    for name, value in vars(part).items():
+        if isinstance(value, dict):
+            mine = getattr(total, name)
+            for key, n in value.items():
+                mine[key] = mine.get(key, 0) + n
+        else:
+            setattr(total, name, getattr(total, name) + value)
 
 
 def _walk(
@@ -197,12 +267,18 @@ def _walk(
     stats: DecodeStats,
     counters: np.ndarray,
     release: bool = False,
+    first_file: int = 0,
+    frame_base: int = 0,
 ) -> list[tuple[np.ndarray, Any]]:
-    """Decode every record chunk of every source into ``rows``; returns the IP fragments met."""
+    """Decode every record chunk of every source into ``rows``; returns the IP fragments met.
+
+    The sources are files ``first_file``, ``first_file + 1``... of the capture, and their
+    first record is frame ``frame_base + 1``.
+    """
     frag_parts = []
     status = np.empty(CHUNK_RECORDS, np.uint8)
-    frame_base = 0
-    for file_index, src in enumerate(sources):
+    start = frame_base
+    for file_index, src in enumerate(sources, first_file):
         for rec in src.record_chunks(CHUNK_RECORDS):
             n = len(rec.offset)
             rows.reserve(n)
@@ -218,7 +294,7 @@ def _walk(
         if release:
             src.release_before(src.buffer.size)
         stats.corrupt_records += src.error_count
-    stats.frames = frame_base
+    stats.frames = frame_base - start
     return frag_parts
 
 

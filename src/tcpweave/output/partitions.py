@@ -52,8 +52,15 @@ from typing import Any
 
 import numpy as np
 
-from tcpweave.capture import Source, open_sources
-from tcpweave.decode import DecodeStats, decode_into
+from tcpweave.capture import RecordColumns, Source, open_source, open_sources
+from tcpweave.capture.source import fixed_source
+from tcpweave.decode import (
+    DecodeStats,
+    decode_file_into,
+    decode_into,
+    finish_fragments,
+    merge_stats,
+)
 from tcpweave.decode.table import PACKET_COLUMNS, PacketColumns, PacketTable, take_packets
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
@@ -112,8 +119,8 @@ def partition_of(cols: Any, n_parts: int) -> np.ndarray:
     return np.asarray(h % np.uint64(n_parts)).astype(np.int64)
 
 
-def _rows_path(workdir: str, p: int) -> str:
-    return os.path.join(workdir, f"part-{p:05d}.rows")
+def _rows_path(workdir: str, p: int, tag: str = "") -> str:
+    return os.path.join(workdir, f"part-{p:05d}{tag}.rows")
 
 
 def _jsonl_path(workdir: str, p: int) -> str:
@@ -123,9 +130,9 @@ def _jsonl_path(workdir: str, p: int) -> str:
 class _Router:
     """The decode sink: appends each chunk's rows to their partitions' spill files."""
 
-    def __init__(self, workdir: str, n_parts: int) -> None:
+    def __init__(self, workdir: str, n_parts: int, tag: str = "") -> None:
         self.n_parts = n_parts
-        self.files = [open(_rows_path(workdir, p), "wb") for p in range(n_parts)]
+        self.files = [open(_rows_path(workdir, p, tag), "wb") for p in range(n_parts)]
         self.rows = np.zeros(n_parts, np.int64)
 
     def __call__(self, cols: Any) -> None:
@@ -146,8 +153,13 @@ class _Router:
 
 
 def load_partition(workdir: str, p: int) -> PacketTable:
-    """Partition ``p``'s rows as a packet table, in frame order."""
-    rec = np.fromfile(_rows_path(workdir, p), dtype=SPILL_DTYPE)
+    """Partition ``p``'s rows as a packet table, in frame order (several spill files when
+    files were decoded by different workers)."""
+    prefix = f"part-{p:05d}"
+    names = sorted(n for n in os.listdir(workdir) if n.startswith(prefix) and n.endswith(".rows"))
+    pieces = [np.fromfile(os.path.join(workdir, n), dtype=SPILL_DTYPE) for n in names]
+    rec = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    del pieces
     cols: Any = PacketColumns(*(np.ascontiguousarray(rec[name]) for name, _, _ in PACKET_COLUMNS))
     del rec
     frame = cols.frame
@@ -307,10 +319,28 @@ def _decode_step(
     settings: Settings,
     rows_per_partition: int,
     progress: Callable[[str, int, int, int], None],
+    ex: Any = None,
 ) -> tuple[PartitionedRun, list[Any]]:
-    """Step 1: decode every source into partition spill files."""
+    """Step 1: decode every source into partition spill files (here, or by the workers of
+    ``ex`` when several files make a capture)."""
     sources: list[Any] = open_sources(paths, settings.workdir, populate=False)
     settings.n_parts = _n_parts(sources, rows_per_partition)
+    if ex is not None and len(sources) > 1:
+        stats, defrag, rows, errors = _decode_on_workers(sources, settings, ex, progress)
+    else:
+        stats, defrag, rows = _decode_here(sources, settings, progress)
+        errors = []
+    if defrag is not None:
+        sources.append(defrag)
+    if not errors:
+        errors = [[e.path, e.offset, e.reason] for s in sources for e in s.errors]
+    run = PartitionedRun(settings, _inputs(paths), asdict(stats), rows.tolist(), errors)
+    return run, sources
+
+
+def _decode_here(
+    sources: list[Source], settings: Settings, progress: Callable[[str, int, int, int], None]
+) -> tuple[DecodeStats, Source | None, np.ndarray]:
     router = _Router(settings.workdir, settings.n_parts)
     sizes = [len(src.buffer) for src in sources]
     base = np.concatenate([[0], np.cumsum(sizes)])
@@ -321,11 +351,8 @@ def _decode_step(
         router(cols)
         n = len(cols.frame)
         if n:
-            at = (
-                min(int(base[cols.file[-1]] + cols.offset[-1]), total)
-                if cols.file[-1] < len(sizes)
-                else total
-            )
+            last = int(cols.file[-1])
+            at = min(int(base[last] + cols.offset[-1]), total) if last < len(sizes) else total
             progress("decode", max(at - done[0], 0), total, n)
             done[0] = max(done[0], at)
 
@@ -333,12 +360,86 @@ def _decode_step(
         stats, defrag = decode_into(sources, sink, settings.workdir, release=True)
     finally:
         router.close()
-    if defrag is not None:
-        sources.append(defrag)
-    errors = [[e.file, e.offset, e.reason] for s in sources for e in s.errors]
-    stats_dict = asdict(stats)
-    run = PartitionedRun(settings, _inputs(paths), stats_dict, router.rows.tolist(), errors)
-    return run, sources
+    return stats, defrag, router.rows
+
+
+def decode_file_task(
+    settings: Settings, i: int, path: str, frame_base: int, name: str
+) -> tuple[list[int], dict[str, Any], np.ndarray, list[Any], list[list[Any]]]:
+    """Task of step 1 on a worker: decode file ``i`` (mapped from ``path``) into spill files.
+
+    Returns the rows per partition, the counts, the decoder's counters, the IP
+    fragments met (rebuilt by the driver: a datagram may end in a later file), and
+    the damaged records (named after the capture file ``name``).
+    """
+    src = open_source(path, settings.workdir, populate=False)
+    router = _Router(settings.workdir, settings.n_parts, f".f{i:05d}")
+    try:
+        one = decode_file_into(src, i, frame_base, router, release=True)
+    finally:
+        router.close()
+        src.close()
+    errors = [[name, e.offset, e.reason] for e in src.scan_errors]
+    return router.rows.tolist(), asdict(one.stats), one.counters, one.fragments, errors
+
+
+def _decode_on_workers(
+    sources: list[Source],
+    settings: Settings,
+    ex: Any,
+    progress: Callable[[str, int, int, int], None],
+) -> tuple[DecodeStats, Source | None, np.ndarray, list[list[Any]]]:
+    """Step 1 with the files decoded by the workers; the driver counts each file's records
+    first (an index pass: frame numbers continue across files) and rebuilds fragments last."""
+    settings.buffer_paths = _buffer_paths(sources, settings.workdir)
+    bases, frame = [], 0
+    for src in sources:
+        bases.append(frame)
+        for rec in src.record_chunks(1 << 16):
+            frame += len(rec.offset)
+            src.release_before(int(rec.offset[0]))
+        src.drop_pages()
+    _warm_decode(sources[0])
+    jobs = [
+        (decode_file_task, i, settings, i, settings.buffer_paths[i], bases[i], src.path)
+        for i, src in enumerate(sources)
+    ]
+    results = dict(ex.map(_tagged, jobs))
+    stats = DecodeStats()
+    counters = np.zeros_like(results[0][2]) if results else np.zeros(0, np.int64)
+    rows = np.zeros(settings.n_parts, np.int64)
+    parts: list[tuple[np.ndarray, Any]] = []
+    errors: list[list[Any]] = []
+    total = sum(len(src.buffer) for src in sources)
+    for i, src in enumerate(sources):
+        part_rows, stats_dict, file_counters, fragments, file_errors = results[i]
+        one = DecodeStats(**stats_dict)
+        one.corrupt_records += len(src.decompress_errors)
+        merge_stats(stats, one)
+        counters += file_counters
+        rows += part_rows
+        parts.extend((src.buffer, f) for f in fragments)
+        errors += [[e.path, e.offset, e.reason] for e in src.decompress_errors] + file_errors
+        progress("decode", len(src.buffer), total, one.tcp_packets)
+    router = _Router(settings.workdir, settings.n_parts, ".defrag")
+    try:
+        defrag = finish_fragments(parts, len(sources), settings.workdir, router, stats, counters)
+    finally:
+        router.close()
+    return stats, defrag, rows + router.rows, errors
+
+
+def _warm_decode(src: Source) -> None:
+    """Compile the decode kernels here (into numba's cache) before the workers need them:
+    decode the file's first records and throw the rows away."""
+    first = next(iter(src.record_chunks(64)), None)
+    if first is not None:
+        head = RecordColumns(*(col.copy() for col in first))
+        decode_file_into(fixed_source(src.path, src.format, src.buffer, head, []), 0, 0, _drop)
+
+
+def _drop(cols: Any) -> None:
+    pass
 
 
 def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
@@ -359,17 +460,17 @@ class _LocalPool:
 
     def __enter__(self) -> _LocalPool:
         _SOURCES[:] = self.sources
-        if self.jobs > 1:
-            gc.freeze()  # forked workers must not copy the heap by touching object headers
-            self.pool = multiprocessing.get_context("fork").Pool(self.jobs)
         return self
 
     def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
-        if self.pool is None:
+        if self.jobs <= 1:
             for a in args:
                 yield fn(*a)
-        else:
-            yield from self.pool.imap_unordered(_star, [(fn, a) for a in args])
+            return
+        if self.pool is None:  # forked at first use: after the kernels were compiled here
+            gc.freeze()  # forked workers must not copy the heap by touching object headers
+            self.pool = multiprocessing.get_context("fork").Pool(self.jobs)
+        yield from self.pool.imap_unordered(_star, [(fn, a) for a in args])
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
@@ -417,24 +518,48 @@ def extract_partitioned(
     if resume and run is not None and run.inputs != _inputs(paths):
         raise UsageError(f"--resume: {work} was made from other capture files")
     sources: list[Any] = []
-    if run is None:
-        if os.path.isdir(work):
-            shutil.rmtree(work)
-        os.makedirs(work)
-        settings = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps)
-        run, sources = _decode_step(paths, settings, rows_per_partition, tick)
-        run.save()
-    else:
-        sources = _reopen(paths, run)
-    settings = run.settings
     try:
-        summary = _partition_steps(run, sources, jobs, pool, tick, out_dir)
+        if pool is not None:
+            with pool as ex:
+                run, sources = _prepare(paths, run, work, out_dir, policy, checksums, layout,
+                                        gaps, rows_per_partition, tick, ex)  # fmt: skip
+                summary = _partition_steps(run, sources, jobs, ex, True, tick, out_dir)
+        else:
+            run, sources = _prepare(paths, run, work, out_dir, policy, checksums, layout, gaps,
+                                    rows_per_partition, tick, None)  # fmt: skip
+            with _LocalPool(jobs, sources) as ex:
+                summary = _partition_steps(run, sources, jobs, ex, False, tick, out_dir)
     finally:
         for src in sources:
             if isinstance(src, Source):
                 src.close()
     shutil.rmtree(work, ignore_errors=True)
     return summary, run
+
+
+def _prepare(
+    paths: list[str],
+    run: PartitionedRun | None,
+    work: str,
+    out_dir: Path,
+    policy: Policy,
+    checksums: ChecksumMode,
+    layout: str,
+    gaps: str,
+    rows_per_partition: int,
+    tick: Callable[[str, int, int, int], None],
+    ex: Any,
+) -> tuple[PartitionedRun, list[Any]]:
+    """Step 1, or the state of the run being resumed."""
+    if run is not None:
+        return run, _reopen(paths, run)
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    settings = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps)
+    run, sources = _decode_step(paths, settings, rows_per_partition, tick, ex)
+    run.save()
+    return run, sources
 
 
 def _reopen(paths: list[str], run: PartitionedRun) -> list[Any]:
@@ -483,42 +608,42 @@ def _partition_steps(
     run: PartitionedRun,
     sources: list[Any],
     jobs: int,
-    pool: Any,
+    ex: Any,
+    mapped: bool,
     tick: Callable[[str, int, int, int], None],
     out_dir: Path,
 ) -> ExtractSummary:
+    """Steps 2 and 3 on the executor ``ex`` (whose workers map files by path if ``mapped``)."""
     settings = run.settings
     _keep_defrag(sources, settings.workdir)
-    if pool is not None:
+    if mapped:
         settings.buffer_paths = _buffer_paths(sources, settings.workdir)
-    if pool is not None or jobs > 1:
+    if mapped or jobs > 1:
         _warm(settings, sources, run.rows)
     parts = list(range(settings.n_parts))
     ranks_path = os.path.join(settings.workdir, "ranks.npz")
-    executor = pool if pool is not None else _LocalPool(jobs, sources)
     summary = ExtractSummary()
     done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
-    with executor as ex:
-        if os.path.exists(ranks_path):
-            with np.load(ranks_path) as z:
-                ranks = [z[f"p{p}"] for p in parts]
-        else:
-            firsts: dict[int, np.ndarray] = {}
-            for p, f in ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]):
-                firsts[p] = f
-            ranks = _rank([firsts[p] for p in parts])
-            np.savez(ranks_path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
-        total = sum(len(r) for r in ranks)
-        todo = [p for p in parts if p not in done]
-        try:
-            args = [(write_partition, p, settings, p, ranks[p]) for p in todo]
-            for p, _counts in ex.map(_tagged, args):
-                done.add(p)
-                tick("write", len(ranks[p]), total, 0)
-        except KeyboardInterrupt:
-            _merge(settings, sorted(done), out_dir, summary)
-            _mark_incomplete(out_dir, [p for p in parts if p not in done], ranks)
-            raise Interrupted(len(done), len(parts)) from None
+    if os.path.exists(ranks_path):
+        with np.load(ranks_path) as z:
+            ranks = [z[f"p{p}"] for p in parts]
+    else:
+        firsts: dict[int, np.ndarray] = {}
+        for p, f in ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]):
+            firsts[p] = f
+        ranks = _rank([firsts[p] for p in parts])
+        np.savez(ranks_path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+    total = sum(len(r) for r in ranks)
+    todo = [p for p in parts if p not in done]
+    try:
+        args = [(write_partition, p, settings, p, ranks[p]) for p in todo]
+        for p, _counts in ex.map(_tagged, args):
+            done.add(p)
+            tick("write", len(ranks[p]), total, 0)
+    except KeyboardInterrupt:
+        _merge(settings, sorted(done), out_dir, summary)
+        _mark_incomplete(out_dir, [p for p in parts if p not in done], ranks)
+        raise Interrupted(len(done), len(parts)) from None
     _merge(settings, parts, out_dir, summary)
     summary.streams = total
     with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,185 @@
+"""``tcpweave audit`` and ``tcpweave compare``: thin layers over tcpweave.audit."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import tcpweave
+from tcpweave.audit import Audit
+from tcpweave.cli import render
+from tcpweave.errors import TcpweaveError, UsageError
+
+__all__ = ["audit_cmd", "compare_cmd"]
+
+_SHOWN = 10  # mismatching streams and differences listed in the human output
+
+
+def _stdout() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(2)
+
+
+def _open(paths: list[Path]) -> tcpweave.Capture:
+    try:
+        cap = tcpweave.open(paths)
+    except TcpweaveError as exc:
+        raise _fail(exc) from exc
+    render.report_errors(Console(stderr=True), cap)
+    return cap
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise UsageError(f"--port-range {text!r}: expected LOW-HIGH, e.g. 32768-60999") from None
+    if not sep or not 0 <= a <= b <= 65535:
+        raise UsageError(f"--port-range {text!r}: expected LOW-HIGH within 0-65535")
+    return a, b
+
+
+def _share(num: int, den: int) -> str:
+    return f"{num:,} / {den:,}" + (f"  ({num / den:.4%})" if den else "")
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def summary_table(a: Audit) -> Table:
+    pk, st, ru = a.packet, a.stream, a.reuse
+    t = Table(title=f"audit of {', '.join(a.captures)} (policy {a.policy}, checksums "
+              f"{a.checksums})", title_justify="left", show_header=True)  # fmt: skip
+    t.add_column("figure", no_wrap=True)
+    t.add_column("value", justify="right", no_wrap=True)
+    t.add_column("what it counts")
+    t.add_row("P_c", _share(pk.bad_checksum, pk.packets), "packets with a bad IPv4/TCP checksum")
+    t.add_row("P_f", _share(pk.fragmented, pk.packets), "packets that arrived as IP fragments")
+    t.add_row("P_dH", _share(pk.truncated, pk.packets), "packets captured short of wire length")
+    t.add_row("E", f"{st.E:,}", "sessions counted from TCP flags alone")
+    t.add_row("S", f"{st.S:,}", f"streams produced (with bytes; {st.sessions:,} sessions in all)")
+    t.add_row("E - S", f"{st.delta:,}", f"I_p = {_opt(st.I_p)}   A_p = {_opt(st.A_p)}")
+    t.add_row("P_spec", _share(st.reused_tuples, st.tuples), "4-tuples carrying several sessions")
+    t.add_row("P_b", f"{ru.expected:.4g}", f"expected groups with a reused client port "
+              f"(P_r = {ru.P_r:,}); observed {ru.observed:,} of {ru.groups:,}")  # fmt: skip
+    b = a.matrix.breaks["kind"]
+    t.add_row("breaks", f"{int((b == 0).sum()):,} / {int((b == 1).sum()):,}",
+              "gaps / overlaps against s'_i = s'_(i-1) + lambda_(i-1)")  # fmt: skip
+    s = a.summary()
+    behind = f"streams; {s['exact_bytes']:,} of {s['bytes']:,} bytes can be stood behind"
+    t.add_row("exact", f"{s['exact_streams']:,} of {s['streams']:,}", behind)
+    reasons = ", ".join(f"{k} {v:,}" for k, v in a.reason_counts().items() if v)
+    t.add_row("reasons", "", reasons or "none")
+    return t
+
+
+def mismatch_table(a: Audit) -> Table | None:
+    rows = a.mismatches()
+    if not rows:
+        return None
+    t = Table(title=f"sessions behind E - S ({len(rows):,})", title_justify="left")
+    for head in ("stream", "client", "server", "flag sessions", "produced", "kind"):
+        t.add_column(head, no_wrap=True)
+    for m in rows[:_SHOWN]:
+        t.add_row(str(m["stream"]), m["client"], m["server"], str(m["flag_sessions"]),
+                  str(m["produced"]), m["kind"])  # fmt: skip
+    if len(rows) > _SHOWN:
+        t.caption = f"... {len(rows) - _SHOWN:,} more (--json lists all)"
+    return t
+
+
+def audit_cmd(
+    captures: Annotated[list[Path], typer.Argument(help="Capture file(s), read as one capture.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the stable JSON report.")] = False,
+    matrix: Annotated[
+        Path | None,
+        typer.Option("--matrix", help="Write the verification matrix (.parquet, else CSV)."),
+    ] = None,
+    port_range: Annotated[
+        str, typer.Option(help="Ephemeral port range for P_b, LOW-HIGH (Linux: 32768-60999).")
+    ] = "1024-65534",
+    policy: Annotated[str, typer.Option(help="Overlap policy (as for extract).")] = "first",
+    checksums: Annotated[str, typer.Option(help="auto, strict or ignore.")] = "auto",
+) -> None:
+    """Forensic accuracy figures, per-packet verification matrix and per-stream verdicts."""
+    with _open(captures) as cap:
+        try:
+            a = cap.audit(policy, checksums, parse_port_range(port_range))
+        except TcpweaveError as exc:
+            raise _fail(exc) from exc
+        if matrix is not None:
+            a.matrix.write(str(matrix))
+        if json_out:
+            sys.stdout.write(orjson.dumps(a.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+            return
+        console = _stdout()
+        console.print(summary_table(a))
+        more = mismatch_table(a)
+        if more is not None:
+            console.print(more)
+
+
+def compare_cmd(
+    capture: Annotated[Path, typer.Argument(help="Capture file.")],
+    against_spec: Annotated[
+        str, typer.Option("--against", help="tcpflow:DIR, tshark, or manifest:DIR.")
+    ],
+    run: Annotated[bool, typer.Option("--run", help="Run tcpflow into DIR first.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    policy: Annotated[str, typer.Option(help="Overlap policy (as for extract).")] = "first",
+    checksums: Annotated[str, typer.Option(help="auto, strict or ignore.")] = "auto",
+) -> None:
+    """Compare another tool's reassembled streams with tcpweave's, stream by stream.
+
+    Exit status 1 when any stream differs, 0 when all agree.
+    """
+    from tcpweave.audit.compare import against, compare
+
+    with _open([capture]) as cap, tempfile.TemporaryDirectory() as tmp:
+        try:
+            streams = cap.streams(policy, checksums)
+            theirs = against(against_spec, capture, len(streams), run, Path(tmp))
+        except TcpweaveError as exc:
+            raise _fail(exc) from exc
+        result = compare(streams, theirs, against_spec.partition(":")[0])
+    if json_out:
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _stdout().print(_compare_table(result.to_dict()))
+    if result.differences:
+        raise typer.Exit(1)
+
+
+def _compare_table(d: dict[str, Any]) -> Table:
+    totals = ", ".join(f"{k} {v}" for k, v in d["totals"].items())
+    t = Table(title=f"{d['tool']} against tcpweave: {totals}; ours {d['ours_streams']} streams, "
+              f"theirs {d['theirs_streams']}; I_p {_opt(d['I_p'])}, A_p {_opt(d['A_p'])}",
+              title_justify="left")  # fmt: skip
+    for head in ("status", "stream", "dir", "source", "destination", "theirs", "ours", "len",
+                 "first diff", "mixed with"):  # fmt: skip
+        t.add_column(head, no_wrap=True)
+    for r in d["rows"]:
+        if r["status"] == "identical":
+            continue
+        t.add_row(r["status"], _s(r["stream"]), _s(r["direction"]), r["src"], r["dst"],
+                  _s(r["theirs"]), str(r["ours_len"]), str(r["theirs_len"]),
+                  _s(r["first_difference"]), ",".join(map(str, r["mixed_with"])))  # fmt: skip
+    return t
+
+
+def _s(v: object) -> str:
+    return "" if v is None else str(v)
