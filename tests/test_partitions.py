@@ -216,3 +216,23 @@ def test_files_decoded_by_mapped_workers_with_fragments_across_files(tmp_path: P
     )  # fmt: skip
     assert [e[0] for e in run.errors] == [str(bad)]
     assert run.decode_stats().corrupt_records == 1
+
+
+def test_streams_command_partition_by_partition_equals_whole(
+    generated: dict[str, Any], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from tcpweave.cli import app
+
+    outs = {}
+    for rows in ("100000000", "400"):  # whole capture at once / dozens of partitions
+        result = CliRunner().invoke(
+            app,
+            ["streams", generated["path"], "--format", "jsonl", "--partition-rows", rows,
+             "--jobs", "2"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outs[rows] = result.stdout
+    assert outs["400"] == outs["100000000"]
+    assert len(outs["400"].splitlines()) == 1500

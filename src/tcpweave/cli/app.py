@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,7 +19,13 @@ from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import TcpweaveError
 from tcpweave.output.extract import extract as write_streams
 from tcpweave.output.follow import FollowMode, follow, render_follow
-from tcpweave.output.partitions import ROWS_PER_PARTITION, Interrupted
+from tcpweave.output.partitions import (
+    MIN_FRAME_BYTES,
+    ROWS_PER_PARTITION,
+    Interrupted,
+    PartitionedRun,
+    map_partitions,
+)
 
 app = typer.Typer(
     name="tcpweave",
@@ -223,19 +230,52 @@ def streams_cmd(
     captures: Captures,
     policy: PolicyOpt = "first",
     checksums: ChecksumOpt = "auto",
+    jobs: Annotated[
+        int, typer.Option(help="Worker processes for big captures (default: all cores).", min=1)
+    ] = os.cpu_count() or 1,
+    partition_rows: Annotated[
+        int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
+    ] = ROWS_PER_PARTITION,
     fmt: Annotated[StreamFormat, typer.Option("--format", help="Output format.")] = (
         StreamFormat.table
     ),
 ) -> None:
-    """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
-    with _open(captures) as cap:
-        rows = render.stream_rows(cap, policy, checksums)
-        if fmt is StreamFormat.table:
-            _stdout().print(render.streams_table(rows))
-        elif fmt is StreamFormat.csv:
-            render.write_rows_csv(sys.stdout, rows)
-        else:
-            render.write_rows_jsonl(sys.stdout, rows)
+    """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history.
+
+    Captures larger than ``--partition-rows`` packets are cut by flow into partitions
+    (as for extract), so memory stays bounded; only the rows themselves are kept.
+    """
+    try:
+        rows = _stream_rows([str(c) for c in captures], policy, checksums, jobs, partition_rows)
+    except TcpweaveError as exc:
+        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if fmt is StreamFormat.table:
+        _stdout().print(render.streams_table(rows))
+    elif fmt is StreamFormat.csv:
+        render.write_rows_csv(sys.stdout, rows)
+    else:
+        render.write_rows_jsonl(sys.stdout, rows)
+
+
+def _stream_rows(
+    paths: list[str], policy: str, checksums: str, jobs: int, partition_rows: int
+) -> list[dict[str, Any]]:
+    """Rows of the whole capture at once when it is small (by its files' size, at the
+    smallest plausible frame size), else partition by partition."""
+    if sum(os.path.getsize(p) for p in paths) // MIN_FRAME_BYTES <= partition_rows:
+        with _open([Path(p) for p in paths]) as cap:
+            return render.stream_rows(cap, policy, checksums)
+    task = functools.partial(render.partition_stream_rows, policy=policy, checksums=checksums)
+
+    def report(run: PartitionedRun) -> None:
+        errors = run.capture_errors()
+        render.report_error_list(_stderr(), errors, run.decode_stats().corrupt_records)
+
+    parts = map_partitions(paths, task, jobs, None, partition_rows, report)
+    rows = [r for part in parts for r in part]
+    rows.sort(key=lambda r: r["stream"])
+    return rows
 
 
 @app.command()

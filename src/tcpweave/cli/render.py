@@ -215,7 +215,15 @@ def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table
     return table
 
 
-def _histories(cap: tcpweave.Capture, retrans_rows: set[int]) -> dict[int, str]:
+def partition_stream_rows(view: Any, policy: str, checksums: str) -> list[dict[str, Any]]:
+    """``stream_rows`` of one partition, numbered with the capture's stream indexes."""
+    rows = stream_rows(view, policy, checksums)
+    for row in rows:
+        row["stream"] = int(view.global_index[row["stream"]])
+    return rows
+
+
+def _histories(cap: Any, retrans_rows: set[int]) -> dict[int, str]:
     """Zeek-style history per stream: each event letter once per direction, in order of first
     occurrence; upper case from the client, lower case from the server. S SYN, H SYN-ACK,
     A pure ACK, D data, F FIN, R RST, C bad checksum, T retransmission, G content gap."""
@@ -254,7 +262,8 @@ def _histories(cap: tcpweave.Capture, retrans_rows: set[int]) -> dict[int, str]:
     return {s: "".join(h) for s, h in out.items()}
 
 
-def stream_rows(cap: tcpweave.Capture, policy: str, checksums: str) -> list[dict[str, Any]]:
+def stream_rows(cap: Any, policy: str, checksums: str) -> list[dict[str, Any]]:
+    """One row per session of ``cap`` (a Capture, or one partition of a big capture)."""
     plan = cap.plan(policy, checksums)
     retrans = plan.rows["fate"] == tcpweave.Fate.RETRANSMISSION
     hist = _histories(cap, set(plan.rows["row"][retrans].tolist()))

@@ -66,15 +66,17 @@ from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import assign
 from tcpweave.output.extract import STREAMS_PER_DIR, ExtractSummary, extract_block
-from tcpweave.output.streams import StreamViews
+from tcpweave.output.streams import StreamViews, build_streams
 from tcpweave.reassembly import plan
 
 __all__ = [
     "ROWS_PER_PARTITION",
     "Interrupted",
+    "PartitionView",
     "PartitionedRun",
     "extract_partitioned",
     "load_partition",
+    "map_partitions",
     "partition_of",
 ]
 
@@ -649,6 +651,78 @@ def _partition_steps(
     with contextlib.suppress(FileNotFoundError):
         os.remove(out_dir / INCOMPLETE_FILE)
     return summary
+
+
+class PartitionView:
+    """One partition seen as a small capture: ``packets``, ``flows``, ``plan()``, ``streams()``,
+    ``sources``; its sessions are numbered locally, ``global_index`` maps them to the
+    capture's stream indexes."""
+
+    def __init__(self, settings: Settings, p: int, global_index: np.ndarray) -> None:
+        self.sources = _worker_sources(settings)
+        self.packets = load_partition(settings.workdir, p)
+        self.flows = assign(self.packets, settings.idle_timeout_ns)
+        self.global_index = global_index
+        self._plans: dict[tuple[int, int], Any] = {}
+
+    def plan(self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto") -> Any:
+        pol = policy if isinstance(policy, Policy) else Policy.parse(policy)
+        ck = checksums if isinstance(checksums, ChecksumMode) else ChecksumMode[checksums.upper()]
+        key = (int(pol), int(ck))
+        if key not in self._plans:
+            self._plans[key] = plan(self.packets, self.flows, self.sources, pol, ck)
+        return self._plans[key]
+
+    def streams(
+        self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"
+    ) -> list[Any]:
+        return build_streams(self.packets, self.flows, self.plan(policy, checksums), self.sources)
+
+
+def _view_task(settings: Settings, p: int, global_index: np.ndarray, fn: Callable[..., Any]) -> Any:
+    return fn(PartitionView(settings, p, global_index))
+
+
+def map_partitions(
+    paths: list[str],
+    fn: Callable[[PartitionView], Any],
+    jobs: int = 1,
+    workdir: str | None = None,
+    rows_per_partition: int = ROWS_PER_PARTITION,
+    report: Callable[[PartitionedRun], None] | None = None,
+) -> Iterator[Any]:
+    """Call ``fn`` on every partition of the capture (as a ``PartitionView``) on ``jobs``
+    forked workers; yields the results in no particular order. ``fn`` must be picklable (a
+    module-level function, or a partial of one). ``report`` sees the decoded run (counts,
+    damaged records) first. Memory is bounded as for extraction."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tcpweave-parts-", dir=workdir) as work:
+        tick = _no_progress
+        run, sources = _prepare(paths, None, os.path.join(work, "w"), Path(work), Policy.FIRST,
+                                ChecksumMode.AUTO, "tcpweave", "fill", rows_per_partition, tick,
+                                None)  # fmt: skip
+        if report is not None:
+            report(run)
+        try:
+            with _LocalPool(jobs, sources) as ex:
+                settings = run.settings
+                if jobs > 1:
+                    _warm(settings, sources, run.rows)
+                parts = list(range(settings.n_parts))
+                firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]))
+                ranks = _rank([firsts[p] for p in parts])
+                args = [(_view_task, p, settings, p, ranks[p], fn) for p in parts]
+                for _p, result in ex.map(_tagged, args):
+                    yield result
+        finally:
+            for src in sources:
+                if isinstance(src, Source):
+                    src.close()
+
+
+def _no_progress(phase: str, n: int, total: int, packets: int) -> None:
+    pass
 
 
 def _keep_defrag(sources: list[Any], workdir: str) -> None:
