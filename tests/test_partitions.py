@@ -20,6 +20,7 @@ import pytest
 
 import tcpweave
 from conftest import corpus_captures
+from tcpweave.capture import open_sources
 from tcpweave.output import partitions
 from tcpweave.output.extract import extract as write_whole
 
@@ -236,3 +237,34 @@ def test_streams_command_partition_by_partition_equals_whole(
         outs[rows] = result.stdout
     assert outs["400"] == outs["100000000"]
     assert len(outs["400"].splitlines()) == 1500
+
+
+def test_one_pcap_cut_into_record_ranges_for_workers(
+    generated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big pcap file is decoded by several workers, each from a record boundary found by
+    the driver's index pass: same streams, same damage reports as one sequential walk."""
+    data = bytearray(Path(generated["path"]).read_bytes())
+    # damage one record header in the middle: an absurd capture length forces a resync
+    pos, n = 24, 0
+    while n < 5000:
+        pos += 16 + int.from_bytes(data[pos + 8 : pos + 12], "little")
+        n += 1
+    data[pos + 8 : pos + 12] = (1 << 30).to_bytes(4, "little")
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(bytes(data))
+    _, whole = partitions.extract_partitioned([str(damaged)], tmp_path / "one", jobs=1)
+    monkeypatch.setattr(partitions, "RANGE_BYTES", 200_000)
+    sources = open_sources([str(damaged)], None, populate=False)
+    try:
+        pieces = partitions._pieces(sources)
+    finally:
+        for src in sources:
+            src.close()
+    assert len(pieces) > 10 and all(p.start < p.end for p in pieces)
+    _, ranged = partitions.extract_partitioned(
+        [str(damaged)], tmp_path / "ranges", rows_per_partition=2000, pool=_InProcessMapped()
+    )
+    assert _tree(tmp_path / "ranges") == _tree(tmp_path / "one")
+    assert ranged.errors == whole.errors and len(whole.errors) == 1
+    assert ranged.stats == whole.stats

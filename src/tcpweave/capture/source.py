@@ -39,7 +39,7 @@ from tcpweave.capture.index import (
     empty_records,
     slice_records,
 )
-from tcpweave.errors import CaptureError
+from tcpweave.errors import CaptureError, UsageError
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -90,6 +90,7 @@ class Source:
     _records: Any = field(default=None, repr=False)
     _keep: list[Any] = field(default_factory=list, repr=False)
     _released: int = field(default=0, repr=False)
+    _pcap: Any = field(default=None, repr=False)  # pcap scan parameters (restrict_pcap)
 
     def release_before(self, end: int) -> None:
         """Drop this process's mapping of the pages before ``end`` (they stay readable).
@@ -272,15 +273,38 @@ def _index_pcap(src: Source, swapped: bool) -> None:
     state[k.ST_SWAPPED] = int(swapped)
     state[k.ST_LAST_SEC] = -1
     ts_scale, frac_limit = (1, 10**9) if nano else (1000, 10**6)
+    src._pcap = (ts_scale, frac_limit, snaplen, max_caplen, linktype)
+    call = _pcap_call(buf, *src._pcap)
+    src._scan = (call, state)
+    src.first_ts_ns = _first_ts(call, state)
 
+
+def _pcap_call(
+    buf: np.ndarray, ts_scale: int, frac_limit: int, snaplen: int, max_caplen: int, linktype: int
+) -> Any:
     def call(st: np.ndarray, rec: Any, errs: tuple[np.ndarray, ...]) -> int:
         n = int(k.scan_pcap_records(buf, ts_scale, frac_limit, snaplen, max_caplen, st, rec, *errs))
         rec.linktype[:n] = linktype & 0xFFFF
         rec.interface[:n] = 0
         return n
 
-    src._scan = (call, state)
-    src.first_ts_ns = _first_ts(call, state)
+    return call
+
+
+def restrict_pcap(src: Source, start: int, end: int, last_sec: int) -> None:
+    """Make ``src`` (a pcap file) walk only its records in ``[start, end)``.
+
+    ``start`` and ``end`` must be record boundaries found by a full walk, and
+    ``last_sec`` the seconds of the record before ``start`` (-1 at the first): the
+    walk then finds exactly the records, and damage, that the full walk found there.
+    """
+    if src._pcap is None:
+        raise UsageError(f"{src.path}: only pcap files can be read in ranges")
+    state = np.zeros(8, np.int64)
+    state[k.ST_POS] = start
+    state[k.ST_SWAPPED] = int(src._scan[1][k.ST_SWAPPED])
+    state[k.ST_LAST_SEC] = last_sec
+    src._scan = (_pcap_call(src.buffer[:end], *src._pcap), state)
 
 
 def _index_pcapng(src: Source) -> None:

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from tcpweave.capture import RecordColumns, Source, open_source, open_sources
-from tcpweave.capture.source import fixed_source
+from tcpweave.capture.source import fixed_source, restrict_pcap
 from tcpweave.decode import (
     DecodeStats,
     decode_file_into,
@@ -85,6 +85,8 @@ __all__ = [
 ROWS_PER_PARTITION = 100_000
 #: average frame size assumed when the first records say nothing
 MIN_FRAME_BYTES = 160
+#: with Dask, pcap files larger than this are decoded by several workers, in ranges of records
+RANGE_BYTES = 256 << 20
 SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
 STATE_FILE = "state.json"
 INCOMPLETE_FILE = "INCOMPLETE.json"
@@ -327,7 +329,7 @@ def _decode_step(
     ``ex`` when several files make a capture)."""
     sources: list[Any] = open_sources(paths, settings.workdir, populate=False)
     settings.n_parts = _n_parts(sources, rows_per_partition)
-    if ex is not None and len(sources) > 1:
+    if ex is not None and (len(sources) > 1 or len(sources[0].buffer) > RANGE_BYTES):
         stats, defrag, rows, errors = _decode_on_workers(sources, settings, ex, progress)
     else:
         stats, defrag, rows = _decode_here(sources, settings, progress)
@@ -365,24 +367,67 @@ def _decode_here(
     return stats, defrag, router.rows
 
 
-def decode_file_task(
-    settings: Settings, i: int, path: str, frame_base: int, name: str
+@dataclass
+class Piece:
+    """A share of step 1 for one worker: file ``file`` whole, or its pcap records in
+    ``[start, end)`` (``last_sec``: seconds of the record before ``start``)."""
+
+    file: int
+    frame_base: int
+    start: int = -1
+    end: int = -1
+    last_sec: int = -1
+
+
+def decode_piece_task(
+    settings: Settings, piece: Piece, name: str
 ) -> tuple[list[int], dict[str, Any], np.ndarray, list[Any], list[list[Any]]]:
-    """Task of step 1 on a worker: decode file ``i`` (mapped from ``path``) into spill files.
+    """Task of step 1 on a worker: decode one piece of a file (mapped by path) into spill files.
 
     Returns the rows per partition, the counts, the decoder's counters, the IP
-    fragments met (rebuilt by the driver: a datagram may end in a later file), and
+    fragments met (rebuilt by the driver: a datagram may end in a later piece), and
     the damaged records (named after the capture file ``name``).
     """
-    src = open_source(path, settings.workdir, populate=False)
-    router = _Router(settings.workdir, settings.n_parts, f".f{i:05d}")
+    i = piece.file
+    src = open_source(settings.buffer_paths[i], settings.workdir, populate=False)
+    if piece.start >= 0:
+        restrict_pcap(src, piece.start, piece.end, piece.last_sec)
+    router = _Router(settings.workdir, settings.n_parts, f".f{i:05d}.{max(piece.start, 0):013d}")
     try:
-        one = decode_file_into(src, i, frame_base, router, release=True)
+        one = decode_file_into(src, i, piece.frame_base, router, release=True)
     finally:
         router.close()
         src.close()
     errors = [[name, e.offset, e.reason] for e in src.scan_errors]
     return router.rows.tolist(), asdict(one.stats), one.counters, one.fragments, errors
+
+
+def _pieces(sources: list[Source]) -> list[Piece]:
+    """The index pass: frame numbers at each file's start, and pcap files longer than
+    ``RANGE_BYTES`` cut at record boundaries into ranges of about that size."""
+    pieces: list[Piece] = []
+    frame = 0
+    for i, src in enumerate(sources):
+        cut = src.format == "pcap" and len(src.buffer) > RANGE_BYTES
+        pieces.append(Piece(i, frame, 24 if cut else -1, -1, -1))
+        next_cut, last_sec = RANGE_BYTES, -1
+        for rec in src.record_chunks(1 << 16):
+            if cut:
+                heads = rec.offset - 16
+                j = int(np.searchsorted(heads, next_cut))
+                while j < len(heads):
+                    before = int(rec.ts_ns[j - 1]) // 10**9 if j else last_sec
+                    pieces[-1].end = int(heads[j])
+                    pieces.append(Piece(i, frame + j, int(heads[j]), -1, before))
+                    next_cut = int(heads[j]) + RANGE_BYTES
+                    j = int(np.searchsorted(heads, next_cut))
+                last_sec = int(rec.ts_ns[-1]) // 10**9
+            frame += len(rec.offset)
+            src.release_before(int(rec.offset[0]))
+        if cut:
+            pieces[-1].end = len(src.buffer)
+        src.drop_pages()
+    return pieces
 
 
 def _decode_on_workers(
@@ -391,20 +436,14 @@ def _decode_on_workers(
     ex: Any,
     progress: Callable[[str, int, int, int], None],
 ) -> tuple[DecodeStats, Source | None, np.ndarray, list[list[Any]]]:
-    """Step 1 with the files decoded by the workers; the driver counts each file's records
-    first (an index pass: frame numbers continue across files) and rebuilds fragments last."""
+    """Step 1 with the files decoded by the workers: the driver walks the record headers
+    first (frame numbers continue across files; big pcap files are cut into ranges), the
+    workers decode the pieces, and the driver rebuilds IP fragments last."""
     settings.buffer_paths = _buffer_paths(sources, settings.workdir)
-    bases, frame = [], 0
-    for src in sources:
-        bases.append(frame)
-        for rec in src.record_chunks(1 << 16):
-            frame += len(rec.offset)
-            src.release_before(int(rec.offset[0]))
-        src.drop_pages()
+    pieces = _pieces(sources)
     _warm_decode(sources[0])
     jobs = [
-        (decode_file_task, i, settings, i, settings.buffer_paths[i], bases[i], src.path)
-        for i, src in enumerate(sources)
+        (decode_piece_task, k, settings, pc, sources[pc.file].path) for k, pc in enumerate(pieces)
     ]
     results = dict(ex.map(_tagged, jobs))
     stats = DecodeStats()
@@ -413,16 +452,20 @@ def _decode_on_workers(
     parts: list[tuple[np.ndarray, Any]] = []
     errors: list[list[Any]] = []
     total = sum(len(src.buffer) for src in sources)
-    for i, src in enumerate(sources):
-        part_rows, stats_dict, file_counters, fragments, file_errors = results[i]
+    for k, pc in enumerate(pieces):
+        src = sources[pc.file]
+        part_rows, stats_dict, piece_counters, fragments, piece_errors = results[k]
         one = DecodeStats(**stats_dict)
-        one.corrupt_records += len(src.decompress_errors)
+        if pc.start <= 24:  # the file's first piece: its damage found while decompressing
+            one.corrupt_records += len(src.decompress_errors)
+            errors += [[e.path, e.offset, e.reason] for e in src.decompress_errors]
         merge_stats(stats, one)
-        counters += file_counters
+        counters += piece_counters
         rows += part_rows
         parts.extend((src.buffer, f) for f in fragments)
-        errors += [[e.path, e.offset, e.reason] for e in src.decompress_errors] + file_errors
-        progress("decode", len(src.buffer), total, one.tcp_packets)
+        errors += piece_errors
+        progress("decode", total * (k + 1) // len(pieces) - total * k // len(pieces), total,
+                 one.tcp_packets)  # fmt: skip
     router = _Router(settings.workdir, settings.n_parts, ".defrag")
     try:
         defrag = finish_fragments(parts, len(sources), settings.workdir, router, stats, counters)
