@@ -997,3 +997,31 @@ def test_extract_tcpflow_layout_names(tmp_path: Path) -> None:
     for r in records:
         if r["path"]:
             assert (out / r["path"]).read_bytes() == (real / r["path"]).read_bytes()
+
+
+def test_extract_idle_timeout_splits_a_silent_4_tuple(tmp_path: Path) -> None:
+    """Mid-stream traffic on one 4-tuple, 100 s of silence, more traffic: one session by the
+    SYN rules; two with --idle-timeout 60 (the second numbered from its own first byte)."""
+    t = Trace()
+    m = t.session(client="192.168.1.5", server="192.168.1.9", cport=60000, sport=25)
+    m.c(0, b"before ")
+    m.s(0, b"ok")
+    late = m.trace.next_ts() + 100 * 10**9
+    m.c(7, b"after", ts_ns=late)
+    m.s(2, b"!", ts_ns=late + 10**6)
+    path = t.write(tmp_path / "idle.pcap")
+    one = _run_extract(path, tmp_path / "plain")
+    assert [(r["stream"], r["direction"], r["bytes"]) for r in one] == [
+        (0, "c2s", 12), (0, "s2c", 3)
+    ]  # fmt: skip
+    two = _run_extract(path, tmp_path / "idle", "--idle-timeout", "60")
+    assert [(r["stream"], r["session"], r["direction"], r["bytes"]) for r in two] == [
+        (0, 0, "c2s", 7), (0, 0, "s2c", 2), (1, 1, "c2s", 5), (1, 1, "s2c", 1)
+    ]  # fmt: skip
+    files = {r["path"]: r for r in two}
+    assert {(tmp_path / "idle" / p).read_bytes() for p in files} == {
+        b"before ",
+        b"ok",
+        b"after",
+        b"!",
+    }

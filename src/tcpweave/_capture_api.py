@@ -176,6 +176,7 @@ def extract(
     partition_rows: int = ROWS_PER_PARTITION,
     progress: Callable[[str, int, int, int], None] | None = None,
     client: Any = None,
+    idle_timeout: float = 0.0,
 ) -> tuple[ExtractSummary, PartitionedRun]:
     """Write every direction of every session under ``out_dir`` with ``streams.jsonl``.
 
@@ -183,6 +184,8 @@ def extract(
     ``workdir`` (see ``tcpweave.output.partitions``). ``jobs`` worker processes (default:
     all cores), or the workers of ``client`` (a ``dask.distributed.Client`` or a scheduler
     address), plan and write the partitions; the output does not depend on either.
+    ``idle_timeout`` (seconds, 0 = off) starts a new session on a 4-tuple after that much
+    silence, besides the SYN rules.
     """
     path_list = (
         [os.fspath(paths)]
@@ -207,6 +210,7 @@ def extract(
         partition_rows,
         progress,
         pool,
+        int(idle_timeout * 1e9),
     )
 
 

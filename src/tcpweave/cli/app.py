@@ -150,6 +150,14 @@ def extract(
     partition_rows: Annotated[
         int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
     ] = ROWS_PER_PARTITION,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of silence after which a 4-tuple's next packet starts a new session "
+            "(0: only the SYN rules split sessions).",
+            min=0,
+        ),
+    ] = 0.0,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -182,6 +190,7 @@ def extract(
                 partition_rows=partition_rows,
                 progress=tick,
                 client=scheduler,
+                idle_timeout=idle_timeout,
             )
     except Interrupted as exc:
         _stderr().print(

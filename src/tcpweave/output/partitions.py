@@ -550,11 +550,14 @@ def extract_partitioned(
     rows_per_partition: int = ROWS_PER_PARTITION,
     progress: Callable[[str, int, int, int], None] | None = None,
     pool: Any = None,
+    idle_timeout_ns: int = 0,
 ) -> tuple[ExtractSummary, PartitionedRun]:
     """Extract every stream of the capture ``paths`` into ``out_dir`` in bounded memory.
 
-    ``pool`` replaces the local workers (see ``tcpweave.output.dask``). Raises
-    ``Interrupted`` after Ctrl-C, once the output directory says what is complete.
+    ``pool`` replaces the local workers (see ``tcpweave.output.distributed``);
+    ``idle_timeout_ns`` > 0 also starts a new session on a 4-tuple after that much
+    silence. Raises ``Interrupted`` after Ctrl-C, once the output directory says what is
+    complete.
     """
     tick = progress or (lambda phase, n, total, packets: None)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -563,15 +566,15 @@ def extract_partitioned(
     if resume and run is not None and run.inputs != _inputs(paths):
         raise UsageError(f"--resume: {work} was made from other capture files")
     sources: list[Any] = []
+    fresh = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps,
+                     idle_timeout_ns)  # fmt: skip
     try:
         if pool is not None:
             with pool as ex:
-                run, sources = _prepare(paths, run, work, out_dir, policy, checksums, layout,
-                                        gaps, rows_per_partition, tick, ex)  # fmt: skip
+                run, sources = _prepare(paths, run, fresh, rows_per_partition, tick, ex)
                 summary = _partition_steps(run, sources, jobs, ex, True, tick, out_dir)
         else:
-            run, sources = _prepare(paths, run, work, out_dir, policy, checksums, layout, gaps,
-                                    rows_per_partition, tick, None)  # fmt: skip
+            run, sources = _prepare(paths, run, fresh, rows_per_partition, tick, None)
             with _LocalPool(jobs, sources) as ex:
                 summary = _partition_steps(run, sources, jobs, ex, False, tick, out_dir)
     finally:
@@ -585,23 +588,17 @@ def extract_partitioned(
 def _prepare(
     paths: list[str],
     run: PartitionedRun | None,
-    work: str,
-    out_dir: Path,
-    policy: Policy,
-    checksums: ChecksumMode,
-    layout: str,
-    gaps: str,
+    settings: Settings,
     rows_per_partition: int,
     tick: Callable[[str, int, int, int], None],
     ex: Any,
 ) -> tuple[PartitionedRun, list[Any]]:
-    """Step 1, or the state of the run being resumed."""
+    """Step 1 (into ``settings.workdir``), or the state of the run being resumed."""
     if run is not None:
         return run, _reopen(paths, run)
-    if os.path.isdir(work):
-        shutil.rmtree(work)
-    os.makedirs(work)
-    settings = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps)
+    if os.path.isdir(settings.workdir):
+        shutil.rmtree(settings.workdir)
+    os.makedirs(settings.workdir)
     run, sources = _decode_step(paths, settings, rows_per_partition, tick, ex)
     run.save()
     return run, sources
@@ -742,9 +739,8 @@ def map_partitions(
 
     with tempfile.TemporaryDirectory(prefix="tcpweave-parts-", dir=workdir) as work:
         tick = _no_progress
-        run, sources = _prepare(paths, None, os.path.join(work, "w"), Path(work), Policy.FIRST,
-                                ChecksumMode.AUTO, "tcpweave", "fill", rows_per_partition, tick,
-                                None)  # fmt: skip
+        fresh = Settings(os.path.join(work, "w"), work, 1)
+        run, sources = _prepare(paths, None, fresh, rows_per_partition, tick, None)
         if report is not None:
             report(run)
         try:
