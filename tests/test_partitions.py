@@ -110,6 +110,8 @@ def test_interrupted_run_lists_what_is_complete_and_resume_finishes(
         if rec["path"]:
             assert hashlib.sha256((out / rec["path"]).read_bytes()).hexdigest() == rec["sha256"]
     monkeypatch.setattr(partitions, "write_partition", real)
+    with pytest.raises(tcpweave.UsageError, match="other options"):
+        tcpweave.extract(path, out, partition_rows=2000, jobs=1, resume=True, gaps="omit")
     tcpweave.extract(path, out, partition_rows=2000, jobs=1, resume=True)
     assert _tree(out) == fresh
     assert not (out / ".tcpweave-work").exists()

@@ -568,6 +568,11 @@ def extract_partitioned(
     sources: list[Any] = []
     fresh = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps,
                      idle_timeout_ns)  # fmt: skip
+    if run is not None and _options(run.settings) != _options(fresh):
+        raise UsageError(
+            f"--resume: {work} was started with other options "
+            f"(policy, checksums, layout, gaps, idle timeout: {_options(run.settings)})"
+        )
     try:
         if pool is not None:
             with pool as ex:
@@ -583,6 +588,11 @@ def extract_partitioned(
                 src.close()
     shutil.rmtree(work, ignore_errors=True)
     return summary, run
+
+
+def _options(s: Settings) -> tuple[Any, ...]:
+    return (Policy(s.policy).name.lower(), ChecksumMode(s.checksums).name.lower(), s.layout,
+            s.gaps, s.idle_timeout_ns)  # fmt: skip
 
 
 def _prepare(
