@@ -270,3 +270,38 @@ def test_one_pcap_cut_into_record_ranges_for_workers(
     assert _tree(tmp_path / "ranges") == _tree(tmp_path / "one")
     assert ranged.errors == whole.errors and len(whole.errors) == 1
     assert ranged.stats == whole.stats
+
+
+def test_ctrl_c_on_the_command_line_then_resume(generated: dict[str, Any], tmp_path: Path) -> None:
+    """A real SIGINT to `tcpweave extract --jobs 2` (forked workers) while partitions are
+    being written: exit 130, a consistent directory, and --resume completes it exactly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tcpweave.extract(generated["path"], tmp_path / "fresh", partition_rows=100, jobs=1)
+    out = tmp_path / "out"
+    exe = Path(sys.executable).parent / "tcpweave"
+    cmd = [str(exe), "extract", generated["path"], "-o", str(out), "--jobs", "2",
+           "--partition-rows", "100"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    work = out / ".tcpweave-work"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if work.is_dir() and any(n.endswith(".jsonl") for n in os.listdir(work)):
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.skip("extraction finished before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert b"--resume" in err
+    partial = set(json.loads((out / "INCOMPLETE.json").read_text())["partial_streams"])
+    listed = {json.loads(x)["stream"] for x in (out / "streams.jsonl").read_text().splitlines()}
+    assert partial and not partial & listed
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert _tree(out) == _tree(tmp_path / "fresh")
