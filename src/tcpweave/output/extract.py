@@ -34,6 +34,12 @@ import orjson
 from tcpweave.output.streams import Direction, Stream, StreamViews
 
 STREAMS_PER_DIR = 1000
+#: Reading a payload through the mapped capture maps the 64 KiB around it (the kernel's
+#: fault-around), and the segments of one session are spread over the whole capture: after
+#: this many payload views are read, the capture's pages are unmapped from this process
+#: (they stay in the page cache), so that its resident set stays below about 64 KiB times this.
+DROP_PAGES_VIEWS = 2048
+_READ_VIEWS = [0]
 _IOV_MAX = 1024
 _ZERO_BLOCK = bytes(1 << 16)
 
@@ -85,7 +91,7 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
         total = d.length if gaps == "fill" else d.kept_bytes
         cursor = 0
         written = 0  # bytes before this run in the file (what --gaps omit closes up)
-        for stream_offset, run_len, views in d.runs():
+        for stream_offset, run_len, views in d.runs(max_views=_IOV_MAX):
             out_offset = stream_offset if gaps == "fill" else written
             written += run_len
             if gaps == "fill":
@@ -93,13 +99,13 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
             for v in views:
                 digest.update(v)
             if fd >= 0:
-                if len(views) <= _IOV_MAX:
-                    os.pwritev(fd, views, out_offset)
-                else:
-                    at = out_offset
-                    for k in range(0, len(views), _IOV_MAX):
-                        at += os.pwritev(fd, views[k : k + _IOV_MAX], at)
+                os.pwritev(fd, views, out_offset)
             cursor = stream_offset + run_len
+            _READ_VIEWS[0] += len(views)
+            if _READ_VIEWS[0] >= DROP_PAGES_VIEWS:
+                for src in d._sources:
+                    src.drop_pages()
+                _READ_VIEWS[0] = 0
         if gaps == "fill":
             _hash_zeros(digest, d.length - cursor)
             if fd >= 0 and cursor < total:  # a trailing gap: extend, leaving a hole

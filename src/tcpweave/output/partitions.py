@@ -249,8 +249,6 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
         for stream in block:
             stream.index = int(streams[stream.index])
         text, counts = extract_block(block, Path(settings.out_dir), settings.layout, settings.gaps)
-        for src in sources:  # the block's payload pages: read once, not needed again
-            src.drop_pages()
         texts[lo] = text
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     path = _jsonl_path(settings.workdir, p)

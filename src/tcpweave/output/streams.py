@@ -15,6 +15,9 @@ from tcpweave.enums import Fate, GapReason
 from tcpweave.flows import Flows
 from tcpweave.reassembly import Plan
 
+#: kept ranges turned into Python ints at a time by ``Direction._iter_kept``
+_ITER_SLICE = 65536
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -79,16 +82,18 @@ class Direction:
             pieces.append(bytes(self.length - cursor))
         return b"".join(pieces)
 
-    def runs(self) -> Iterator[tuple[int, int, list[memoryview]]]:
+    def runs(self, max_views: int = 1024) -> Iterator[tuple[int, int, list[memoryview]]]:
         """(stream offset, length, payload views) per run of contiguous kept ranges.
 
-        The views point into the mapped capture: nothing is copied.
+        The views point into the mapped capture: nothing is copied. A run of more than
+        ``max_views`` ranges comes as consecutive pieces (memory stays bounded on long
+        directions; ``max_views`` is also what one ``pwritev`` call takes).
         """
         run: list[memoryview] = []
         run_start = run_end = 0
         for offset, start, file, length in self._iter_kept():
-            view = memoryview(self._sources[file].buffer[start : start + length])
-            if run and offset == run_end:
+            view = self._sources[file].buffer[start : start + length].data
+            if run and offset == run_end and len(run) < max_views:
                 run.append(view)
                 run_end += length
                 continue
@@ -131,21 +136,16 @@ class Direction:
         table, lo, hi = self._rows
         return {name: col[lo:hi] for name, col in table.items()}
 
-    def _iter_kept(self) -> Any:
+    def _iter_kept(self) -> Iterator[tuple[int, int, int, int]]:
+        """(stream offset, payload start, file, length) of each kept range, in offset order;
+        converted to Python ints a slice at a time (a long direction has millions)."""
         if self._rows is None:
-            return iter(())
+            return
         table, lo, hi = self._rows
-        r = {
-            name: table[name][lo:hi]
-            for name in ("stream_offset", "payload_start", "file", "length")
-        }
-        return zip(
-            r["stream_offset"].tolist(),
-            r["payload_start"].tolist(),
-            r["file"].tolist(),
-            r["length"].tolist(),
-            strict=True,
-        )
+        cols = [table[name] for name in ("stream_offset", "payload_start", "file", "length")]
+        for at in range(lo, hi, _ITER_SLICE):
+            end = min(at + _ITER_SLICE, hi)
+            yield from zip(*(c[at:end].tolist() for c in cols), strict=True)
 
 
 @dataclass
