@@ -8,6 +8,8 @@ down each direction and counts where each payload occurs in the reassembled
 stream. ``report.py`` turns those into per-stream verdicts and the stable JSON
 of ``tcpweave audit --json``; ``compare.py`` maps another tool's output
 (tcpflow, tshark, a tcpweave manifest) onto tcpweave's sessions.
+``partitioned.py`` audits a big capture partition by partition in bounded
+memory and merges the parts (``report.merge_parts``) into the same audit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tcpweave.audit.figures import (
     birthday_probability,
 )
 from tcpweave.audit.matrix import MAX_OCCURRENCES, MAX_SCAN_BYTES, Matrix
+from tcpweave.audit.partitioned import audit_partitioned
 from tcpweave.audit.report import JSON_VERSION, Audit, Reason, audit
 
 __all__ = [
@@ -34,5 +37,6 @@ __all__ = [
     "Reason",
     "StreamFigures",
     "audit",
+    "audit_partitioned",
     "birthday_probability",
 ]

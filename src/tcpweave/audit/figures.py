@@ -186,11 +186,30 @@ class PortReuse:
         return port_range_size(self.port_range)
 
 
-def port_reuse(
-    packets: PacketTable, flows: Flows, port_range: tuple[int, int], top: int = 10
-) -> PortReuse:
-    """Per group: n sessions, P_b(n), and how many sessions reused a client port."""
-    p_r = port_range_size(port_range)
+#: bytes of a group key: client address (16), server address (16), server port (2, big-endian)
+GROUP_KEY_BYTES = 34
+
+
+@dataclass
+class PortGroups:
+    """The P_b groups of some sessions (the whole capture, or one partition of it), sorted by key.
+
+    A group (client address, server address, server port) may span partitions, but a
+    (group, client port) pair is one directed 4-tuple, which lies in one partition: the
+    distinct client ports of a group therefore add up over partitions.
+    """
+
+    key: np.ndarray  # (groups, GROUP_KEY_BYTES) uint8
+    sessions: np.ndarray  # int64 per group
+    ports: np.ndarray  # int64 per group: distinct client ports
+    first: np.ndarray  # int64 per group: (global) stream index of its first session
+    version: np.ndarray  # IP version of that session
+
+
+def port_groups(
+    packets: PacketTable, flows: Flows, global_index: np.ndarray | None = None
+) -> PortGroups:
+    """Group the sessions of ``flows``; ``global_index`` renumbers them (default: as they are)."""
     first = flows.first_row
     by_client = (flows.direction[first] == 0)[:, None]
     c_addr = np.where(by_client, packets.src[first], packets.dst[first])
@@ -199,27 +218,75 @@ def port_reuse(
     s_port = np.where(by_client[:, 0], packets.dport[first], packets.sport[first])
     port_bytes = s_port.astype(">u2").view(np.uint8).reshape(-1, 2)
     key = np.ascontiguousarray(np.concatenate([c_addr, s_addr, port_bytes], axis=1))
-    _, rep, group_of = np.unique(
-        key.view(np.dtype((np.void, 34))).reshape(-1), return_index=True, return_inverse=True
-    )
+    _, rep, group_of = np.unique(_rows_as_void(key), return_index=True, return_inverse=True)
     group_of = group_of.reshape(-1)
     sizes = np.bincount(group_of, minlength=len(rep))
     pairs = np.unique(group_of.astype(np.int64) << 16 | c_port.astype(np.int64))
-    reused = sizes - np.bincount(pairs >> 16, minlength=len(rep))
+    streams = np.arange(flows.n_streams) if global_index is None else global_index
+    return PortGroups(
+        key[rep],
+        sizes.astype(np.int64),
+        np.bincount(pairs >> 16, minlength=len(rep)).astype(np.int64),
+        np.asarray(streams, np.int64)[rep],  # sessions are numbered in order: rep is the first
+        packets.ip_version[first[rep]].astype(np.uint8),
+    )
+
+
+def _rows_as_void(key: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(key).view(np.dtype((np.void, GROUP_KEY_BYTES))).reshape(-1)
+
+
+def merge_port_groups(parts: list[PortGroups]) -> PortGroups:
+    """The groups of all the parts' sessions together (as if grouped at once)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        none = np.zeros(0, np.int64)
+        return PortGroups(np.zeros((0, GROUP_KEY_BYTES), np.uint8), none, none, none, none)
+    key = np.concatenate([p.key for p in parts])
+    cat = {name: np.concatenate([getattr(p, name) for p in parts])
+           for name in ("sessions", "ports", "first", "version")}  # fmt: skip
+    _, group_of = np.unique(_rows_as_void(key), return_inverse=True)
+    group_of = group_of.reshape(-1)
+    n = int(group_of.max()) + 1 if len(group_of) else 0
+    order = np.lexsort((cat["first"], group_of))  # per group, its earliest session first
+    lead = order[np.flatnonzero(np.r_[True, np.diff(group_of[order]) != 0])] if n else order
+    return PortGroups(
+        key[lead],
+        np.bincount(group_of, weights=cat["sessions"], minlength=n).astype(np.int64),
+        np.bincount(group_of, weights=cat["ports"], minlength=n).astype(np.int64),
+        cat["first"][lead].astype(np.int64),
+        cat["version"][lead].astype(np.uint8),
+    )
+
+
+def port_reuse_of(groups: PortGroups, port_range: tuple[int, int], top: int = 10) -> PortReuse:
+    """Per group: n sessions, P_b(n), and how many sessions reused a client port."""
+    p_r = port_range_size(port_range)
+    sizes = groups.sessions
+    reused = sizes - groups.ports
     table = _log_no_collision(p_r)
     p_b = np.where(sizes > p_r, 1.0, -np.expm1(table[np.minimum(sizes, p_r)]))
     listed = []
     for g in np.argsort(-sizes, kind="stable")[:top].tolist():
         if sizes[g] < 2:
             break
-        r = int(rep[g])
-        v = int(packets.ip_version[first[r]])
+        key, v = groups.key[g], int(groups.version[g])
         listed.append({
-            "client": format_address(c_addr[r], v),
-            "server": format_address(s_addr[r], v),
-            "port": int(s_port[r]),
+            "client": format_address(key[:16], v),
+            "server": format_address(key[16:32], v),
+            "port": int(key[32]) << 8 | int(key[33]),
             "n": int(sizes[g]),
             "P_b": float(p_b[g]),
             "reused": int(reused[g]),
         })  # fmt: skip
-    return PortReuse(port_range, len(rep), float(p_b.sum()), int(np.count_nonzero(reused)), listed)
+    return PortReuse(
+        port_range, len(sizes), float(p_b.sum()), int(np.count_nonzero(reused)), listed
+    )
+
+
+def port_reuse(
+    packets: PacketTable, flows: Flows, port_range: tuple[int, int], top: int = 10
+) -> PortReuse:
+    """Per group: n sessions, P_b(n), and how many sessions reused a client port."""
+    return port_reuse_of(port_groups(packets, flows), port_range, top)

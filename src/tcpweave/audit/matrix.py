@@ -16,11 +16,14 @@ that gets no count).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
@@ -35,6 +38,9 @@ from . import _kernels as k
 MAX_OCCURRENCES = 1000
 #: per direction, only windows ending within the first 1 GiB of the stream are searched
 MAX_SCAN_BYTES = 1 << 30
+#: payloads counted between two calls of ``build_matrix``'s ``release`` (the capture pages
+#: read for them, a few KiB each, are then dropped: a worker's resident pages stay bounded)
+RELEASE_EVERY = 4096
 _FLAG_LETTERS = "FSRPAUECN"
 
 MATRIX_COLUMNS = (
@@ -60,34 +66,73 @@ class Matrix:
     def __len__(self) -> int:
         return len(self.columns["frame"])
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, global_index: np.ndarray | None = None) -> pa.Table:
+        """The matrix as Arrow (:data:`MATRIX_SCHEMA`); ``global_index`` renumbers the streams
+        (a partition's local sessions to the capture's stream indexes)."""
         c = self.columns
+        stream = c["stream"] if global_index is None else global_index[c["stream"]]
+        fate = c["fate"]
         cols: dict[str, Any] = {name: c[name] for name in MATRIX_COLUMNS}
+        cols["stream"] = stream
         cols["occurrences"] = pa.array(c["occurrences"], mask=c["occurrences"] < 0)
         cols["stream_offset"] = pa.array(c["stream_offset"], mask=~self.placed)
-        cols["direction"] = np.where(c["direction"] == 0, "c2s", "s2c")
-        cols["flags"] = np.array([_flag_string(int(f)) for f in c["flags"]], dtype=object)
-        cols["fate"] = pa.array(
-            [str(Fate(int(f))) if f >= 0 else None for f in c["fate"]], pa.string()
+        cols["direction"] = pc.take(_DIRECTIONS, pa.array(c["direction"].astype(np.int64)))
+        cols["flags"] = pc.take(_FLAG_NAMES, pa.array(c["flags"].astype(np.int64) & 0x1FF))
+        cols["fate"] = pc.take(_FATE_NAMES, pa.array(fate.astype(np.int64), mask=fate < 0))
+        return pa.table(
+            [v if isinstance(v, pa.Array) else pa.array(v) for v in cols.values()],
+            schema=MATRIX_SCHEMA,
         )
-        return pa.table({name: pa.array(v) if not isinstance(v, pa.Array) else v
-                         for name, v in cols.items()})  # fmt: skip
 
     def write(self, path: str) -> None:
         """Parquet when ``path`` ends in .parquet, else CSV."""
-        table = self.to_arrow()
+        with MatrixWriter(path) as out:
+            out.write(self.to_arrow())
+
+
+class MatrixWriter:
+    """Writes matrix tables one after the other into one file: Parquet (a row group per
+    table) when ``path`` ends in .parquet, else CSV (one header)."""
+
+    def __init__(self, path: str) -> None:
         if path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            pq.write_table(table, path)
+            self._out: Any = pq.ParquetWriter(path, MATRIX_SCHEMA)
         else:
             import pyarrow.csv as pcsv
 
-            pcsv.write_csv(table, path)
+            self._out = pcsv.CSVWriter(path, MATRIX_SCHEMA)
+        self._empty = True
+
+    def write(self, table: pa.Table) -> None:
+        if len(table) or self._empty:
+            self._out.write_table(table)
+            self._empty = False
+
+    def __enter__(self) -> MatrixWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._empty:  # a CSV header (and a Parquet file) even without any row
+            self._out.write_table(MATRIX_SCHEMA.empty_table())
+        self._out.close()
 
 
 def _flag_string(flags: int) -> str:
     return "".join(c for i, c in enumerate(_FLAG_LETTERS) if flags >> i & 1) or "."
+
+
+MATRIX_SCHEMA = pa.schema([
+    ("stream", pa.int64()), ("direction", pa.string()), ("frame", pa.int64()),
+    ("ts_ns", pa.int64()), ("missing_len", pa.int64()), ("payload_len", pa.int64()),
+    ("occurrences", pa.int64()), ("stream_offset", pa.int64()), ("seq", pa.uint32()),
+    ("seq_rel", pa.int64()), ("checksum_ok", pa.bool_()), ("flags", pa.string()),
+    ("fate", pa.string()),
+])  # fmt: skip
+_DIRECTIONS = pa.array(["c2s", "s2c"])
+_FLAG_NAMES = pa.array([_flag_string(f) for f in range(1 << len(_FLAG_LETTERS))])
+_FATE_NAMES = pa.array([str(f) for f in sorted(Fate)])
 
 
 def _plan_per_packet(plan: Plan, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +155,10 @@ def build_matrix(
     plan: Plan,
     sources: list[Source],
     max_scan: int = MAX_SCAN_BYTES,
+    release: Callable[[], None] | None = None,
 ) -> Matrix:
+    """The matrix of every packet. ``release`` (when given) is called after every
+    :data:`RELEASE_EVERY` payloads counted, to drop the capture's pages read so far."""
     n = len(packets)
     key = flows.stream * 2 + flows.direction
     by_dir = np.argsort(key, kind="stable")
@@ -125,7 +173,7 @@ def build_matrix(
     cols = _columns(packets, flows, order, offset, plan_offset, fate)
     sorted_keys = key[order]
     cols["occurrences"] = _occurrences(packets, plan, sources, order, sorted_keys, offset, dir_keys,
-                                       max_scan)  # fmt: skip
+                                       max_scan, release)  # fmt: skip
     breaks = _breaks(packets, cols, order, sorted_keys, fate)
     return Matrix(cols, plan_offset[order] != k.NOT_PLACED, breaks)
 
@@ -165,8 +213,10 @@ def _occurrences(
     offset: np.ndarray,
     dir_keys: np.ndarray,
     max_scan: int,
+    release: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Occurrences per matrix row (-1: no payload or not counted)."""
+    """Occurrences per matrix row (-1: no payload or not counted); directions are counted a
+    block at a time (about RELEASE_EVERY payloads), ``release`` called after each."""
     out = np.full(len(order), -1, np.int64)
     has = np.flatnonzero(packets.payload_caplen[order] > 0)
     rows = plan.rows
@@ -177,24 +227,35 @@ def _occurrences(
     pkt_bounds = np.searchsorted(sorted_keys[has], slots).astype(np.int64)
     pkt_row = order[has]
     counts = np.empty(len(has), np.int64)
-    with np.errstate(over="ignore"):  # the prefix hash multiplies modulo 2^64 on purpose
-        k.count_occurrences(
-            TypedList([s.buffer for s in sources]),
-            kept_bounds,
-            rows["stream_offset"][kept],
-            rows["payload_start"][kept],
-            rows["file"][kept],
-            rows["length"][kept],
-            pkt_bounds,
-            pkt_row,
-            offset[pkt_row],
-            packets.payload_offset,
-            packets.payload_caplen,
-            packets.file,
-            max_scan,
-            MAX_OCCURRENCES,
-            counts,
-        )
+    cuts = [0, len(dir_keys)]
+    if release is not None:  # direction boundaries about RELEASE_EVERY payloads apart
+        at = np.searchsorted(pkt_bounds, np.arange(RELEASE_EVERY, len(has), RELEASE_EVERY))
+        cuts = sorted({0, len(dir_keys), *np.minimum(at, len(dir_keys)).tolist()})
+    bufs = TypedList([s.buffer for s in sources])
+    k_offset, k_start = rows["stream_offset"][kept], rows["payload_start"][kept]
+    k_file, k_len = rows["file"][kept], rows["length"][kept]
+    pkt_offset = offset[pkt_row]
+    for lo, hi in itertools.pairwise(cuts):
+        with np.errstate(over="ignore"):  # the prefix hash multiplies modulo 2^64 on purpose
+            k.count_occurrences(
+                bufs,
+                kept_bounds[lo : hi + 1],
+                k_offset,
+                k_start,
+                k_file,
+                k_len,
+                pkt_bounds[lo : hi + 1],
+                pkt_row,
+                pkt_offset,
+                packets.payload_offset,
+                packets.payload_caplen,
+                packets.file,
+                max_scan,
+                MAX_OCCURRENCES,
+                counts,
+            )
+        if release is not None:
+            release()
     out[has] = counts
     return out
 

@@ -22,10 +22,13 @@ from tcpweave.reassembly import Plan
 from .figures import (
     DEFAULT_PORT_RANGE,
     PacketFigures,
+    PortGroups,
     PortReuse,
     StreamFigures,
+    merge_port_groups,
     packet_figures,
-    port_reuse,
+    port_groups,
+    port_reuse_of,
     stream_figures,
     stream_kind,
     streams_with_syn,
@@ -63,11 +66,15 @@ class Audit:
     packet: PacketFigures
     stream: StreamFigures
     reuse: PortReuse
-    matrix: Matrix
+    #: the verification matrix; None when the audit ran partition by partition (the matrix
+    #: then went straight to the --matrix file, see ``tcpweave.audit.partitioned``)
+    matrix: Matrix | None
     reasons: np.ndarray  # per stream: bit mask of Reason
     stream_bytes: np.ndarray  # per stream: kept bytes, both directions
     has_syn: np.ndarray
     endpoints: dict[int, tuple[str, int, str, int]]  # mismatching streams: client, server
+    gaps: int = 0  # continuity breaks of the matrix: gaps
+    overlaps: int = 0  # and overlaps
 
     @property
     def exact(self) -> np.ndarray:
@@ -105,7 +112,6 @@ class Audit:
     def to_dict(self, per_stream: bool = True) -> dict[str, Any]:
         """The stable JSON layout (documented in docs/audit.md)."""
         pk, st, ru = self.packet, self.stream, self.reuse
-        m = self.matrix.breaks
         out: dict[str, Any] = {
             "version": JSON_VERSION,
             "captures": self.captures,
@@ -127,10 +133,7 @@ class Audit:
                 "expected_groups_with_reuse": ru.expected,
                 "observed_groups_with_reuse": ru.observed, "largest": ru.top,
             },
-            "continuity": {
-                "gaps": int(np.count_nonzero(m["kind"] == 0)),
-                "overlaps": int(np.count_nonzero(m["kind"] == 1)),
-            },
+            "continuity": {"gaps": self.gaps, "overlaps": self.overlaps},
             "occurrences": {"max_count": MAX_OCCURRENCES, "max_scan_bytes": MAX_SCAN_BYTES,
                             "ambiguous_min_len": AMBIGUOUS_MIN_LEN},
             "verdicts": {**self.summary(), "reasons": self.reason_counts()},
@@ -156,22 +159,112 @@ def audit(
 ) -> Audit:
     """Audit a capture's reassembly (``Capture.audit`` is the usual entry point)."""
     matrix = build_matrix(packets, flows, plan, sources)
+    part = audit_part(packets, flows, plan, matrix, np.arange(flows.n_streams, dtype=np.int64))
+    out = merge_parts([part], captures or [], str(plan.policy), str(plan.checksums), port_range)
+    out.matrix = matrix
+    return out
+
+
+@dataclass
+class AuditPart:
+    """The audit of some of a capture's sessions (one partition, or all of them), their
+    streams numbered with the capture's indexes (``streams``: local session -> global).
+
+    Everything in it is either a count that adds up over parts, or per stream, or per
+    4-tuple (a 4-tuple lies in one partition), or the P_b groups, merged by key.
+    """
+
+    packet: PacketFigures
+    E: int
+    tuples: int
+    reused_tuples: int
+    streams: np.ndarray
+    opened: np.ndarray
+    produced: np.ndarray
+    reasons: np.ndarray
+    stream_bytes: np.ndarray
+    has_syn: np.ndarray
+    endpoints: dict[int, tuple[str, int, str, int]]
+    groups: PortGroups
+    gaps: int
+    overlaps: int
+    #: a file holding this part's matrix rows, when it was written out (see partitioned.py)
+    matrix_file: str | None = None
+    matrix_batches: list[int] | None = None
+
+
+def audit_part(
+    packets: PacketTable, flows: Flows, plan: Plan, matrix: Matrix, global_index: np.ndarray
+) -> AuditPart:
+    """The share of one partition (or of the whole capture, ``global_index`` the identity)."""
     has_syn = streams_with_syn(packets, flows)
     d = plan.directions
     stream_bytes = np.bincount(d["stream"], weights=d["bytes"], minlength=flows.n_streams)
     figures = stream_figures(packets, flows, plan)
-    return Audit(
-        captures or [],
-        str(plan.policy),
-        str(plan.checksums),
+    endpoints = _endpoints(packets, flows, figures.mismatches())
+    kind = matrix.breaks["kind"]
+    return AuditPart(
         packet_figures(packets),
-        figures,
-        port_reuse(packets, flows, port_range),
-        matrix,
+        figures.E,
+        figures.tuples,
+        figures.reused_tuples,
+        np.asarray(global_index, np.int64),
+        figures.opened,
+        figures.produced,
         _reasons(packets, flows, plan, matrix, has_syn),
         stream_bytes.astype(np.int64),
         has_syn,
-        _endpoints(packets, flows, figures.mismatches()),
+        {int(global_index[s]): v for s, v in endpoints.items()},
+        port_groups(packets, flows, global_index),
+        int(np.count_nonzero(kind == 0)),
+        int(np.count_nonzero(kind == 1)),
+    )
+
+
+def merge_parts(
+    parts: list[AuditPart],
+    captures: list[str],
+    policy: str,
+    checksums: str,
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+) -> Audit:
+    """One capture's audit from the audits of its partitions (whose streams, together, are
+    numbered 0..n-1 once each). The matrix is left out (``Audit.matrix`` is None)."""
+    n = sum(len(p.streams) for p in parts)
+    per_stream = {name: np.zeros(n, dtype) for name, dtype in (
+        ("opened", np.int64), ("produced", np.int64), ("reasons", np.int64),
+        ("stream_bytes", np.int64), ("has_syn", np.bool_))}  # fmt: skip
+    endpoints: dict[int, tuple[str, int, str, int]] = {}
+    for p in parts:
+        for name, out in per_stream.items():
+            out[p.streams] = getattr(p, name)
+        endpoints.update(p.endpoints)
+    total = {name: sum(getattr(p.packet, name) for p in parts)
+             for name in ("packets", "bad_checksum", "fragmented", "truncated")}  # fmt: skip
+    produced = per_stream["produced"]
+    figures = StreamFigures(
+        sum(p.E for p in parts),
+        int(produced.sum()),
+        n,
+        sum(p.tuples for p in parts),
+        sum(p.reused_tuples for p in parts),
+        per_stream["opened"],
+        produced,
+    )
+    return Audit(
+        captures,
+        policy,
+        checksums,
+        PacketFigures(**total),
+        figures,
+        port_reuse_of(merge_port_groups([p.groups for p in parts]), port_range),
+        None,
+        per_stream["reasons"],
+        per_stream["stream_bytes"],
+        per_stream["has_syn"],
+        dict(sorted(endpoints.items())),
+        sum(p.gaps for p in parts),
+        sum(p.overlaps for p in parts),
     )
 
 
