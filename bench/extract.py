@@ -135,8 +135,15 @@ def _grouped_exclusive_cumsum(values: np.ndarray, starts: np.ndarray, group: np.
     return c - c[starts][group]
 
 
-def _sessions(rng: np.random.Generator, params: GenParams) -> dict[str, np.ndarray]:
-    """Per session: reuse chains (parent, ordinal), IP version, options, endpoints."""
+def _sessions(
+    rng: np.random.Generator, params: GenParams, combo_part: tuple[int, int] = (0, 1)
+) -> dict[str, np.ndarray]:
+    """Per session: reuse chains (parent, ordinal), IP version, options, endpoints.
+
+    ``combo_part`` = (k, parts): client (address, port) pairs are drawn from the k-th of
+    ``parts`` equal shares of their space, so that captures generated with different k
+    have no 4-tuple in common (bench/scale.py appends such slices to one file).
+    """
     n = params.sessions
     perm = rng.permutation(n)
     n_reuse = round(n * params.reuse)
@@ -154,7 +161,8 @@ def _sessions(rng: np.random.Generator, params: GenParams) -> dict[str, np.ndarr
     servers = max(n // 100, 8)
     srv_of = rng.integers(0, servers, n)
     ports = 61000 - 32768
-    combo = rng.choice(65534 * ports, n, replace=False)  # distinct client (address, port)
+    share = 65534 * ports // combo_part[1]
+    combo = combo_part[0] * share + rng.choice(share, n, replace=False)  # distinct (addr, port)
     cli4 = (198 << 24) | (18 << 16) | (1 + combo // ports)
     srv4 = ((198 << 24) | (19 << 16) | (1 + np.arange(servers)))[srv_of]
     cli6 = np.zeros((n, 16), np.uint8)
@@ -651,6 +659,7 @@ class _Sampler(threading.Thread):
         self.pid, self.interval = pid, interval
         self.peak = {"tree_rss_kb": 0, "tree_anon_kb": 0, "tree_pss_kb": 0, "max_procs": 0}
         self.stop = threading.Event()
+        self.hwm: dict[int, int] = {}  # pid -> the kernel's VmHWM, last seen
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -659,7 +668,23 @@ class _Sampler(threading.Thread):
             for i, key in enumerate(("tree_rss_kb", "tree_anon_kb", "tree_pss_kb")):
                 self.peak[key] = max(self.peak[key], sum(v[i] for v in vals))
             self.peak["max_procs"] = max(self.peak["max_procs"], len(pids))
+            for p in pids:
+                self.hwm[p] = max(self.hwm.get(p, 0), _hwm_kb(p))
+            # each process's own high-water mark (no sampling gap), summed: a bound on the tree
+            self.peak["tree_hwm_kb"] = sum(self.hwm.values())
             self.stop.wait(self.interval)
+
+
+def _hwm_kb(pid: int) -> int:
+    """The kernel's peak resident set (VmHWM) of one process's memory map, in kB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _numba_cache_stamp() -> tuple[int, int]:
@@ -672,12 +697,13 @@ def _numba_cache_stamp() -> tuple[int, int]:
     return files, newest
 
 
-def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
+def run_measured(cmd: list[str], log: Path, timeout: float | None = None) -> dict[str, Any]:
     """Run ``cmd``: wall and CPU time, peak RSS (kernel) and sampled tree memory, exit status.
 
     Also notes the 1-minute load average before the run (other work on the machine)
     and whether numba wrote to its cache during the run (kernels compiled, not
-    loaded: a source file changed since the cache was filled).
+    loaded: a source file changed since the cache was filled). With ``timeout``
+    (seconds) the process is killed then, and ``timed_out`` says so.
     """
     load = os.getloadavg()[0]
     stamp = _numba_cache_stamp()
@@ -686,8 +712,20 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env())
         sampler = _Sampler(proc.pid)
         sampler.start()
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill) if timeout else None
+        if timer is not None:
+            timer.start()
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
+        if timer is not None:
+            timer.cancel()
+        timed_out = killed.is_set()
         sampler.stop.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -703,13 +741,47 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
         "stderr_tail": tail,
         "load_before": load,
         "numba_compiled": _numba_cache_stamp() != stamp,
+        "timed_out": timed_out,
     }
 
 
 def _clean(d: Path) -> None:
+    if os.path.ismount(d):
+        _unmount(d)
     if d.exists():
         shutil.rmtree(d)
     subprocess.run(["sync"], check=False)  # the previous run's dirty pages: not ours to pay
+
+
+#: ``--fresh-fs``: every output directory is a new ext4 file system (a loop-mounted sparse
+#: image, made before the run and outside its timing). Why: an ext4 without a journal (the
+#: root file system of these machines is one) does not reuse an inode freed in the last
+#: minute or so (fs/ext4/ialloc.c, ``recently_deleted()``, Linux commit "ext4: avoid reusing
+#: recently deleted inodes in no journal mode"), so a run that creates 200,000 files right
+#: after the previous run deleted 200,000 spends its time skipping them in the inode bitmaps,
+#: and which tool pays depends on the order of the runs. A fresh file system gives every run
+#: the same start: the one a user has extracting into a directory on a quiet disk.
+FRESH_FS_BYTES = 0
+
+
+def _prepare_out(d: Path) -> None:
+    _clean(d)
+    if not FRESH_FS_BYTES:
+        return
+    image = d.with_name(d.name + ".ext4")
+    image.unlink(missing_ok=True)
+    with open(image, "wb") as f:
+        f.truncate(FRESH_FS_BYTES)  # sparse
+    # one inode per 4 KiB: room for every stream file of a 1 GB capture
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-i", "4096", str(image)], check=True)
+    d.mkdir(parents=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(d)], check=True)
+    (d / "lost+found").rmdir()  # the tools see an empty directory
+
+
+def _unmount(d: Path) -> None:
+    subprocess.run(["umount", str(d)], check=True)
+    d.with_name(d.name + ".ext4").unlink(missing_ok=True)
 
 
 def _dir_stats(d: Path) -> dict[str, int]:
@@ -754,7 +826,7 @@ def run_bench(meta: dict[str, Any], rounds: int, tools: list[str], work: Path) -
     for r in range(rounds):
         for name, (cmd, out) in cmds.items():
             if out is not None:
-                _clean(out)
+                _prepare_out(out)
             res = run_measured(cmd, work / f"{name}.log")
             runs[name].append(res)
             if out is not None:
@@ -968,6 +1040,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="where tools write (temp dir)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
+        "--fresh-fs",
+        action="store_true",
+        help="write every run's output into a freshly made ext4 file system (root; see "
+        "FRESH_FS_BYTES)",
+    )
+    ap.add_argument(
         "--tools",
         default="tcpweave,tcpweave_j1,tcpflow,tshark",
         help="comma-separated subset of tcpweave,tcpweave_j1,tcpflow,tshark",
@@ -997,7 +1075,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = args.work or Path(tempfile.gettempdir()) / "tcpweave-bench" / "extract-out"
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    result = run_bench(meta, args.rounds, tools, work)
+    if args.fresh_fs:
+        global FRESH_FS_BYTES
+        FRESH_FS_BYTES = max(4 * int(meta["bytes"]), 1 << 30)
+    try:
+        result = run_bench(meta, args.rounds, tools, work)
+    finally:
+        for name in tools:  # the last tcpweave output stays for reading until here
+            out = work / name.replace("_j1", "-j1")
+            if os.path.ismount(out):
+                _unmount(out)
     if args.profile:
         result["profile"] = run_profile(meta, work, args.jobs)
     if args.json:
