@@ -1679,3 +1679,23 @@ def build_catalog(directory: str | Path) -> dict[str, Crafted]:
 def build_all(directory: str | Path) -> dict[str, Path]:
     """Write every crafted capture into ``directory``; name -> path."""
     return {name: c.path for name, c in build_catalog(directory).items()}
+
+
+def split_pcap(path: Path, parts: int, out_dir: Path, stem: str = "cut") -> list[Path]:
+    """Cut a little-endian pcap into ``parts`` files of consecutive records (as a rotating
+    capture would), named ``<stem>1.pcap`` ... in capture order."""
+    data = path.read_bytes()
+    if data[:4] not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        raise ValueError(f"{path}: not a little-endian pcap")
+    header, pos, records = data[:24], 24, []
+    while pos + 16 <= len(data):
+        caplen = struct.unpack_from("<I", data, pos + 8)[0]
+        records.append(data[pos : pos + 16 + caplen])
+        pos += 16 + caplen
+    step = -(-len(records) // parts)
+    files = []
+    for i in range(parts):
+        f = out_dir / f"{stem}{i + 1}.pcap"
+        f.write_bytes(header + b"".join(records[i * step : (i + 1) * step]))
+        files.append(f)
+    return files

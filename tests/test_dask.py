@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 
 import tcpweave
 from conftest import ROOT
+from craft import split_pcap
 from tcpweave.cli import app
 
 distributed: Any = pytest.importorskip("dask.distributed")
@@ -41,29 +41,12 @@ def _tree(root: Path) -> dict[str, str]:
     }
 
 
-def _split_pcap(path: Path, parts: int, out: Path) -> list[Path]:
-    """Cut a little-endian microsecond pcap into ``parts`` files of consecutive records."""
-    data = path.read_bytes()
-    header, pos, records = data[:24], 24, []
-    while pos + 16 <= len(data):
-        caplen = struct.unpack_from("<I", data, pos + 8)[0]
-        records.append(data[pos : pos + 16 + caplen])
-        pos += 16 + caplen
-    step = -(-len(records) // parts)
-    files = []
-    for i in range(parts):
-        f = out / f"cut{i + 1}.pcap"
-        f.write_bytes(header + b"".join(records[i * step : (i + 1) * step]))
-        files.append(f)
-    return files
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: Any) -> dict[str, Any]:
     params = extract_bench.GenParams(size=3 << 20, sessions=1500, seed=31)
     out = tmp_path_factory.mktemp("gen") / "sessions.pcap"
     capture = extract_bench.ensure_capture(params, out)
-    capture["cuts"] = _split_pcap(Path(capture["path"]), 5, out.parent)
+    capture["cuts"] = split_pcap(Path(capture["path"]), 5, out.parent)
     return capture  # type: ignore[no-any-return]
 
 

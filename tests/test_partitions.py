@@ -305,3 +305,22 @@ def test_ctrl_c_on_the_command_line_then_resume(generated: dict[str, Any], tmp_p
     done = subprocess.run([*cmd, "--resume"], capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert _tree(out) == _tree(tmp_path / "fresh")
+
+
+def test_several_files_decoded_by_local_workers(
+    generated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--jobs 2 on a rotated capture (and on one pcap cut into record ranges): the files
+    are decoded by the forked workers, the output is the one-process output."""
+    from craft import split_pcap
+
+    tcpweave.extract(generated["path"], tmp_path / "one", jobs=1, partition_rows=1000)
+    expected = _tree(tmp_path / "one")
+    cuts = split_pcap(Path(generated["path"]), 4, tmp_path)
+    _, run = tcpweave.extract(cuts, tmp_path / "cuts", jobs=2, partition_rows=1000)
+    assert len(run.settings.spill_tags) == 5  # four pieces decoded by workers, one defrag
+    assert _tree(tmp_path / "cuts") == expected
+    monkeypatch.setattr(partitions, "RANGE_BYTES", 300_000)
+    _, run = tcpweave.extract(generated["path"], tmp_path / "ranges", jobs=2, partition_rows=1000)
+    assert len(run.settings.spill_tags) > 3
+    assert _tree(tmp_path / "ranges") == expected

@@ -54,6 +54,7 @@ class DaskPool:
         else:
             self.client = self._given
         self.client.run(_load_kernels)
+        self.workers = sum(self.client.nthreads().values()) or 1
         return self
 
     def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:

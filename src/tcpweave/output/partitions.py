@@ -156,11 +156,16 @@ class _Router:
             f.close()
 
 
-def load_partition(workdir: str, p: int) -> PacketTable:
-    """Partition ``p``'s rows as a packet table, in frame order (several spill files when
-    files were decoded by different workers)."""
+def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> PacketTable:
+    """Partition ``p``'s rows as a packet table, in frame order. ``tags`` name its spill files
+    (one per piece of step 1 when workers decoded the capture; default: look them up)."""
     prefix = f"part-{p:05d}"
-    names = sorted(n for n in os.listdir(workdir) if n.startswith(prefix) and n.endswith(".rows"))
+    if tags is None:
+        names = sorted(
+            n for n in os.listdir(workdir) if n.startswith(prefix) and n.endswith(".rows")
+        )
+    else:
+        names = [f"{prefix}{tag}.rows" for tag in tags]
     pieces = [np.fromfile(os.path.join(workdir, n), dtype=SPILL_DTYPE) for n in names]
     rec = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
     del pieces
@@ -200,6 +205,7 @@ class Settings:
     gaps: str = "fill"
     idle_timeout_ns: int = 0
     buffer_paths: list[str] = field(default_factory=list)  # for workers that map files by path
+    spill_tags: list[str] = field(default_factory=lambda: [""])  # spill files of a partition
 
 
 #: sources of the running extraction, inherited by forked workers; Dask workers map
@@ -222,7 +228,7 @@ def _worker_sources(settings: Settings) -> list[Any]:
 
 def session_firsts(settings: Settings, p: int) -> np.ndarray:
     """Task of step 2: frame of the first packet of each session of partition ``p``."""
-    packets = load_partition(settings.workdir, p)
+    packets = load_partition(settings.workdir, p, settings.spill_tags)
     flows = assign(packets, settings.idle_timeout_ns)
     return np.asarray(packets.frame[flows.first_row])
 
@@ -234,7 +240,7 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     workers writing at the same time are mostly in different subdirectories.
     """
     sources = _worker_sources(settings)
-    packets = load_partition(settings.workdir, p)
+    packets = load_partition(settings.workdir, p, settings.spill_tags)
     flows = assign(packets, settings.idle_timeout_ns)
     the_plan = plan(
         packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums)
@@ -327,7 +333,7 @@ def _decode_step(
     ``ex`` when several files make a capture)."""
     sources: list[Any] = open_sources(paths, settings.workdir, populate=False)
     settings.n_parts = _n_parts(sources, rows_per_partition)
-    if ex is not None and (len(sources) > 1 or len(sources[0].buffer) > RANGE_BYTES):
+    if ex is not None and _decode_on_workers_pays(sources, ex):
         stats, defrag, rows, errors = _decode_on_workers(sources, settings, ex, progress)
     else:
         stats, defrag, rows = _decode_here(sources, settings, progress)
@@ -338,6 +344,14 @@ def _decode_step(
         errors = [[e.path, e.offset, e.reason] for s in sources for e in s.errors]
     run = PartitionedRun(settings, _inputs(paths), asdict(stats), rows.tolist(), errors)
     return run, sources
+
+
+def _decode_on_workers_pays(sources: list[Source], ex: Any) -> bool:
+    """Several files, or a pcap file big enough to cut; local workers only for files they
+    can map as they are (a compressed capture would first be copied out decompressed)."""
+    if not (len(sources) > 1 or len(sources[0].buffer) > RANGE_BYTES):
+        return False
+    return not getattr(ex, "local", False) or all(s.compression is None for s in sources)
 
 
 def _decode_here(
@@ -390,7 +404,7 @@ def decode_piece_task(
     src = open_source(settings.buffer_paths[i], settings.workdir, populate=False)
     if piece.start >= 0:
         restrict_pcap(src, piece.start, piece.end, piece.last_sec)
-    router = _Router(settings.workdir, settings.n_parts, f".f{i:05d}.{max(piece.start, 0):013d}")
+    router = _Router(settings.workdir, settings.n_parts, _piece_tag(piece))
     try:
         one = decode_file_into(src, i, piece.frame_base, router, release=True)
     finally:
@@ -400,15 +414,21 @@ def decode_piece_task(
     return router.rows.tolist(), asdict(one.stats), one.counters, one.fragments, errors
 
 
-def _pieces(sources: list[Source]) -> list[Piece]:
+def _piece_tag(piece: Piece) -> str:
+    return f".f{piece.file:05d}.{max(piece.start, 0):013d}"
+
+
+def _pieces(sources: list[Source], range_bytes: int = 0) -> list[Piece]:
     """The index pass: frame numbers at each file's start, and pcap files longer than
-    ``RANGE_BYTES`` cut at record boundaries into ranges of about that size."""
+    ``range_bytes`` (default ``RANGE_BYTES``) cut at record boundaries into ranges of
+    about that size."""
+    range_bytes = range_bytes or RANGE_BYTES
     pieces: list[Piece] = []
     frame = 0
     for i, src in enumerate(sources):
-        cut = src.format == "pcap" and len(src.buffer) > RANGE_BYTES
+        cut = src.format == "pcap" and len(src.buffer) > range_bytes
         pieces.append(Piece(i, frame, 24 if cut else -1, -1, -1))
-        next_cut, last_sec = RANGE_BYTES, -1
+        next_cut, last_sec = range_bytes, -1
         for rec in src.record_chunks(1 << 16):
             if cut:
                 heads = rec.offset - 16
@@ -417,7 +437,7 @@ def _pieces(sources: list[Source]) -> list[Piece]:
                     before = int(rec.ts_ns[j - 1]) // 10**9 if j else last_sec
                     pieces[-1].end = int(heads[j])
                     pieces.append(Piece(i, frame + j, int(heads[j]), -1, before))
-                    next_cut = int(heads[j]) + RANGE_BYTES
+                    next_cut = int(heads[j]) + range_bytes
                     j = int(np.searchsorted(heads, next_cut))
                 last_sec = int(rec.ts_ns[-1]) // 10**9
             frame += len(rec.offset)
@@ -438,7 +458,10 @@ def _decode_on_workers(
     first (frame numbers continue across files; big pcap files are cut into ranges), the
     workers decode the pieces, and the driver rebuilds IP fragments last."""
     settings.buffer_paths = _buffer_paths(sources, settings.workdir)
-    pieces = _pieces(sources)
+    # a few pieces per worker: enough to share the work out, few spill files per partition
+    total = sum(len(src.buffer) for src in sources)
+    pieces = _pieces(sources, max(RANGE_BYTES, total // (4 * max(getattr(ex, "workers", 1), 1))))
+    settings.spill_tags = [_piece_tag(pc) for pc in pieces] + [".defrag"]
     _warm_decode(sources[0])
     jobs = [
         (decode_piece_task, k, settings, pc, sources[pc.file].path) for k, pc in enumerate(pieces)
@@ -449,7 +472,6 @@ def _decode_on_workers(
     rows = np.zeros(settings.n_parts, np.int64)
     parts: list[tuple[np.ndarray, Any]] = []
     errors: list[list[Any]] = []
-    total = sum(len(src.buffer) for src in sources)
     for k, pc in enumerate(pieces):
         src = sources[pc.file]
         part_rows, stats_dict, piece_counters, fragments, piece_errors = results[k]
@@ -497,13 +519,23 @@ def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
 class _LocalPool:
     """Partition tasks on forked workers (or in this process for one job)."""
 
+    local = True
+
     def __init__(self, jobs: int, sources: list[Any]) -> None:
         self.jobs, self.sources = jobs, sources
+        self.workers = jobs
         self.pool: Any = None
 
     def __enter__(self) -> _LocalPool:
         _SOURCES[:] = self.sources
         return self
+
+    def share(self, sources: list[Any]) -> bool:
+        """Offer ``sources`` to the workers; False when they were forked before (they then
+        map the files by path)."""
+        self.sources = sources
+        _SOURCES[:] = sources
+        return self.pool is None
 
     def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
         if self.jobs <= 1:
@@ -577,9 +609,12 @@ def extract_partitioned(
                 run, sources = _prepare(paths, run, fresh, rows_per_partition, tick, ex)
                 summary = _partition_steps(run, sources, jobs, ex, True, tick, out_dir)
         else:
-            run, sources = _prepare(paths, run, fresh, rows_per_partition, tick, None)
-            with _LocalPool(jobs, sources) as ex:
-                summary = _partition_steps(run, sources, jobs, ex, False, tick, out_dir)
+            with _LocalPool(jobs, []) as ex:
+                run, sources = _prepare(
+                    paths, run, fresh, rows_per_partition, tick, ex if jobs > 1 else None
+                )
+                inherited = ex.share(sources)
+                summary = _partition_steps(run, sources, jobs, ex, not inherited, tick, out_dir)
     finally:
         for src in sources:
             if isinstance(src, Source):
@@ -628,7 +663,7 @@ def _warm(settings: Settings, sources: list[Any], rows: list[int]) -> None:
     if not nonempty:
         return
     p = min(nonempty, key=lambda q: rows[q])
-    packets = load_partition(settings.workdir, p)
+    packets = load_partition(settings.workdir, p, settings.spill_tags)
     flows = assign(packets, settings.idle_timeout_ns)
     plan(packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums))
 
@@ -708,7 +743,7 @@ class PartitionView:
 
     def __init__(self, settings: Settings, p: int, global_index: np.ndarray) -> None:
         self.sources = _worker_sources(settings)
-        self.packets = load_partition(settings.workdir, p)
+        self.packets = load_partition(settings.workdir, p, settings.spill_tags)
         self.flows = assign(self.packets, settings.idle_timeout_ns)
         self.global_index = global_index
         self._plans: dict[tuple[int, int], Any] = {}
