@@ -588,6 +588,39 @@ def test_corpus_kernels_match_reference(path: Any) -> None:
 # ------------------------------------------------------------------------- the registry
 
 
+GATHER = ("tcpweave.output", "gather_payloads")
+
+
+@st.composite
+def gather_cases(draw: Any) -> tuple[Any, ...]:
+    """A few buffers and rows pointing anywhere inside them (empty payloads included)."""
+    sizes = draw(st.lists(st.integers(0, 300), min_size=1, max_size=3))
+    bufs = [np.frombuffer(draw(st.binary(min_size=n, max_size=n)), np.uint8) for n in sizes]
+    rows = []
+    for _ in range(draw(st.integers(0, 20))):
+        f = draw(st.integers(0, len(bufs) - 1))
+        start = draw(st.integers(0, sizes[f]))
+        rows.append((f, start, draw(st.integers(0, sizes[f] - start))))
+    file = np.array([r[0] for r in rows], np.int32)
+    start_col = np.array([r[1] for r in rows], np.int64)
+    length = np.array([r[2] for r in rows], np.int64)
+    return bufs, file, start_col, length, int(length.sum())
+
+
+@pytest.mark.quick
+@settings(deadline=None)
+@given(gather_cases())
+def test_gather_payloads_matches_reference(case: tuple[Any, ...]) -> None:
+    from numba.typed import List as TypedList
+
+    bufs, file, start, length, total = case
+    out_k = np.full(total + 3, 7, np.uint8)  # bytes past the end must stay untouched
+    out_r = out_k.copy()
+    typed = TypedList(bufs) if bufs else bufs
+    assert_same(GATHER, (typed, file, start, length, out_k), (bufs, file, start, length, out_r))
+    assert out_k[total:].tolist() == [7, 7, 7]
+
+
 @pytest.mark.quick
 def test_every_kernel_has_a_reference() -> None:
     """Each registered kernel has a reference of the same name and parameter list."""
@@ -609,7 +642,7 @@ def test_every_kernel_is_exercised_here() -> None:
     The flow and plan kernels are exercised in test_plan_properties.py, on sessions
     built there (their plan output is compared normalised, see reassembly/_reference.py).
     """
-    here = {PCAP_SCAN, PCAPNG_SCAN, DECODE}
+    here = {PCAP_SCAN, PCAPNG_SCAN, DECODE, GATHER}
     exercised = here | EXERCISED_BY_PLAN_PROPERTIES | EXERCISED_BY_FRAMING_PROPERTIES
     exercised |= EXERCISED_BY_AUDIT_TESTS
     assert set(REGISTRY) == exercised, sorted(set(REGISTRY))

@@ -31,15 +31,10 @@ from typing import Any
 
 import orjson
 
-from tcpweave.output.streams import Direction, Stream, StreamViews
+from tcpweave.output.streams import Direction, Stream, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
-#: Reading a payload through the mapped capture maps the 64 KiB around it (the kernel's
-#: fault-around), and the segments of one session are spread over the whole capture: after
-#: this many payload views are read, the capture's pages are unmapped from this process
-#: (they stay in the page cache), so that its resident set stays below about 64 KiB times this.
-DROP_PAGES_VIEWS = 2048
-_READ_VIEWS = [0]
+
 _IOV_MAX = 1024
 _ZERO_BLOCK = bytes(1 << 16)
 
@@ -101,11 +96,8 @@ def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
             if fd >= 0:
                 os.pwritev(fd, views, out_offset)
             cursor = stream_offset + run_len
-            _READ_VIEWS[0] += len(views)
-            if _READ_VIEWS[0] >= DROP_PAGES_VIEWS:
-                for src in d._sources:
-                    src.drop_pages()
-                _READ_VIEWS[0] = 0
+            if d._gathered is None:
+                note_reads(len(views), d._sources)
         if gaps == "fill":
             _hash_zeros(digest, d.length - cursor)
             if fd >= 0 and cursor < total:  # a trailing gap: extend, leaving a hole
@@ -193,7 +185,7 @@ class _ListViews:
     def __len__(self) -> int:
         return len(self.streams)
 
-    def block(self, lo: int, hi: int) -> list[Stream]:
+    def block(self, lo: int, hi: int, gather: bool = False) -> list[Stream]:
         return self.streams[lo:hi]
 
 
@@ -204,7 +196,7 @@ _SHARED: list[Any] = []
 
 def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
     lo, hi, out_dir, layout, gaps = args
-    return extract_block(_SHARED[0].block(lo, hi), out_dir, layout, gaps)
+    return extract_block(_SHARED[0].block(lo, hi, gather=True), out_dir, layout, gaps)
 
 
 def extract(
@@ -252,7 +244,7 @@ def _run_blocks(
 ) -> Iterator[tuple[str, tuple[int, ...]]]:
     if jobs <= 1 or len(blocks) < 2:
         for lo, hi in blocks:
-            yield extract_block(views.block(lo, hi), out_dir, layout, gaps)
+            yield extract_block(views.block(lo, hi, gather=True), out_dir, layout, gaps)
         return
     _SHARED[:] = [views]
     # Freeze the parent's objects out of the collector: a forked worker that ran a full

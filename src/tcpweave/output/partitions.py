@@ -251,7 +251,7 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     texts: dict[int, str] = {}
     totals = [0] * 6
     for lo in starts[first:] + starts[:first]:
-        block = views.block(lo, lo + STREAMS_PER_DIR)
+        block = views.block(lo, lo + STREAMS_PER_DIR, gather=True)
         for stream in block:
             stream.index = int(streams[stream.index])
         text, counts = extract_block(block, Path(settings.out_dir), settings.layout, settings.gaps)

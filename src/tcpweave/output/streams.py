@@ -8,15 +8,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
 from tcpweave.decode.table import PacketTable, format_address
 from tcpweave.enums import Fate, GapReason
 from tcpweave.flows import Flows
+from tcpweave.output._kernels import gather_payloads
 from tcpweave.reassembly import Plan
 
 #: kept ranges turned into Python ints at a time by ``Direction._iter_kept``
 _ITER_SLICE = 65536
+#: payload bytes of one block copied at once by ``StreamViews.block(..., gather=True)``
+GATHER_BYTES = 64 << 20
+#: Reading a payload through the mapped capture maps the 64 KiB around it (the kernel's
+#: fault-around), and the segments of one session are spread over the whole capture: after
+#: this many payloads are read, the capture's pages are unmapped from this process (they
+#: stay in the page cache), so that its resident set stays below about 64 KiB times this.
+DROP_PAGES_AFTER = 2048
+_READS = [0]
+
+
+def note_reads(n: int, sources: list[Any]) -> None:
+    """Count ``n`` payloads read from ``sources``; unmap their pages every DROP_PAGES_AFTER."""
+    _READS[0] += n
+    if _READS[0] >= DROP_PAGES_AFTER:
+        for src in sources:
+            src.drop_pages()
+        _READS[0] = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,7 @@ class Direction:
     gaps: list[Gap] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     _rows: Any = None  # (kept plan rows, lo, hi): this direction's slice, sorted by offset
+    _gathered: list[tuple[int, int, list[memoryview]]] | None = None  # runs already copied
     _sources: list[Source] = field(default_factory=list, repr=False)
     _packets: Any = None
 
@@ -89,6 +109,9 @@ class Direction:
         ``max_views`` ranges comes as consecutive pieces (memory stays bounded on long
         directions; ``max_views`` is also what one ``pwritev`` call takes).
         """
+        if self._gathered is not None:
+            yield from self._gathered
+            return
         run: list[memoryview] = []
         run_start = run_end = 0
         for offset, start, file, length in self._iter_kept():
@@ -187,12 +210,19 @@ class StreamViews:
         self.slot_dir = np.full(2 * flows.n_streams, -1, np.int64)
         keys = plan.directions["stream"] * 2 + plan.directions["direction"]
         self.slot_dir[keys] = np.arange(len(keys))
+        self._typed_buffers: Any = None
 
     def __len__(self) -> int:
         return self.flows.n_streams
 
-    def block(self, lo: int, hi: int) -> list[Stream]:
-        """Streams lo..hi-1 (in stream order)."""
+    def block(self, lo: int, hi: int, gather: bool = False) -> list[Stream]:
+        """Streams lo..hi-1 (in stream order).
+
+        With ``gather``, the payloads of the block's directions (up to ``GATHER_BYTES`` in
+        all) are first copied into one buffer by a kernel, and each of those directions
+        offers its runs as slices of it: a writer then makes a few calls per direction
+        instead of several per segment.
+        """
         hi = min(hi, len(self))
         if hi <= lo:
             return []
@@ -225,7 +255,55 @@ class StreamViews:
                     out.conflicts = _conflicts_of(self.plan.conflicts, cb[j], cb[j + 1])
                 dirs.append(out)
             streams.append(Stream(s, sessions[s - lo], dirs[0], dirs[1]))
+        if gather:
+            self._gather([d for st in streams for d in (st.c2s, st.s2c)], rb)
         return streams
+
+    def _gather(self, directions: list[Direction], rb: list[int]) -> None:
+        """Copy the kept payloads of the first directions (up to GATHER_BYTES) into one buffer
+        and hand each its runs (contiguous stream ranges) as views of it."""
+        kr = self.kept_rows
+        bounds = np.asarray(rb) - rb[0]  # direction k owns rows bounds[k]..bounds[k+1]
+        lo = rb[0]
+        cum = np.concatenate(([0], np.cumsum(kr["length"][lo : rb[-1]])))
+        fits = int(np.searchsorted(cum[bounds[1:]], GATHER_BYTES, side="right"))
+        n = int(bounds[fits])
+        if n == 0:
+            return
+        length = kr["length"][lo : lo + n]
+        out = np.empty(int(cum[n]), np.uint8)
+        bufs = self._buffers()
+        for a in range(0, n, DROP_PAGES_AFTER):  # pages read are dropped between the calls
+            b = min(a + DROP_PAGES_AFTER, n)
+            gather_payloads(
+                bufs,
+                kr["file"][lo + a : lo + b],
+                kr["payload_start"][lo + a : lo + b],
+                length[a:b],
+                out[cum[a] : cum[b]],
+            )
+            note_reads(b - a, self.sources)
+        offset = kr["stream_offset"][lo : lo + n]
+        first = np.zeros(n, np.bool_)
+        first[bounds[:fits][bounds[:fits] < n]] = True  # a direction's first row starts a run
+        first[1:] |= offset[1:] != offset[:-1] + length[:-1]
+        starts = np.flatnonzero(first)
+        run_len = np.diff(np.append(cum[starts], cum[n]))
+        view = out.data
+        runs = list(
+            zip(offset[starts].tolist(), run_len.tolist(), cum[starts].tolist(), strict=True)
+        )
+        edges = np.searchsorted(starts, bounds[: fits + 1]).tolist()
+        for k in range(fits):
+            directions[k]._gathered = [
+                (off, size, [view[at : at + size]])
+                for off, size, at in runs[edges[k] : edges[k + 1]]
+            ]
+
+    def _buffers(self) -> Any:
+        if self._typed_buffers is None:
+            self._typed_buffers = TypedList([src.buffer for src in self.sources])
+        return self._typed_buffers
 
 
 def build_streams(
