@@ -115,6 +115,14 @@ class Source:
             with contextlib.suppress(OSError):
                 mm.madvise(getattr(mmap, "MADV_POPULATE_READ", 22), end, ahead)
 
+    def read_randomly(self) -> None:
+        """Tell the kernel that the file will now be read here and there (payloads of one
+        partition are spread over the whole capture): no readahead around each page that
+        is missed, so that a capture larger than the page cache is not read many times."""
+        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        if mm is not None and hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_RANDOM)
+
     def drop_pages(self) -> None:
         """Unmap every resident page of the file from this process (they stay readable)."""
         mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)

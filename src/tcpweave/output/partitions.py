@@ -186,6 +186,11 @@ class MappedFile:
             size = os.fstat(f.fileno()).st_size
             self._mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else None
         self.buffer = np.frombuffer(self._mm, dtype=np.uint8) if self._mm else np.zeros(0, np.uint8)
+        self.read_randomly()
+
+    def read_randomly(self) -> None:
+        if self._mm is not None:
+            self._mm.madvise(mmap.MADV_RANDOM)
 
     def drop_pages(self) -> None:
         if self._mm is not None:
@@ -700,6 +705,8 @@ def _partition_steps(
 ) -> ExtractSummary:
     """Steps 2 and 3 on the executor ``ex`` (whose workers map files by path if ``mapped``)."""
     settings = run.settings
+    for src in sources:  # the partitions read payloads from anywhere in the capture
+        src.read_randomly()
     _keep_defrag(sources, settings.workdir)
     if mapped:
         settings.buffer_paths = _buffer_paths(sources, settings.workdir)
