@@ -15,12 +15,12 @@ from rich.console import Console
 
 import tcpweave
 from tcpweave.cli import render
+from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import TcpweaveError
 from tcpweave.output.extract import extract as write_streams
 from tcpweave.output.follow import FollowMode, follow, render_follow
 from tcpweave.output.partitions import (
-    MIN_FRAME_BYTES,
     ROWS_PER_PARTITION,
     Interrupted,
     PartitionedRun,
@@ -239,12 +239,8 @@ def streams_cmd(
     captures: Captures,
     policy: PolicyOpt = "first",
     checksums: ChecksumOpt = "auto",
-    jobs: Annotated[
-        int, typer.Option(help="Worker processes for big captures (default: all cores).", min=1)
-    ] = os.cpu_count() or 1,
-    partition_rows: Annotated[
-        int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
-    ] = ROWS_PER_PARTITION,
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
     fmt: Annotated[StreamFormat, typer.Option("--format", help="Output format.")] = (
         StreamFormat.table
     ),
@@ -272,7 +268,7 @@ def _stream_rows(
 ) -> list[dict[str, Any]]:
     """Rows of the whole capture at once when it is small (by its files' size, at the
     smallest plausible frame size), else partition by partition."""
-    if sum(os.path.getsize(p) for p in paths) // MIN_FRAME_BYTES <= partition_rows:
+    if fits_whole(paths, partition_rows):
         with _open([Path(p) for p in paths]) as cap:
             return render.stream_rows(cap, policy, checksums)
     task = functools.partial(render.partition_stream_rows, policy=policy, checksums=checksums)

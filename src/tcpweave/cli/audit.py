@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -17,8 +16,9 @@ import tcpweave
 from tcpweave.audit import Audit
 from tcpweave.audit.partitioned import audit_partitioned
 from tcpweave.cli import render
+from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
 from tcpweave.errors import TcpweaveError, UsageError
-from tcpweave.output.partitions import MIN_FRAME_BYTES, ROWS_PER_PARTITION, PartitionedRun
+from tcpweave.output.partitions import ROWS_PER_PARTITION, PartitionedRun
 
 __all__ = ["audit_cmd", "compare_cmd"]
 
@@ -116,12 +116,8 @@ def audit_cmd(
     ] = "1024-65534",
     policy: Annotated[str, typer.Option(help="Overlap policy (as for extract).")] = "first",
     checksums: Annotated[str, typer.Option(help="auto, strict or ignore.")] = "auto",
-    jobs: Annotated[
-        int, typer.Option(help="Worker processes for big captures (default: all cores).", min=1)
-    ] = os.cpu_count() or 1,
-    partition_rows: Annotated[
-        int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
-    ] = ROWS_PER_PARTITION,
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
     """Forensic accuracy figures, per-packet verification matrix and per-stream verdicts.
 
@@ -156,7 +152,7 @@ def _audit(
 ) -> Audit:
     """The whole capture at once when it is small (by its files' size, at the smallest
     plausible frame size, as for ``streams``), else partition by partition."""
-    if sum(os.path.getsize(p) for p in paths) // MIN_FRAME_BYTES <= partition_rows:
+    if fits_whole(paths, partition_rows):
         with _open([Path(p) for p in paths]) as cap:
             a = cap.audit(policy, checksums, port_range)
             if matrix is not None:

@@ -24,7 +24,7 @@ import hashlib
 import ipaddress
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,15 @@ class ExtractSummary:
     gap_bytes: int = 0
     gaps: int = 0
     conflicts: int = 0
+
+    def add(self, counts: Sequence[int]) -> None:
+        """Add a block's (directions, files, bytes, gap bytes, gaps, conflicts)."""
+        self.directions += counts[0]
+        self.files += counts[1]
+        self.bytes += counts[2]
+        self.gap_bytes += counts[3]
+        self.gaps += counts[4]
+        self.conflicts += counts[5]
 
 
 def safe_address(addr: str) -> str:
@@ -224,12 +233,7 @@ def extract(
     with open(out_dir / "streams.jsonl", "w", encoding="utf-8") as f:
         for text, counts in _run_blocks(views, blocks, out_dir, layout, gaps, jobs):
             f.write(text)
-            summary.directions += counts[0]
-            summary.files += counts[1]
-            summary.bytes += counts[2]
-            summary.gap_bytes += counts[3]
-            summary.gaps += counts[4]
-            summary.conflicts += counts[5]
+            summary.add(counts)
             tick(STREAMS_PER_DIR)
     return summary
 

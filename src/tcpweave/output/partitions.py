@@ -837,13 +837,7 @@ def _merge(settings: Settings, parts: list[int], out_dir: Path, summary: Extract
             f.close()
     for p in parts:
         with open(_jsonl_path(settings.workdir, p) + ".counts", encoding="utf-8") as cf:
-            c = json.load(cf)
-        summary.directions += c[0]
-        summary.files += c[1]
-        summary.bytes += c[2]
-        summary.gap_bytes += c[3]
-        summary.gaps += c[4]
-        summary.conflicts += c[5]
+            summary.add(json.load(cf))
 
 
 def _stream_of(line: bytes) -> int:
