@@ -508,6 +508,22 @@ def generate(params: GenParams, path: Path) -> dict[str, Any]:
     return meta
 
 
+def cached_meta(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The description of a capture generated earlier with ``params``, if it and its truth are
+    still there, whole; else None."""
+    side = Path(str(out) + ".json")
+    if not (out.exists() and side.exists() and Path(str(out) + ".truth.json").exists()):
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError:
+        return None
+    if meta.get("params") != params or meta.get("bytes") != out.stat().st_size:
+        return None
+    meta["cached"] = True
+    return meta  # type: ignore[no-any-return]
+
+
 def ensure_capture(params: GenParams, out: Path | None) -> dict[str, Any]:
     """The capture and truth for ``params``, generated unless a matching pair is there."""
     if out is None:
@@ -516,15 +532,9 @@ def ensure_capture(params: GenParams, out: Path | None) -> dict[str, Any]:
             f"-v{params.version}.{params.writer_version}.pcap"
         )
         out = Path(tempfile.gettempdir()) / "tcpweave-bench" / name
-    side = Path(str(out) + ".json")
-    if out.exists() and side.exists() and Path(str(out) + ".truth.json").exists():
-        try:
-            meta = json.loads(side.read_text())
-        except ValueError:
-            meta = {}
-        if meta.get("params") == asdict(params) and meta.get("bytes") == out.stat().st_size:
-            meta["cached"] = True
-            return meta  # type: ignore[no-any-return]
+    meta = cached_meta(out, asdict(params))
+    if meta is not None:
+        return meta
     meta = generate(params, out)
     meta["cached"] = False
     return meta

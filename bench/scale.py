@@ -320,15 +320,9 @@ def ensure_capture(params: ScaleParams, directory: Path) -> dict[str, Any]:
         f"-s{params.seed}-v{params.version}.{params.extract_version}.{params.writer_version}.pcap"
     )
     out = directory / name
-    side = Path(str(out) + ".json")
-    if out.exists() and side.exists() and Path(str(out) + ".truth.json").exists():
-        try:
-            meta = json.loads(side.read_text())
-        except ValueError:
-            meta = {}
-        if meta.get("params") == asdict(params) and meta.get("bytes") == out.stat().st_size:
-            meta["cached"] = True
-            return meta  # type: ignore[no-any-return]
+    meta = ex.cached_meta(out, asdict(params))
+    if meta is not None:
+        return meta
     need = params.size * 1.1 + (2 << 30)
     free = shutil.disk_usage(directory if directory.exists() else directory.parent).free
     if free < need:

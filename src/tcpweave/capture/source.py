@@ -92,6 +92,10 @@ class Source:
     _released: int = field(default=0, repr=False)
     _pcap: Any = field(default=None, repr=False)  # pcap scan parameters (restrict_pcap)
 
+    def _mapping(self) -> mmap.mmap | None:
+        """The memory map behind ``buffer`` (None for an empty or closed source)."""
+        return next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+
     def release_before(self, end: int) -> None:
         """Drop this process's mapping of the pages before ``end`` (they stay readable).
 
@@ -101,7 +105,7 @@ class Source:
         """
         if end - self._released < RELEASE_STEP and end < self.buffer.size:
             return
-        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        mm = self._mapping()
         if mm is None or not hasattr(mm, "madvise"):
             return
         end = min(end, len(mm)) // mmap.PAGESIZE * mmap.PAGESIZE
@@ -119,13 +123,13 @@ class Source:
         """Tell the kernel that the file will now be read here and there (payloads of one
         partition are spread over the whole capture): no readahead around each page that
         is missed, so that a capture larger than the page cache is not read many times."""
-        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        mm = self._mapping()
         if mm is not None and hasattr(mm, "madvise"):
             mm.madvise(mmap.MADV_RANDOM)
 
     def drop_pages(self) -> None:
         """Unmap every resident page of the file from this process (they stay readable)."""
-        mm = next((obj for obj in self._keep if isinstance(obj, mmap.mmap)), None)
+        mm = self._mapping()
         if mm is not None and hasattr(mm, "madvise"):
             mm.madvise(mmap.MADV_DONTNEED)
 

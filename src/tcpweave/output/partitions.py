@@ -233,9 +233,8 @@ def _worker_sources(settings: Settings) -> list[Any]:
 
 def session_firsts(settings: Settings, p: int) -> np.ndarray:
     """Task of step 2: frame of the first packet of each session of partition ``p``."""
-    packets = load_partition(settings.workdir, p, settings.spill_tags)
-    flows = assign(packets, settings.idle_timeout_ns)
-    return np.asarray(packets.frame[flows.first_row])
+    view = PartitionView(settings, p, np.zeros(0, np.int64), sources=[])
+    return np.asarray(view.packets.frame[view.flows.first_row])
 
 
 def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[int, ...]:
@@ -244,13 +243,9 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     Blocks are written starting at a place that depends on ``p`` (wrapping round), so that
     workers writing at the same time are mostly in different subdirectories.
     """
-    sources = _worker_sources(settings)
-    packets = load_partition(settings.workdir, p, settings.spill_tags)
-    flows = assign(packets, settings.idle_timeout_ns)
-    the_plan = plan(
-        packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums)
-    )
-    views = StreamViews(packets, flows, the_plan, sources)
+    part = PartitionView(settings, p, streams)
+    the_plan = part.plan(Policy(settings.policy), ChecksumMode(settings.checksums))
+    views = StreamViews(part.packets, part.flows, the_plan, part.sources)
     starts = list(range(0, len(views), STREAMS_PER_DIR))
     first = (p * len(starts)) // max(settings.n_parts, 1)
     texts: dict[int, str] = {}
@@ -512,6 +507,20 @@ def _drop(cols: Any) -> None:
     pass
 
 
+def _ranks(settings: Settings, ex: Any) -> list[np.ndarray]:
+    """Step 2 on the executor ``ex``: every partition's global stream indexes (kept in the
+    work directory, where a resumed run finds them)."""
+    path = os.path.join(settings.workdir, "ranks.npz")
+    parts = range(settings.n_parts)
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return [z[f"p{p}"] for p in parts]
+    firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]))
+    ranks = _rank([firsts[p] for p in parts])
+    np.savez(path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+    return ranks
+
+
 def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
     """Global stream index of every partition's sessions: rank of their first frame."""
     sizes = [len(f) for f in firsts]
@@ -668,9 +677,8 @@ def _warm(settings: Settings, sources: list[Any], rows: list[int]) -> None:
     if not nonempty:
         return
     p = min(nonempty, key=lambda q: rows[q])
-    packets = load_partition(settings.workdir, p, settings.spill_tags)
-    flows = assign(packets, settings.idle_timeout_ns)
-    plan(packets, flows, sources, Policy(settings.policy), ChecksumMode(settings.checksums))
+    part = PartitionView(settings, p, np.zeros(0, np.int64), sources)
+    part.plan(Policy(settings.policy), ChecksumMode(settings.checksums))
 
 
 def _buffer_paths(sources: list[Any], workdir: str) -> list[str]:
@@ -713,18 +721,9 @@ def _partition_steps(
     if mapped or jobs > 1:
         _warm(settings, sources, run.rows)
     parts = list(range(settings.n_parts))
-    ranks_path = os.path.join(settings.workdir, "ranks.npz")
     summary = ExtractSummary()
     done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
-    if os.path.exists(ranks_path):
-        with np.load(ranks_path) as z:
-            ranks = [z[f"p{p}"] for p in parts]
-    else:
-        firsts: dict[int, np.ndarray] = {}
-        for p, f in ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]):
-            firsts[p] = f
-        ranks = _rank([firsts[p] for p in parts])
-        np.savez(ranks_path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+    ranks = _ranks(settings, ex)
     total = sum(len(r) for r in ranks)
     todo = [p for p in parts if p not in done]
     try:
@@ -748,8 +747,14 @@ class PartitionView:
     ``sources``; its sessions are numbered locally, ``global_index`` maps them to the
     capture's stream indexes."""
 
-    def __init__(self, settings: Settings, p: int, global_index: np.ndarray) -> None:
-        self.sources = _worker_sources(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        p: int,
+        global_index: np.ndarray,
+        sources: list[Any] | None = None,
+    ) -> None:
+        self.sources = _worker_sources(settings) if sources is None else sources
         self.packets = load_partition(settings.workdir, p, settings.spill_tags)
         self.flows = assign(self.packets, settings.idle_timeout_ns)
         self.global_index = global_index
@@ -798,10 +803,8 @@ def map_partitions(
                 settings = run.settings
                 if jobs > 1:
                     _warm(settings, sources, run.rows)
-                parts = list(range(settings.n_parts))
-                firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]))
-                ranks = _rank([firsts[p] for p in parts])
-                args = [(_view_task, p, settings, p, ranks[p], fn) for p in parts]
+                ranks = _ranks(settings, ex)
+                args = [(_view_task, p, settings, p, r, fn) for p, r in enumerate(ranks)]
                 for _p, result in ex.map(_tagged, args):
                     yield result
         finally:
