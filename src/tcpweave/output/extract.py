@@ -19,19 +19,21 @@ computed over exactly the bytes of the file. Work is split by subdirectory over
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import hashlib
 import ipaddress
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tcpweave.output.streams import Direction, Stream, StreamViews, note_reads
+from tcpweave.output.streams import Direction, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
 
@@ -64,13 +66,11 @@ def safe_address(addr: str) -> str:
     return addr.replace(":", "_")
 
 
-def tcpweave_name(stream: Stream, d: Direction) -> str:
-    sub = f"{stream.index // STREAMS_PER_DIR:06d}"
-    leaf = (
-        f"{stream.index:08d}-{d.name}-{safe_address(d.src)}.{d.sport}-"
-        f"{safe_address(d.dst)}.{d.dport}.bin"
+def tcpweave_name(stream: int, direction: str, src: str, sport: int, dst: str, dport: int) -> str:
+    return (
+        f"{stream // STREAMS_PER_DIR:06d}/{stream:08d}-{direction}-"
+        f"{safe_address(src)}.{sport}-{safe_address(dst)}.{dport}.bin"
     )
-    return f"{sub}/{leaf}"
 
 
 def _tcpflow_address(addr: str) -> str:
@@ -80,41 +80,64 @@ def _tcpflow_address(addr: str) -> str:
     return str(ip)  # tcpflow 1.6 prints IPv6 in its compressed form
 
 
-def tcpflow_name(stream: Stream, d: Direction) -> str:
-    name = f"{_tcpflow_address(d.src)}.{d.sport:05d}-{_tcpflow_address(d.dst)}.{d.dport:05d}"
-    return name + (f"c{stream.session}" if stream.session else "")
+def tcpflow_name(session: int, src: str, sport: int, dst: str, dport: int) -> str:
+    name = f"{_tcpflow_address(src)}.{sport:05d}-{_tcpflow_address(dst)}.{dport:05d}"
+    return name + (f"c{session}" if session else "")
 
 
 def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
     """Write one direction (or only hash it when ``path`` is None); returns its sha256."""
-    digest = hashlib.sha256()
-    fd = -1
-    if path is not None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = -1 if path is None else os.open(path, _CREATE, 0o644)
     try:
-        total = d.length if gaps == "fill" else d.kept_bytes
-        cursor = 0
-        written = 0  # bytes before this run in the file (what --gaps omit closes up)
-        for stream_offset, run_len, views in d.runs(max_views=_IOV_MAX):
-            out_offset = stream_offset if gaps == "fill" else written
-            written += run_len
-            if gaps == "fill":
-                _hash_zeros(digest, stream_offset - cursor)
-            for v in views:
-                digest.update(v)
-            if fd >= 0:
-                os.pwritev(fd, views, out_offset)
-            cursor = stream_offset + run_len
-            if d._gathered is None:
-                note_reads(len(views), d._sources)
-        if gaps == "fill":
-            _hash_zeros(digest, d.length - cursor)
-            if fd >= 0 and cursor < total:  # a trailing gap: extend, leaving a hole
-                os.ftruncate(fd, total)
+        return _write_runs(fd, _noted(d), d.length, gaps)
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def _noted(d: Direction) -> Iterator[tuple[int, int, list[Any]]]:
+    """``d.runs()``, counting the payloads read from the mapped capture (see note_reads)."""
+    for run in d.runs(max_views=_IOV_MAX):
+        yield run
+        if d._gathered is None:
+            note_reads(len(run[2]), d._sources)
+
+
+def _write_runs(fd: int, runs: Iterable[tuple[int, int, list[Any]]], length: int, gaps: str) -> str:
+    """Write runs (stream offset, length, views) to ``fd`` (none when -1): at their stream
+    offsets with holes for the gaps (``fill``, the file is ``length`` long), or back to back
+    (``omit``). Returns the sha256 of the file's bytes."""
+    digest = hashlib.sha256()
+    fill = gaps == "fill"
+    cursor = written = 0  # end of the last run in the stream; bytes written before this run
+    for offset, n, views in runs:
+        if fill:
+            _hash_zeros(digest, offset - cursor)
+        for v in views:
+            digest.update(v)
+        if fd >= 0:
+            _pwrite_all(fd, views, n, offset if fill else written)
+        written += n
+        cursor = offset + n
+    if fill:
+        _hash_zeros(digest, length - cursor)
+        if fd >= 0 and cursor < length:  # a trailing gap: extend, leaving a hole
+            os.ftruncate(fd, length)
     return digest.hexdigest()
+
+
+def _pwrite_all(fd: int, views: list[Any], n: int, offset: int) -> None:
+    """``pwritev`` until all ``n`` bytes of ``views`` are written (a call may write fewer)."""
+    done = os.pwritev(fd, views, offset)
+    while done < n:
+        if done <= 0:
+            raise OSError(errno.EIO, f"write made no progress at offset {offset}")
+        rest = b"".join(bytes(v) for v in views)[done:]  # rare: a short write
+        views, n, offset = [rest], len(rest), offset + done
+        done = os.pwritev(fd, views, offset)
 
 
 def _hash_zeros(digest: Any, n: int) -> None:
@@ -124,78 +147,102 @@ def _hash_zeros(digest: Any, n: int) -> None:
         n -= step
 
 
-def _record(stream: Stream, d: Direction, rel: str | None, sha: str) -> dict[str, Any]:
-    return {
-        "stream": stream.index,
-        "session": stream.session,
-        "direction": d.name,
-        "src": d.src,
-        "sport": d.sport,
-        "dst": d.dst,
-        "dport": d.dport,
-        "first_ts": d.first_ts_ns / 1e9,
-        "last_ts": d.last_ts_ns / 1e9,
-        "packets": d.packets,
-        "bytes": d.kept_bytes,
-        "length": d.length,
-        "gaps": len(d.gaps),
-        "gap_bytes": sum(g.length for g in d.gaps),
-        "gap_list": [[g.offset, g.length, str(g.reason)] for g in d.gaps],
-        "conflicts": len(d.conflicts),
-        "conflict_list": [[c.offset, c.length, c.kept_frame, c.dropped_frame] for c in d.conflicts],
-        "close": d.close,
-        "path": rel,
-        "sha256": sha,
-    }
-
-
 def extract_block(
-    streams: list[Stream], out_dir: Path, layout: str, gaps: str
+    views: StreamViews,
+    lo: int,
+    hi: int,
+    out_dir: Path | str,
+    layout: str,
+    gaps: str,
+    index: list[int] | None = None,
 ) -> tuple[str, tuple[int, int, int, int, int, int]]:
-    """Write one block of streams; returns its streams.jsonl lines and its counts.
+    """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines and counts.
 
-    Paths are plain strings and records are encoded with orjson: at 200,000 files the
-    per-file overhead of pathlib and the json module was a quarter of the writer's time.
+    ``index`` maps the views' stream numbers to the capture's (a partition's streams).
+    Payloads of many directions are gathered by one kernel call, and each direction is
+    then an open, a write, a close and a hash: plain strings, lists and orjson, since at
+    200,000 files any per-file overhead in Python shows.
     """
-    root = str(out_dir)
-    lines = []
-    directions = files = total = gap_bytes = n_gaps = n_conflicts = 0
+    cols = views.columns(lo, hi)
+    info, ends = cols.info, cols.ends
+    packets, length, kept = info["packets"], info["length"], info["bytes"]
+    gb, cb = cols.gap_bounds, cols.conflict_bounds
+    fill = gaps == "fill"
+    root = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    lines: list[str] = []
+    counts = [0] * 6
     made: set[str] = set()
-    for stream in streams:
-        for d in (stream.c2s, stream.s2c):
-            if d.packets == 0:
+    got, g0 = None, 0
+    try:
+        for j in range(2 * (cols.hi - cols.lo)):
+            if not packets[j]:
                 continue
-            size = d.length if gaps == "fill" else d.kept_bytes
+            if got is None or j >= g0 + max(got.fits, 1):
+                got, g0 = views.gather(cols.row_bounds[j:]), j
+            runs = got.runs_of(j - g0) if j < g0 + got.fits else _noted(views.direction(cols, j))
+            local = cols.lo + j // 2
+            stream = index[local] if index is not None else local
+            client, server = ends[j // 2]
+            (src, sport), (dst, dport) = (client, server) if j % 2 == 0 else (server, client)
+            name = "c2s" if j % 2 == 0 else "s2c"
             rel = None
-            if size:
-                rel = tcpweave_name(stream, d) if layout == "tcpweave" else tcpflow_name(stream, d)
-                parent = rel.rpartition("/")[0]
-                if parent and parent not in made:
-                    os.makedirs(f"{root}/{parent}", exist_ok=True)
-                    made.add(parent)
-            sha = write_direction(f"{root}/{rel}" if rel else None, d, gaps)
-            rec = _record(stream, d, rel, sha)
-            lines.append(orjson.dumps(rec).decode() + "\n")
-            directions += 1
-            files += rel is not None
-            total += rec["bytes"]
-            gap_bytes += rec["gap_bytes"]
-            n_gaps += rec["gaps"]
-            n_conflicts += rec["conflicts"]
-    return "".join(lines), (directions, files, total, gap_bytes, n_gaps, n_conflicts)
+            if length[j] if fill else kept[j]:
+                if layout == "tcpweave":
+                    rel = tcpweave_name(stream, name, src, sport, dst, dport)
+                    _make_parent(root, rel, made)
+                else:
+                    rel = tcpflow_name(cols.session[j // 2], src, sport, dst, dport)
+            fd = -1 if rel is None else os.open(rel, _CREATE, 0o644, dir_fd=root)
+            try:
+                sha = _write_runs(fd, runs, length[j], gaps)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            gap_list = views.gap_list(gb[j], gb[j + 1]) if gb[j + 1] > gb[j] else []
+            conflict_list = views.conflict_list(cb[j], cb[j + 1]) if cb[j + 1] > cb[j] else []
+            gap_bytes = sum(g[1] for g in gap_list)
+            rec = {
+                "stream": stream,
+                "session": cols.session[j // 2],
+                "direction": name,
+                "src": src,
+                "sport": sport,
+                "dst": dst,
+                "dport": dport,
+                "first_ts": info["first_ts_ns"][j] / 1e9,
+                "last_ts": info["last_ts_ns"][j] / 1e9,
+                "packets": packets[j],
+                "bytes": kept[j],
+                "length": length[j],
+                "gaps": len(gap_list),
+                "gap_bytes": gap_bytes,
+                "gap_list": gap_list,
+                "conflicts": len(conflict_list),
+                "conflict_list": conflict_list,
+                "close": "rst" if info["rst"][j] else ("fin" if info["fin"][j] else "open"),
+                "path": rel,
+                "sha256": sha,
+            }
+            lines.append(orjson.dumps(rec).decode())
+            counts[0] += 1
+            counts[1] += rel is not None
+            counts[2] += kept[j]
+            counts[3] += gap_bytes
+            counts[4] += len(gap_list)
+            counts[5] += len(conflict_list)
+    finally:
+        os.close(root)
+    text = "\n".join(lines) + "\n" if lines else ""
+    return text, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
 
 
-class _ListViews:
-    """A plain list of streams offered block by block, like ``StreamViews``."""
-
-    def __init__(self, streams: list[Stream]) -> None:
-        self.streams = streams
-
-    def __len__(self) -> int:
-        return len(self.streams)
-
-    def block(self, lo: int, hi: int, gather: bool = False) -> list[Stream]:
-        return self.streams[lo:hi]
+def _make_parent(root: int, rel: str, made: set[str]) -> None:
+    """Create the subdirectory of ``rel`` under the directory ``root`` (once per ``made``)."""
+    parent = rel[: rel.index("/")]
+    if parent not in made:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent, 0o755, dir_fd=root)
+        made.add(parent)
 
 
 #: the streams being extracted, inherited by forked workers (never pickled: they point
@@ -205,11 +252,11 @@ _SHARED: list[Any] = []
 
 def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
     lo, hi, out_dir, layout, gaps = args
-    return extract_block(_SHARED[0].block(lo, hi, gather=True), out_dir, layout, gaps)
+    return extract_block(_SHARED[0], lo, hi, out_dir, layout, gaps)
 
 
 def extract(
-    streams: list[Stream] | StreamViews,
+    views: StreamViews,
     out_dir: Path,
     layout: str = "tcpweave",
     gaps: str = "fill",
@@ -224,12 +271,10 @@ def extract(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tick = progress or (lambda n: None)
-    views = _ListViews(streams) if isinstance(streams, list) else streams
     blocks = [
-        (lo, min(lo + STREAMS_PER_DIR, len(streams)))
-        for lo in range(0, len(streams), STREAMS_PER_DIR)
+        (lo, min(lo + STREAMS_PER_DIR, len(views))) for lo in range(0, len(views), STREAMS_PER_DIR)
     ]
-    summary = ExtractSummary(streams=len(streams))
+    summary = ExtractSummary(streams=len(views))
     with open(out_dir / "streams.jsonl", "w", encoding="utf-8") as f:
         for text, counts in _run_blocks(views, blocks, out_dir, layout, gaps, jobs):
             f.write(text)
@@ -248,7 +293,7 @@ def _run_blocks(
 ) -> Iterator[tuple[str, tuple[int, ...]]]:
     if jobs <= 1 or len(blocks) < 2:
         for lo, hi in blocks:
-            yield extract_block(views.block(lo, hi, gather=True), out_dir, layout, gaps)
+            yield extract_block(views, lo, hi, out_dir, layout, gaps)
         return
     _SHARED[:] = [views]
     # Freeze the parent's objects out of the collector: a forked worker that ran a full

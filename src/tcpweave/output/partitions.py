@@ -250,11 +250,10 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     first = (p * len(starts)) // max(settings.n_parts, 1)
     texts: dict[int, str] = {}
     totals = [0] * 6
+    index = streams.tolist()
     for lo in starts[first:] + starts[:first]:
-        block = views.block(lo, lo + STREAMS_PER_DIR, gather=True)
-        for stream in block:
-            stream.index = int(streams[stream.index])
-        text, counts = extract_block(block, Path(settings.out_dir), settings.layout, settings.gaps)
+        text, counts = extract_block(views, lo, lo + STREAMS_PER_DIR, settings.out_dir,
+                                     settings.layout, settings.gaps, index)  # fmt: skip
         texts[lo] = text
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     path = _jsonl_path(settings.workdir, p)

@@ -189,6 +189,41 @@ class Stream:
         return self.c2s.dst, self.c2s.dport
 
 
+@dataclass
+class BlockColumns:
+    """Streams ``lo..hi-1`` for writers: per stream ``session`` and ``ends`` ((client address,
+    port), (server address, port)); per direction slot ``j = 2 * (stream - lo) + direction``
+    the plan's facts ``info[name][j]`` (``packets`` 0: no such direction) and the bounds of
+    its kept rows, gaps and conflicts (``row_bounds[j]..row_bounds[j + 1]`` ...)."""
+
+    lo: int
+    hi: int
+    session: list[int]
+    ends: list[tuple[tuple[str, int], ...]]
+    info: dict[str, list[Any]]
+    row_bounds: list[int]
+    gap_bounds: list[int]
+    conflict_bounds: list[int]
+
+
+@dataclass
+class Gathered:
+    """Payloads of the first ``fits`` directions asked for, copied back to back into ``view``:
+    direction k's runs of contiguous bytes are ``runs[edges[k]:edges[k + 1]]``, each
+    (stream offset, length, position in ``view``)."""
+
+    view: memoryview
+    runs: list[tuple[int, int, int]]
+    edges: list[int]
+    fits: int
+
+    def runs_of(self, k: int) -> list[tuple[int, int, list[memoryview]]]:
+        """Direction k's runs as ``Direction.runs`` gives them."""
+        view = self.view
+        mine = self.runs[self.edges[k] : self.edges[k + 1]]
+        return [(off, n, [view[at : at + n]]) for off, n, at in mine]
+
+
 class StreamViews:
     """Stream objects built on demand, a range at a time, from the plan's arrays.
 
@@ -211,6 +246,7 @@ class StreamViews:
         keys = plan.directions["stream"] * 2 + plan.directions["direction"]
         self.slot_dir[keys] = np.arange(len(keys))
         self._typed_buffers: Any = None
+        self._addresses: dict[bytes, str] = {}  # printed form of each raw address met
 
     def __len__(self) -> int:
         return self.flows.n_streams
@@ -218,70 +254,86 @@ class StreamViews:
     def block(self, lo: int, hi: int, gather: bool = False) -> list[Stream]:
         """Streams lo..hi-1 (in stream order).
 
-        With ``gather``, the payloads of the block's directions (up to ``GATHER_BYTES`` in
-        all) are first copied into one buffer by a kernel, and each of those directions
-        offers its runs as slices of it: a writer then makes a few calls per direction
-        instead of several per segment.
+        With ``gather``, the payloads of the block's first directions (up to
+        ``GATHER_BYTES`` in all) are first copied into one buffer by a kernel, and each
+        of those directions offers its runs as slices of it.
         """
-        hi = min(hi, len(self))
-        if hi <= lo:
-            return []
-        info = {
-            name: self.plan.directions[name][self.slot_dir[2 * lo : 2 * hi].clip(0)].tolist()
-            for name in ("length", "packets", "bytes", "rst", "fin", "first_ts_ns", "last_ts_ns")
-        }
-        slot_dir = self.slot_dir[2 * lo : 2 * hi].tolist()
-        rb = self.row_bounds[2 * lo : 2 * hi + 1].tolist()
-        gb = self.gap_bounds[2 * lo : 2 * hi + 1].tolist()
-        cb = self.conflict_bounds[2 * lo : 2 * hi + 1].tolist()
-        ends = _endpoints(self.packets, self.flows, lo, hi)
-        sessions = self.flows.session[lo:hi].tolist()
+        cols = self.columns(lo, hi)
         streams = []
-        for s in range(lo, hi):
-            (c_addr, c_port), (s_addr, s_port) = ends[s - lo]
-            dirs = []
-            for d, (src, sport, dst, dport) in enumerate(
-                ((c_addr, c_port, s_addr, s_port), (s_addr, s_port, c_addr, c_port))
-            ):
-                out = Direction(
-                    "c2s" if d == 0 else "s2c", src, sport, dst, dport, _sources=self.sources,
-                    _packets=self.packets,
-                )  # fmt: skip
-                j = 2 * (s - lo) + d
-                if slot_dir[j] >= 0:
-                    _fill(out, info, j)
-                    out._rows = (self.kept_rows, rb[j], rb[j + 1])
-                    out.gaps = _gaps_of(self.plan.gaps, gb[j], gb[j + 1])
-                    out.conflicts = _conflicts_of(self.plan.conflicts, cb[j], cb[j + 1])
-                dirs.append(out)
-            streams.append(Stream(s, sessions[s - lo], dirs[0], dirs[1]))
-        if gather:
-            self._gather([d for st in streams for d in (st.c2s, st.s2c)], rb)
+        for i, s in enumerate(range(cols.lo, cols.hi)):
+            dirs = [self.direction(cols, 2 * i + d) for d in (0, 1)]
+            streams.append(Stream(s, cols.session[i], dirs[0], dirs[1]))
+        if gather and streams:
+            got = self.gather(cols.row_bounds)
+            for k in range(got.fits):
+                st = streams[k // 2]
+                (st.c2s, st.s2c)[k % 2]._gathered = got.runs_of(k)
         return streams
 
-    def _gather(self, directions: list[Direction], rb: list[int]) -> None:
-        """Copy the kept payloads of the first directions (up to GATHER_BYTES) into one buffer
-        and hand each its runs (contiguous stream ranges) as views of it."""
+    def columns(self, lo: int, hi: int) -> BlockColumns:
+        """What writers need of streams lo..hi-1, as lists (no object per direction)."""
+        hi = max(min(hi, len(self)), lo)
+        slots = self.slot_dir[2 * lo : 2 * hi]
+        info = {
+            name: self.plan.directions[name][slots.clip(0)].tolist()
+            for name in ("length", "bytes", "rst", "fin", "first_ts_ns", "last_ts_ns")
+        }
+        packets = self.plan.directions["packets"][slots.clip(0)]
+        info["packets"] = np.where(slots >= 0, packets, 0).tolist()
+        return BlockColumns(
+            lo,
+            hi,
+            self.flows.session[lo:hi].tolist(),
+            self._endpoints(lo, hi),
+            info,
+            self.row_bounds[2 * lo : 2 * hi + 1].tolist(),
+            self.gap_bounds[2 * lo : 2 * hi + 1].tolist(),
+            self.conflict_bounds[2 * lo : 2 * hi + 1].tolist(),
+        )
+
+    def direction(self, cols: BlockColumns, j: int) -> Direction:
+        """Direction slot ``j`` of the block ``cols`` as an object (payloads read in place)."""
+        c, s = cols.ends[j // 2]
+        src, dst = (c, s) if j % 2 == 0 else (s, c)
+        out = Direction("c2s" if j % 2 == 0 else "s2c", src[0], src[1], dst[0], dst[1],
+                        _sources=self.sources, _packets=self.packets)  # fmt: skip
+        if cols.info["packets"][j]:
+            _fill(out, cols.info, j)
+            rb, gb, cb = cols.row_bounds, cols.gap_bounds, cols.conflict_bounds
+            out._rows = (self.kept_rows, rb[j], rb[j + 1])
+            out.gaps = _gaps_of(self.plan.gaps, gb[j], gb[j + 1])
+            out.conflicts = _conflicts_of(self.plan.conflicts, cb[j], cb[j + 1])
+        return out
+
+    def gap_list(self, lo: int, hi: int) -> list[list[Any]]:
+        """Gaps ``lo..hi-1`` of the plan as [offset, length, reason name]."""
+        g = self.plan.gaps
+        cols = (g[name][lo:hi].tolist() for name in ("offset", "length", "reason"))
+        return [[o, n, str(GapReason(r))] for o, n, r in zip(*cols, strict=True)]
+
+    def conflict_list(self, lo: int, hi: int) -> list[list[int]]:
+        """Conflicts ``lo..hi-1`` of the plan as [offset, length, kept frame, dropped frame]."""
+        c = self.plan.conflicts
+        names = ("offset", "length", "kept_frame", "dropped_frame")
+        return [list(x) for x in zip(*(c[n][lo:hi].tolist() for n in names), strict=True)]
+
+    def gather(self, row_bounds: list[int]) -> Gathered:
+        """Copy the kept payloads of the leading directions whose rows are ``row_bounds``
+        (direction k owns kept rows ``row_bounds[k]..row_bounds[k+1]``), up to GATHER_BYTES
+        in all, into one buffer; a direction larger than that is not gathered (``fits`` 0)."""
         kr = self.kept_rows
-        bounds = np.asarray(rb) - rb[0]  # direction k owns rows bounds[k]..bounds[k+1]
-        lo = rb[0]
-        cum = np.concatenate(([0], np.cumsum(kr["length"][lo : rb[-1]])))
+        lo = row_bounds[0]
+        bounds = np.asarray(row_bounds) - lo
+        cum = np.concatenate(([0], np.cumsum(kr["length"][lo : row_bounds[-1]])))
         fits = int(np.searchsorted(cum[bounds[1:]], GATHER_BYTES, side="right"))
         n = int(bounds[fits])
-        if n == 0:
-            return
-        length = kr["length"][lo : lo + n]
         out = np.empty(int(cum[n]), np.uint8)
+        length = kr["length"][lo : lo + n]
         bufs = self._buffers()
         for a in range(0, n, DROP_PAGES_AFTER):  # pages read are dropped between the calls
             b = min(a + DROP_PAGES_AFTER, n)
-            gather_payloads(
-                bufs,
-                kr["file"][lo + a : lo + b],
-                kr["payload_start"][lo + a : lo + b],
-                length[a:b],
-                out[cum[a] : cum[b]],
-            )
+            gather_payloads(bufs, kr["file"][lo + a : lo + b], kr["payload_start"][lo + a : lo + b],
+                            length[a:b], out[cum[a] : cum[b]])  # fmt: skip
             note_reads(b - a, self.sources)
         offset = kr["stream_offset"][lo : lo + n]
         first = np.zeros(n, np.bool_)
@@ -289,16 +341,27 @@ class StreamViews:
         first[1:] |= offset[1:] != offset[:-1] + length[:-1]
         starts = np.flatnonzero(first)
         run_len = np.diff(np.append(cum[starts], cum[n]))
-        view = out.data
         runs = list(
             zip(offset[starts].tolist(), run_len.tolist(), cum[starts].tolist(), strict=True)
         )
         edges = np.searchsorted(starts, bounds[: fits + 1]).tolist()
-        for k in range(fits):
-            directions[k]._gathered = [
-                (off, size, [view[at : at + size]])
-                for off, size, at in runs[edges[k] : edges[k + 1]]
-            ]
+        return Gathered(out.data, runs, edges, fits)
+
+    def _endpoints(self, lo: int, hi: int) -> list[tuple[tuple[str, int], ...]]:
+        """((client address, port), (server address, port)) of streams lo..hi-1."""
+        packets, flows = self.packets, self.flows
+        first = flows.first_row[lo:hi]
+        versions = packets.ip_version[first].tolist()
+        srcs, dsts = packets.src[first], packets.dst[first]
+        sports, dports = packets.sport[first].tolist(), packets.dport[first].tolist()
+        sent_by_client = (flows.direction[first] == 0).tolist()
+        cache = self._addresses
+        out: list[tuple[tuple[str, int], ...]] = []
+        for i, v in enumerate(versions):
+            a = (_address(srcs[i], v, cache), sports[i])
+            b = (_address(dsts[i], v, cache), dports[i])
+            out.append((a, b) if sent_by_client[i] else (b, a))
+        return out
 
     def _buffers(self) -> Any:
         if self._typed_buffers is None:
@@ -318,24 +381,6 @@ def _bounds(table: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
     """Where each (stream, direction) starts in a table sorted by stream then direction."""
     keys = table["stream"] * 2 + table["direction"]
     return np.searchsorted(keys, slots)
-
-
-def _endpoints(
-    packets: PacketTable, flows: Flows, lo: int, hi: int
-) -> list[tuple[tuple[str, int], ...]]:
-    """((client address, port), (server address, port)) of streams lo..hi-1."""
-    first = flows.first_row[lo:hi]
-    versions = packets.ip_version[first].tolist()
-    srcs, dsts = packets.src[first], packets.dst[first]
-    sports, dports = packets.sport[first].tolist(), packets.dport[first].tolist()
-    sent_by_client = (flows.direction[first] == 0).tolist()
-    cache: dict[bytes, str] = {}
-    out: list[tuple[tuple[str, int], ...]] = []
-    for i, v in enumerate(versions):
-        a = (_address(srcs[i], v, cache), sports[i])
-        b = (_address(dsts[i], v, cache), dports[i])
-        out.append((a, b) if sent_by_client[i] else (b, a))
-    return out
 
 
 def _address(raw: np.ndarray, version: int, cache: dict[bytes, str]) -> str:
