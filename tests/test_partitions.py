@@ -142,8 +142,9 @@ def test_two_jobs_write_what_one_job_writes_and_match_the_truth(
 
 
 def test_compressed_and_fragmented_captures_with_mapped_workers(tmp_path: Path) -> None:
-    """Workers that map files by path (as Dask workers do) see decompressed captures and
-    rebuilt IP datagrams through copies in the work directory."""
+    """Workers that map files by path (as Dask workers do) decode a compressed capture from
+    its decompressed copy in the work directory, and find the payloads of rebuilt IP
+    datagrams in the partitions' payload spill."""
     frag = [p for p in CAPTURES if "frag" in p.name.lower() and p.suffix == ".pcap"]
     if not frag:
         pytest.skip("no fragmented capture in the corpus")
@@ -158,19 +159,15 @@ def test_compressed_and_fragmented_captures_with_mapped_workers(tmp_path: Path) 
 
 
 class _InProcessMapped:
-    """An executor that runs tasks here but, like a Dask worker, without inherited sources."""
+    """An executor that runs tasks here but is not a local pool: like a Dask worker, each
+    task gets paths and the work directory, nothing inherited from the driver."""
 
     def __enter__(self) -> _InProcessMapped:
         return self
 
     def map(self, fn: Any, args: list[tuple[Any, ...]]) -> Any:
-        saved = list(partitions._SOURCES)
-        partitions._SOURCES.clear()
-        try:
-            for a in args:
-                yield fn(*a)
-        finally:
-            partitions._SOURCES[:] = saved
+        for a in args:
+            yield fn(*a)
 
     def __exit__(self, *exc: object) -> None:
         pass

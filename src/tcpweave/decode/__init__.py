@@ -144,12 +144,21 @@ def _decode(sources: list[Source], workdir: str | None) -> Decoded:
 
 
 class _Spill:
-    """Rows handed to ``sink`` whenever ``capacity`` of them are decoded (streaming decode)."""
+    """Rows handed to ``sink`` whenever ``capacity`` of them are decoded (streaming decode),
+    with the buffer their payload offsets point into."""
 
-    def __init__(self, capacity: int, sink: Callable[[Any], None], stats: DecodeStats) -> None:
+    def __init__(
+        self, capacity: int, sink: Callable[[Any, np.ndarray], None], stats: DecodeStats,
+        buffer: np.ndarray,
+    ) -> None:  # fmt: skip
         self.cols = empty_packets(capacity, zeroed=False)
         self.n = 0
-        self.sink, self.stats = sink, stats
+        self.sink, self.stats, self.buffer = sink, stats, buffer
+
+    def held_from(self, offset: int) -> int:
+        """``offset``, or the record offset of the first row not yet handed on if lower
+        (pages from there on are still to be read by the sink)."""
+        return min(offset, int(self.cols.offset[0])) if self.n else offset
 
     def reserve(self, extra: int) -> None:
         if self.n + extra > len(self.cols.frame):
@@ -161,13 +170,13 @@ class _Spill:
         if self.n:
             chunk = take_packets(self.cols, slice(0, self.n))
             _tally(self.stats, chunk)
-            self.sink(chunk)
+            self.sink(chunk, self.buffer)
         self.n = 0
 
 
 def decode_into(
     sources: list[Source],
-    sink: Callable[[Any], None],
+    sink: Callable[[Any, np.ndarray], None],
     workdir: str | None = None,
     chunk_rows: int = 1 << 18,
     release: bool = False,
@@ -175,8 +184,9 @@ def decode_into(
     """Decode all sources, handing rows to ``sink`` in chunks of at most ``chunk_rows``.
 
     Chunks come in frame order, then (in a last chunk) the rows of datagrams rebuilt
-    from IP fragments, which carry their completing fragment's frame. ``sink`` must
-    copy what it keeps: the chunk's columns are reused. With ``release``, pages of
+    from IP fragments, which carry their completing fragment's frame. ``sink`` gets the
+    rows and the buffer their payload offsets point into; it must copy what it keeps (the
+    chunk's columns are reused). With ``release``, pages of
     each source are dropped from this process once decoded (memory stays bounded on
     captures larger than RAM). Returns the stats and the rebuilt-datagram source.
     """
@@ -207,7 +217,7 @@ def decode_file_into(
     src: Source,
     file_index: int,
     frame_base: int,
-    sink: Callable[[Any], None],
+    sink: Callable[[Any, np.ndarray], None],
     chunk_rows: int = 1 << 18,
     release: bool = False,
 ) -> FileDecode:
@@ -221,9 +231,11 @@ def decode_file_into(
     try:
         stats = DecodeStats()
         counters = np.zeros(k.N_COUNTERS, np.int64)
-        rows = _Spill(chunk_rows, sink, stats)
+        rows = _Spill(chunk_rows, sink, stats, src.buffer)
         frags = _walk([src], rows, stats, counters, release, file_index, frame_base)
         rows.flush()
+        if release:
+            src.release_before(src.buffer.size)
         return FileDecode(stats, counters, [f for _, f in frags])
     finally:
         if paused:
@@ -234,7 +246,7 @@ def finish_fragments(
     parts: list[tuple[np.ndarray, Any]],
     n_sources: int,
     workdir: str | None,
-    sink: Callable[[Any], None],
+    sink: Callable[[Any, np.ndarray], None],
     stats: DecodeStats,
     counters: np.ndarray,
 ) -> Source | None:
@@ -245,7 +257,7 @@ def finish_fragments(
     if reasm.datagrams:
         defrag, extra = _decode_datagrams(reasm, n_sources, counters)
         _tally(stats, extra)
-        sink(extra)
+        sink(extra, defrag.buffer)
     _finish_stats(stats, reasm, counters)
     return defrag
 
@@ -290,9 +302,9 @@ def _walk(
             _count_status(stats, status[:n], rec)
             frame_base += n
             if release:
-                src.release_before(int(rec.offset[0]))
+                src.release_before(rows.held_from(int(rec.offset[0])))
         if release:
-            src.release_before(src.buffer.size)
+            src.release_before(rows.held_from(src.buffer.size))
         stats.corrupt_records += src.error_count
     stats.frames = frame_base - start
     return frag_parts

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def gather_payloads(bufs: Any, file: Any, payload_start: Any, length: Any, out: Any) -> int:
-    """The rows' payloads, one after the other, written into ``out``."""
-    joined = b"".join(
-        bufs[f][s : s + n].tobytes()
-        for f, s, n in zip(file.tolist(), payload_start.tolist(), length.tolist(), strict=True)
-    )
-    out[: len(joined)] = bytearray(joined)
-    return len(joined)
+def gather_ranges(buf: Any, start: Any, length: Any, at: Any, out: Any) -> int:
+    """Each row's bytes of ``buf`` copied to its place ``at`` in ``out``."""
+    rows = zip(start.tolist(), length.tolist(), at.tolist(), strict=True)
+    for s, n, a in rows:
+        out[a : a + n] = bytearray(buf[s : s + n].tobytes())
+    return int(sum(length.tolist()))

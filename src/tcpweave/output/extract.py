@@ -155,8 +155,10 @@ def extract_block(
     layout: str,
     gaps: str,
     index: list[int] | None = None,
-) -> tuple[str, tuple[int, int, int, int, int, int]]:
-    """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines and counts.
+) -> tuple[bytes, list[int], tuple[int, int, int, int, int, int]]:
+    """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines, the stream
+    of each line, and the block's counts (directions, files, bytes, gap bytes, gaps,
+    conflicts).
 
     ``index`` maps the views' stream numbers to the capture's (a partition's streams).
     Payloads of many directions are gathered by one kernel call, and each direction is
@@ -169,7 +171,8 @@ def extract_block(
     gb, cb = cols.gap_bounds, cols.conflict_bounds
     fill = gaps == "fill"
     root = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
-    lines: list[str] = []
+    lines: list[bytes] = []
+    line_streams: list[int] = []
     counts = [0] * 6
     made: set[str] = set()
     got, g0 = None, 0
@@ -223,7 +226,8 @@ def extract_block(
                 "path": rel,
                 "sha256": sha,
             }
-            lines.append(orjson.dumps(rec).decode())
+            lines.append(orjson.dumps(rec))
+            line_streams.append(stream)
             counts[0] += 1
             counts[1] += rel is not None
             counts[2] += kept[j]
@@ -232,8 +236,8 @@ def extract_block(
             counts[5] += len(conflict_list)
     finally:
         os.close(root)
-    text = "\n".join(lines) + "\n" if lines else ""
-    return text, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
+    text = b"\n".join(lines) + b"\n" if lines else b""
+    return text, line_streams, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
 
 
 def _make_parent(root: int, rel: str, made: set[str]) -> None:
@@ -250,9 +254,17 @@ def _make_parent(root: int, rel: str, made: set[str]) -> None:
 _SHARED: list[Any] = []
 
 
-def _worker(args: tuple[int, int, Path, str, str]) -> tuple[str, tuple[int, ...]]:
+def _worker(args: tuple[int, int, Path, str, str]) -> tuple[bytes, tuple[int, ...]]:
     lo, hi, out_dir, layout, gaps = args
-    return extract_block(_SHARED[0], lo, hi, out_dir, layout, gaps)
+    text, _streams, counts = extract_block(_SHARED[0], lo, hi, out_dir, layout, gaps)
+    return text, counts
+
+
+def _worker_here(
+    views: StreamViews, lo: int, hi: int, out_dir: Path, layout: str, gaps: str
+) -> tuple[bytes, tuple[int, ...]]:
+    text, _streams, counts = extract_block(views, lo, hi, out_dir, layout, gaps)
+    return text, counts
 
 
 def extract(
@@ -275,7 +287,7 @@ def extract(
         (lo, min(lo + STREAMS_PER_DIR, len(views))) for lo in range(0, len(views), STREAMS_PER_DIR)
     ]
     summary = ExtractSummary(streams=len(views))
-    with open(out_dir / "streams.jsonl", "w", encoding="utf-8") as f:
+    with open(out_dir / "streams.jsonl", "wb") as f:
         for text, counts in _run_blocks(views, blocks, out_dir, layout, gaps, jobs):
             f.write(text)
             summary.add(counts)
@@ -290,10 +302,10 @@ def _run_blocks(
     layout: str,
     gaps: str,
     jobs: int,
-) -> Iterator[tuple[str, tuple[int, ...]]]:
+) -> Iterator[tuple[bytes, tuple[int, ...]]]:
     if jobs <= 1 or len(blocks) < 2:
         for lo, hi in blocks:
-            yield extract_block(views, lo, hi, out_dir, layout, gaps)
+            yield _worker_here(views, lo, hi, out_dir, layout, gaps)
         return
     _SHARED[:] = [views]
     # Freeze the parent's objects out of the collector: a forked worker that ran a full

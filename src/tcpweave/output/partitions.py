@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import heapq
 import json
 import mmap
 import multiprocessing
 import os
+import resource
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba.typed import List as TypedList
 
 from tcpweave.capture import RecordColumns, Source, open_source, open_sources
 from tcpweave.capture.source import fixed_source, restrict_pcap
@@ -65,6 +66,7 @@ from tcpweave.decode.table import PACKET_COLUMNS, PacketColumns, PacketTable, ta
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import assign
+from tcpweave.output._kernels import gather_ranges
 from tcpweave.output.extract import STREAMS_PER_DIR, ExtractSummary, extract_block
 from tcpweave.output.streams import StreamViews, build_streams
 from tcpweave.reassembly import plan
@@ -87,6 +89,14 @@ ROWS_PER_PARTITION = 100_000
 MIN_FRAME_BYTES = 160
 #: with Dask, pcap files larger than this are decoded by several workers, in ranges of records
 RANGE_BYTES = 256 << 20
+#: payload bytes copied at once by a router (their copy is held while they are written)
+ROUTE_BYTES = 32 << 20
+#: a partition's payloads up to this size are read into memory, larger ones mapped
+LOAD_BYTES = 256 << 20
+#: streams whose streams.jsonl lines are merged at a time
+MERGE_STREAMS = 1 << 16
+#: rows handed to a router at a time by the decoder
+ROUTE_ROWS = 1 << 16
 SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
 STATE_FILE = "state.json"
 INCOMPLETE_FILE = "INCOMPLETE.json"
@@ -127,19 +137,39 @@ def _rows_path(workdir: str, p: int, tag: str = "") -> str:
     return os.path.join(workdir, f"part-{p:05d}{tag}.rows")
 
 
+def _payload_path(workdir: str, p: int, tag: str = "") -> str:
+    return os.path.join(workdir, f"part-{p:05d}{tag}.payload")
+
+
 def _jsonl_path(workdir: str, p: int) -> str:
     return os.path.join(workdir, f"part-{p:05d}.jsonl")
 
 
 class _Router:
-    """The decode sink: appends each chunk's rows to their partitions' spill files."""
+    """The decode sink: appends each chunk's rows to their partitions' spill files, and the
+    rows' payload bytes to their partitions' payload files (``payload_offset`` rewritten to
+    point there), so that later steps never read the capture again."""
 
     def __init__(self, workdir: str, n_parts: int, tag: str = "") -> None:
         self.n_parts = n_parts
+        _allow_files(2 * n_parts + 64)
         self.files = [open(_rows_path(workdir, p, tag), "wb") for p in range(n_parts)]
+        self.payloads = [open(_payload_path(workdir, p, tag), "wb") for p in range(n_parts)]
         self.rows = np.zeros(n_parts, np.int64)
+        self.payload_bytes = np.zeros(n_parts, np.int64)
 
-    def __call__(self, cols: Any) -> None:
+    def __call__(self, cols: Any, buffer: np.ndarray) -> None:
+        """Route rows whose payload offsets point into ``buffer``, a slice of at most
+        ROUTE_BYTES of payload at a time (the copy of the payloads is held meanwhile)."""
+        ends = np.cumsum(cols.payload_caplen)
+        a, n = 0, len(ends)
+        while a < n:
+            before = int(ends[a - 1]) if a else 0
+            b = max(a + 1, int(np.searchsorted(ends, before + ROUTE_BYTES, side="right")))
+            self._route(take_packets(cols, slice(a, b)), buffer)
+            a = b
+
+    def _route(self, cols: Any, buffer: np.ndarray) -> None:
         n = len(cols.frame)
         part = partition_of(cols, self.n_parts)
         order = np.argsort(part, kind="stable")
@@ -147,26 +177,58 @@ class _Router:
         for name, _, _ in PACKET_COLUMNS:
             rec[name] = getattr(cols, name)[order]
         bounds = np.searchsorted(part[order], np.arange(self.n_parts + 1))
-        for p in np.flatnonzero(np.diff(bounds)).tolist():
+        length = rec["payload_caplen"]
+        at = np.concatenate(([0], np.cumsum(length)))  # where each row's payload is copied
+        payload = np.empty(int(at[-1]), np.uint8)
+        gather_ranges(buffer, rec["payload_offset"], length, at[:-1], payload)
+        sizes = np.diff(bounds)
+        rec["payload_offset"] = at[:-1] + np.repeat(self.payload_bytes - at[bounds[:-1]], sizes)
+        for p in np.flatnonzero(sizes).tolist():
             self.files[p].write(rec[bounds[p] : bounds[p + 1]].data)
-        self.rows += np.diff(bounds)
+            self.payloads[p].write(payload[at[bounds[p]] : at[bounds[p + 1]]].data)
+        self.rows += sizes
+        self.payload_bytes += at[bounds[1:]] - at[bounds[:-1]]
 
     def close(self) -> None:
-        for f in self.files:
+        for f in self.files + self.payloads:
             f.close()
 
 
-def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> PacketTable:
-    """Partition ``p``'s rows as a packet table, in frame order. ``tags`` name its spill files
-    (one per piece of step 1 when workers decoded the capture; default: look them up)."""
+def _allow_files(n: int) -> None:
+    """Raise this process's limit of open files to ``n`` if the hard limit allows (a router
+    holds two files per partition)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _spill_names(workdir: str, p: int, tags: list[str] | None, kind: str) -> list[str]:
+    """Partition ``p``'s spill files of one ``kind`` (rows, payload), one per tag (one per
+    piece of step 1 when workers decoded the capture; default: look them up)."""
     prefix = f"part-{p:05d}"
     if tags is None:
         names = sorted(
             n for n in os.listdir(workdir) if n.startswith(prefix) and n.endswith(".rows")
         )
-    else:
-        names = [f"{prefix}{tag}.rows" for tag in tags]
-    pieces = [np.fromfile(os.path.join(workdir, n), dtype=SPILL_DTYPE) for n in names]
+        tags = [n[len(prefix) : -len(".rows")] for n in names]
+    return [os.path.join(workdir, f"{prefix}{tag}.{kind}") for tag in tags]
+
+
+def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> PacketTable:
+    """Partition ``p``'s rows as a packet table, in frame order; their payload offsets
+    point into the partition's payload spill (``PartitionPayloads``)."""
+    pieces = []
+    base = 0
+    for rows_path, payload_path in zip(
+        _spill_names(workdir, p, tags, "rows"), _spill_names(workdir, p, tags, "payload"),
+        strict=True,
+    ):  # fmt: skip
+        piece = np.fromfile(rows_path, dtype=SPILL_DTYPE)
+        piece["payload_offset"] += base  # the pieces' payload files, end to end
+        base += os.path.getsize(payload_path)
+        pieces.append(piece)
     rec = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
     del pieces
     cols: Any = PacketColumns(*(np.ascontiguousarray(rec[name]) for name, _, _ in PACKET_COLUMNS))
@@ -175,6 +237,47 @@ def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> Packe
     if len(frame) > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
         cols = take_packets(cols, np.argsort(frame, kind="stable"))
     return PacketTable(cols)
+
+
+class PartitionPayloads:
+    """The payload bytes of a partition's rows: its payload spill files end to end, read into
+    memory (or, above ``LOAD_BYTES``, joined into one file and mapped)."""
+
+    format = "spill"
+
+    def __init__(self, workdir: str, p: int, tags: list[str] | None = None) -> None:
+        paths = _spill_names(workdir, p, tags, "payload")
+        total = sum(os.path.getsize(path) for path in paths)
+        self.path = paths[0] if len(paths) == 1 else _payload_path(workdir, p, ".joined")
+        self._mapped: MappedFile | None = None
+        if total <= LOAD_BYTES:
+            self.buffer = np.empty(total, np.uint8)
+            at = 0
+            for path in paths:
+                with open(path, "rb", buffering=0) as f:
+                    at += f.readinto(self.buffer[at:])  # type: ignore[arg-type]
+            return
+        if len(paths) > 1:
+            _join(paths, self.path)
+        self._mapped = MappedFile(self.path)
+        self.buffer = self._mapped.buffer
+
+    def drop_pages(self) -> None:
+        if self._mapped is not None:
+            self._mapped.drop_pages()
+
+    def close(self) -> None:
+        self.buffer = np.zeros(0, np.uint8)
+        self._mapped = None
+
+
+def _join(paths: list[str], out: str) -> None:
+    """Concatenate files into ``out``."""
+    with open(out + ".tmp", "wb") as dst:
+        for path in paths:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(out + ".tmp", out)
 
 
 class MappedFile:
@@ -213,27 +316,9 @@ class Settings:
     spill_tags: list[str] = field(default_factory=lambda: [""])  # spill files of a partition
 
 
-#: sources of the running extraction, inherited by forked workers; Dask workers map
-#: ``Settings.buffer_paths`` instead
-_SOURCES: list[Any] = []
-
-
-_MAPPED: dict[tuple[str, ...], list[Any]] = {}
-
-
-def _worker_sources(settings: Settings) -> list[Any]:
-    if _SOURCES:
-        return _SOURCES
-    key = tuple(settings.buffer_paths)
-    if key not in _MAPPED:
-        _MAPPED.clear()
-        _MAPPED[key] = [MappedFile(p) for p in key]
-    return _MAPPED[key]
-
-
 def session_firsts(settings: Settings, p: int) -> np.ndarray:
     """Task of step 2: frame of the first packet of each session of partition ``p``."""
-    view = PartitionView(settings, p, np.zeros(0, np.int64), sources=[])
+    view = PartitionView(settings, p, np.zeros(0, np.int64))
     return np.asarray(view.packets.frame[view.flows.first_row])
 
 
@@ -248,20 +333,25 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     views = StreamViews(part.packets, part.flows, the_plan, part.sources)
     starts = list(range(0, len(views), STREAMS_PER_DIR))
     first = (p * len(starts)) // max(settings.n_parts, 1)
-    texts: dict[int, str] = {}
+    texts: dict[int, tuple[bytes, list[int]]] = {}
     totals = [0] * 6
     index = streams.tolist()
     for lo in starts[first:] + starts[:first]:
-        text, counts = extract_block(views, lo, lo + STREAMS_PER_DIR, settings.out_dir,
-                                     settings.layout, settings.gaps, index)  # fmt: skip
-        texts[lo] = text
+        text, line_streams, counts = extract_block(
+            views, lo, lo + STREAMS_PER_DIR, settings.out_dir, settings.layout, settings.gaps,
+            index,
+        )  # fmt: skip
+        texts[lo] = (text, line_streams)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     path = _jsonl_path(settings.workdir, p)
     with open(path + ".counts", "w", encoding="utf-8") as f:
         json.dump(totals, f)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for lo in starts:
-            f.write(texts[lo])
+    lines = b"".join(texts[lo][0] for lo in starts)
+    ends = np.flatnonzero(np.frombuffer(lines, np.uint8) == ord("\n")) + 1
+    keys = np.fromiter((k for lo in starts for k in texts[lo][1]), np.int64, len(ends))
+    np.stack([keys, ends]).tofile(path + ".index")
+    with open(path + ".tmp", "wb") as f:
+        f.write(lines)
     os.replace(path + ".tmp", path)  # the partition is done once this name exists
     return (len(views), *totals)
 
@@ -327,22 +417,27 @@ def _decode_step(
     rows_per_partition: int,
     progress: Callable[[str, int, int, int], None],
     ex: Any = None,
-) -> tuple[PartitionedRun, list[Any]]:
+) -> PartitionedRun:
     """Step 1: decode every source into partition spill files (here, or by the workers of
     ``ex`` when several files make a capture)."""
     sources: list[Any] = open_sources(paths, settings.workdir, populate=False)
-    settings.n_parts = _n_parts(sources, rows_per_partition)
-    if ex is not None and _decode_on_workers_pays(sources, ex):
-        stats, defrag, rows, errors = _decode_on_workers(sources, settings, ex, progress)
-    else:
-        stats, defrag, rows = _decode_here(sources, settings, progress)
-        errors = []
-    if defrag is not None:
-        sources.append(defrag)
-    if not errors:
-        errors = [[e.path, e.offset, e.reason] for s in sources for e in s.errors]
-    run = PartitionedRun(settings, _inputs(paths), asdict(stats), rows.tolist(), errors)
-    return run, sources
+    try:
+        settings.n_parts = _n_parts(sources, rows_per_partition)
+        workers = getattr(ex, "workers", 1) if ex is not None else 1
+        settings.n_parts = -(-settings.n_parts // workers) * workers  # no worker idle at the end
+        if ex is not None and _decode_on_workers_pays(sources, ex):
+            stats, defrag, rows, errors = _decode_on_workers(sources, settings, ex, progress)
+        else:
+            stats, defrag, rows = _decode_here(sources, settings, progress)
+            errors = []
+        if defrag is not None:
+            sources.append(defrag)
+        if not errors:
+            errors = [[e.path, e.offset, e.reason] for s in sources for e in s.errors]
+    finally:
+        for src in sources:
+            src.close()
+    return PartitionedRun(settings, _inputs(paths), asdict(stats), rows.tolist(), errors)
 
 
 def _decode_on_workers_pays(sources: list[Source], ex: Any) -> bool:
@@ -362,8 +457,8 @@ def _decode_here(
     total = int(base[-1])
     done = [0]
 
-    def sink(cols: Any) -> None:
-        router(cols)
+    def sink(cols: Any, buffer: np.ndarray) -> None:
+        router(cols, buffer)
         n = len(cols.frame)
         if n:
             last = int(cols.file[-1])
@@ -372,7 +467,7 @@ def _decode_here(
             done[0] = max(done[0], at)
 
     try:
-        stats, defrag = decode_into(sources, sink, settings.workdir, release=True)
+        stats, defrag = decode_into(sources, sink, settings.workdir, ROUTE_ROWS, release=True)
     finally:
         router.close()
     return stats, defrag, router.rows
@@ -405,7 +500,7 @@ def decode_piece_task(
         restrict_pcap(src, piece.start, piece.end, piece.last_sec)
     router = _Router(settings.workdir, settings.n_parts, _piece_tag(piece))
     try:
-        one = decode_file_into(src, i, piece.frame_base, router, release=True)
+        one = decode_file_into(src, i, piece.frame_base, router, ROUTE_ROWS, release=True)
     finally:
         router.close()
         src.close()
@@ -502,7 +597,7 @@ def _warm_decode(src: Source) -> None:
         decode_file_into(fixed_source(src.path, src.format, src.buffer, head, []), 0, 0, _drop)
 
 
-def _drop(cols: Any) -> None:
+def _drop(cols: Any, buffer: np.ndarray) -> None:
     pass
 
 
@@ -530,34 +625,29 @@ def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
 
 
 class _LocalPool:
-    """Partition tasks on forked workers (or in this process for one job)."""
+    """Partition tasks on forked workers (or in this process for one job).
+
+    The workers are forked at once and warm up (``_warm_worker``) while the driver opens
+    and indexes the capture.
+    """
 
     local = True
 
-    def __init__(self, jobs: int, sources: list[Any]) -> None:
-        self.jobs, self.sources = jobs, sources
-        self.workers = jobs
+    def __init__(self, jobs: int) -> None:
+        self.jobs = self.workers = jobs
         self.pool: Any = None
 
     def __enter__(self) -> _LocalPool:
-        _SOURCES[:] = self.sources
+        if self.jobs > 1:
+            gc.freeze()  # forked workers must not copy the heap by touching object headers
+            self.pool = multiprocessing.get_context("fork").Pool(self.jobs, _warm_worker)
         return self
 
-    def share(self, sources: list[Any]) -> bool:
-        """Offer ``sources`` to the workers; False when they were forked before (they then
-        map the files by path)."""
-        self.sources = sources
-        _SOURCES[:] = sources
-        return self.pool is None
-
     def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
-        if self.jobs <= 1:
+        if self.pool is None:
             for a in args:
                 yield fn(*a)
             return
-        if self.pool is None:  # forked at first use: after the kernels were compiled here
-            gc.freeze()  # forked workers must not copy the heap by touching object headers
-            self.pool = multiprocessing.get_context("fork").Pool(self.jobs)
         yield from self.pool.imap_unordered(_star, [(fn, a) for a in args])
 
     def __exit__(self, *exc: object) -> None:
@@ -568,7 +658,12 @@ class _LocalPool:
                 self.pool.terminate()
             self.pool.join()
             gc.unfreeze()
-        _SOURCES.clear()
+
+
+def _warm_worker() -> None:
+    """Build numba's typed-list code for byte buffers (what ``reassembly.plan`` hands its
+    kernels): about 0.4 s on first use in a process, not kept in numba's cache."""
+    TypedList([np.zeros(1, np.uint8)])
 
 
 def _star(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
@@ -608,7 +703,6 @@ def extract_partitioned(
     run = PartitionedRun.load(work) if resume else None
     if resume and run is not None and run.inputs != _inputs(paths):
         raise UsageError(f"--resume: {work} was made from other capture files")
-    sources: list[Any] = []
     fresh = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps,
                      idle_timeout_ns)  # fmt: skip
     if run is not None and _options(run.settings) != _options(fresh):
@@ -616,22 +710,12 @@ def extract_partitioned(
             f"--resume: {work} was started with other options "
             f"(policy, checksums, layout, gaps, idle timeout: {_options(run.settings)})"
         )
-    try:
+    with pool if pool is not None else _LocalPool(jobs) as ex:
+        decoders = ex if pool is not None or jobs > 1 else None
+        run = _prepare(paths, run, fresh, rows_per_partition, tick, decoders)
         if pool is not None:
-            with pool as ex:
-                run, sources = _prepare(paths, run, fresh, rows_per_partition, tick, ex)
-                summary = _partition_steps(run, sources, jobs, ex, True, tick, out_dir)
-        else:
-            with _LocalPool(jobs, []) as ex:
-                run, sources = _prepare(
-                    paths, run, fresh, rows_per_partition, tick, ex if jobs > 1 else None
-                )
-                inherited = ex.share(sources)
-                summary = _partition_steps(run, sources, jobs, ex, not inherited, tick, out_dir)
-    finally:
-        for src in sources:
-            if isinstance(src, Source):
-                src.close()
+            _warm(run.settings, run.rows)  # into numba's cache, before the fan-out
+        summary = _partition_steps(run, ex, tick, out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return summary, run
 
@@ -648,77 +732,55 @@ def _prepare(
     rows_per_partition: int,
     tick: Callable[[str, int, int, int], None],
     ex: Any,
-) -> tuple[PartitionedRun, list[Any]]:
-    """Step 1 (into ``settings.workdir``), or the state of the run being resumed."""
+) -> PartitionedRun:
+    """Step 1 (into ``settings.workdir``), or the state of the run being resumed. The
+    capture is not needed after it: the spill files hold every row and payload byte."""
     if run is not None:
-        return run, _reopen(paths, run)
+        return run
     if os.path.isdir(settings.workdir):
         shutil.rmtree(settings.workdir)
     os.makedirs(settings.workdir)
-    run, sources = _decode_step(paths, settings, rows_per_partition, tick, ex)
+    run = _decode_step(paths, settings, rows_per_partition, tick, ex)
     run.save()
-    return run, sources
+    return run
 
 
-def _reopen(paths: list[str], run: PartitionedRun) -> list[Any]:
-    """Sources of a run being resumed (rebuilt datagrams were kept in the work directory)."""
-    sources: list[Any] = open_sources(paths, run.settings.workdir, populate=False)
-    defrag = os.path.join(run.settings.workdir, "defrag.bin")
-    if os.path.exists(defrag):
-        sources.append(MappedFile(defrag))
-    return sources
-
-
-def _warm(settings: Settings, sources: list[Any], rows: list[int]) -> None:
+def _warm(settings: Settings, rows: list[int]) -> None:
     """Compile the session and plan kernels here, before workers are forked or sent tasks
     (they then inherit them, or load them from numba's cache, instead of each compiling)."""
     nonempty = [p for p, n in enumerate(rows) if n]
     if not nonempty:
         return
     p = min(nonempty, key=lambda q: rows[q])
-    part = PartitionView(settings, p, np.zeros(0, np.int64), sources)
+    part = PartitionView(settings, p, np.zeros(0, np.int64))
     part.plan(Policy(settings.policy), ChecksumMode(settings.checksums))
 
 
-def _buffer_paths(sources: list[Any], workdir: str) -> list[str]:
-    """A plain file per source for workers that map files by path (decompressed captures
-    and rebuilt datagrams live in anonymous files: they are copied to the work directory)."""
+def _buffer_paths(sources: list[Source], workdir: str) -> list[str]:
+    """A plain file per capture file for workers that map files by path (a compressed
+    capture lives in an anonymous file: it is copied, decompressed, to the work directory)."""
     paths = []
     for i, src in enumerate(sources):
-        if isinstance(src, MappedFile):
-            paths.append(src.path)
-        elif src.format == "defrag":
-            paths.append(os.path.join(workdir, "defrag.bin"))
-        elif src.compression is None:
+        if src.compression is None:
             paths.append(os.path.abspath(src.path))
-        else:
-            path = os.path.join(workdir, f"source-{i:05d}.bin")
-            if not os.path.exists(path):
-                with open(path + ".tmp", "wb") as f:
-                    f.write(src.buffer.data)
-                os.replace(path + ".tmp", path)
-            paths.append(path)
+            continue
+        path = os.path.join(workdir, f"source-{i:05d}.bin")
+        if not os.path.exists(path):
+            with open(path + ".tmp", "wb") as f:
+                f.write(src.buffer.data)
+            os.replace(path + ".tmp", path)
+        paths.append(path)
     return paths
 
 
 def _partition_steps(
     run: PartitionedRun,
-    sources: list[Any],
-    jobs: int,
     ex: Any,
-    mapped: bool,
     tick: Callable[[str, int, int, int], None],
     out_dir: Path,
 ) -> ExtractSummary:
-    """Steps 2 and 3 on the executor ``ex`` (whose workers map files by path if ``mapped``)."""
+    """Steps 2 and 3 on the executor ``ex``: they read only the work directory."""
     settings = run.settings
-    for src in sources:  # the partitions read payloads from anywhere in the capture
-        src.read_randomly()
-    _keep_defrag(sources, settings.workdir)
-    if mapped:
-        settings.buffer_paths = _buffer_paths(sources, settings.workdir)
-    if mapped or jobs > 1:
-        _warm(settings, sources, run.rows)
     parts = list(range(settings.n_parts))
     summary = ExtractSummary()
     done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
@@ -744,20 +806,28 @@ def _partition_steps(
 class PartitionView:
     """One partition seen as a small capture: ``packets``, ``flows``, ``plan()``, ``streams()``,
     ``sources``; its sessions are numbered locally, ``global_index`` maps them to the
-    capture's stream indexes."""
+    capture's stream indexes.
 
-    def __init__(
-        self,
-        settings: Settings,
-        p: int,
-        global_index: np.ndarray,
-        sources: list[Any] | None = None,
-    ) -> None:
-        self.sources = _worker_sources(settings) if sources is None else sources
+    Payload bytes come from the partition's payload spill, not from the capture: every
+    row's ``payload_offset`` points into it, and ``sources[file]`` is that spill for every
+    ``file`` of the capture (read on first use: numbering sessions needs no payload).
+    """
+
+    def __init__(self, settings: Settings, p: int, global_index: np.ndarray) -> None:
+        self.settings, self.p = settings, p
         self.packets = load_partition(settings.workdir, p, settings.spill_tags)
         self.flows = assign(self.packets, settings.idle_timeout_ns)
         self.global_index = global_index
         self._plans: dict[tuple[int, int], Any] = {}
+        self._sources: list[Any] | None = None
+
+    @property
+    def sources(self) -> list[Any]:
+        if self._sources is None:
+            payloads = PartitionPayloads(self.settings.workdir, self.p, self.settings.spill_tags)
+            files = int(self.packets.file.max()) + 1 if len(self.packets) else 1
+            self._sources = [payloads] * files
+        return self._sources
 
     def plan(self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto") -> Any:
         pol = policy if isinstance(policy, Policy) else Policy.parse(policy)
@@ -794,57 +864,74 @@ def map_partitions(
     with tempfile.TemporaryDirectory(prefix="tcpweave-parts-", dir=workdir) as work:
         tick = _no_progress
         fresh = Settings(os.path.join(work, "w"), work, 1)
-        run, sources = _prepare(paths, None, fresh, rows_per_partition, tick, None)
+        run = _prepare(paths, None, fresh, rows_per_partition, tick, None)
         if report is not None:
             report(run)
-        try:
-            with _LocalPool(jobs, sources) as ex:
-                settings = run.settings
-                if jobs > 1:
-                    _warm(settings, sources, run.rows)
-                ranks = _ranks(settings, ex)
-                args = [(_view_task, p, settings, p, r, fn) for p, r in enumerate(ranks)]
-                for _p, result in ex.map(_tagged, args):
-                    yield result
-        finally:
-            for src in sources:
-                if isinstance(src, Source):
-                    src.close()
+        with _LocalPool(jobs) as ex:
+            settings = run.settings
+            ranks = _ranks(settings, ex)
+            args = [(_view_task, p, settings, p, r, fn) for p, r in enumerate(ranks)]
+            for _p, result in ex.map(_tagged, args):
+                yield result
 
 
 def _no_progress(phase: str, n: int, total: int, packets: int) -> None:
     pass
 
 
-def _keep_defrag(sources: list[Any], workdir: str) -> None:
-    """Copy the rebuilt-datagram spool (an anonymous file) into the work directory, so that
-    workers that map files by path, and a resumed run, find it."""
-    path = os.path.join(workdir, "defrag.bin")
-    if os.path.exists(path):
-        return
-    for src in sources:
-        if isinstance(src, Source) and src.format == "defrag":
-            with open(path, "wb") as f:
-                f.write(src.buffer.data)
-
-
 def _merge(settings: Settings, parts: list[int], out_dir: Path, summary: ExtractSummary) -> None:
-    """streams.jsonl from the partitions' files, in stream order; sums the summary counts."""
-    files = [open(_jsonl_path(settings.workdir, p), "rb") for p in parts]
+    """streams.jsonl from the partitions' files, in stream order; sums the summary counts.
+
+    Each partition's lines are in stream order, and its index file gives each line's
+    stream and end. The lines of MERGE_STREAMS streams at a time are read from every
+    partition, put in order (stable: c2s before s2c) and copied out by one kernel call.
+    """
+    index = {}
+    for p in parts:
+        path = _jsonl_path(settings.workdir, p) + ".index"
+        keys, ends = np.fromfile(path, np.int64).reshape(2, -1)
+        index[p] = (keys, np.concatenate(([0], ends)))
+    top = max((int(k[-1]) + 1 for k, _ in index.values() if len(k)), default=0)
+    files = {p: open(_jsonl_path(settings.workdir, p), "rb", buffering=0) for p in parts}
     try:
         with open(out_dir / "streams.jsonl", "wb") as out:
-            out.writelines(heapq.merge(*files, key=_stream_of))  # type: ignore[arg-type]
+            for a in range(0, top, MERGE_STREAMS):
+                out.write(_merged_window(index, files, a, a + MERGE_STREAMS))
     finally:
-        for f in files:
+        for f in files.values():
             f.close()
     for p in parts:
         with open(_jsonl_path(settings.workdir, p) + ".counts", encoding="utf-8") as cf:
             summary.add(json.load(cf))
 
 
-def _stream_of(line: bytes) -> int:
-    # every record starts with {"stream":N, (written by extract_block)
-    return int(line[10 : line.index(b",", 10)])
+def _merged_window(index: dict[int, Any], files: dict[int, Any], a: int, b: int) -> Any:
+    """The lines of streams ``a..b-1`` from every partition, in stream order."""
+    spans = []
+    for p, (k, ends) in index.items():
+        i, j = np.searchsorted(k, [a, b]).tolist()
+        if i < j:
+            spans.append((p, i, j))
+    size = sum(int(index[p][1][j] - index[p][1][i]) for p, i, j in spans)
+    joined = np.empty(size, np.uint8)
+    keys, starts, lengths = [], [], []
+    base = 0
+    for p, i, j in spans:
+        k, ends = index[p]
+        n = int(ends[j] - ends[i])
+        if os.preadv(files[p].fileno(), [joined[base : base + n]], int(ends[i])) != n:
+            raise OSError(f"{files[p].name}: shorter than its index says")
+        keys.append(k[i:j])
+        starts.append(ends[i:j] - ends[i] + base)
+        lengths.append(np.diff(ends[i : j + 1]))
+        base += n
+    out = np.empty(size, np.uint8)
+    if spans:
+        order = np.argsort(np.concatenate(keys), kind="stable")
+        length = np.concatenate(lengths)[order]
+        at = np.concatenate(([0], np.cumsum(length)[:-1]))
+        gather_ranges(joined, np.concatenate(starts)[order], length, at, out)
+    return out.data
 
 
 def _mark_incomplete(out_dir: Path, parts: list[int], ranks: list[np.ndarray]) -> None:

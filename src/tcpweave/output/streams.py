@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba.typed import List as TypedList
 
 from tcpweave.capture import Source
 from tcpweave.decode.table import PacketTable, format_address
 from tcpweave.enums import Fate, GapReason
 from tcpweave.flows import Flows
-from tcpweave.output._kernels import gather_payloads
+from tcpweave.output._kernels import gather_ranges
 from tcpweave.reassembly import Plan
 
 #: kept ranges turned into Python ints at a time by ``Direction._iter_kept``
@@ -245,7 +244,6 @@ class StreamViews:
         self.slot_dir = np.full(2 * flows.n_streams, -1, np.int64)
         keys = plan.directions["stream"] * 2 + plan.directions["direction"]
         self.slot_dir[keys] = np.arange(len(keys))
-        self._typed_buffers: Any = None
         self._addresses: dict[bytes, str] = {}  # printed form of each raw address met
 
     def __len__(self) -> int:
@@ -329,11 +327,9 @@ class StreamViews:
         n = int(bounds[fits])
         out = np.empty(int(cum[n]), np.uint8)
         length = kr["length"][lo : lo + n]
-        bufs = self._buffers()
         for a in range(0, n, DROP_PAGES_AFTER):  # pages read are dropped between the calls
             b = min(a + DROP_PAGES_AFTER, n)
-            gather_payloads(bufs, kr["file"][lo + a : lo + b], kr["payload_start"][lo + a : lo + b],
-                            length[a:b], out[cum[a] : cum[b]])  # fmt: skip
+            self._copy(slice(lo + a, lo + b), cum[a:b], out)
             note_reads(b - a, self.sources)
         offset = kr["stream_offset"][lo : lo + n]
         first = np.zeros(n, np.bool_)
@@ -363,10 +359,18 @@ class StreamViews:
             out.append((a, b) if sent_by_client[i] else (b, a))
         return out
 
-    def _buffers(self) -> Any:
-        if self._typed_buffers is None:
-            self._typed_buffers = TypedList([src.buffer for src in self.sources])
-        return self._typed_buffers
+    def _copy(self, rows: slice, at: np.ndarray, out: np.ndarray) -> None:
+        """Copy the payloads of kept ``rows`` to their places ``at`` in ``out``, one kernel call
+        per source they come from."""
+        kr = self.kept_rows
+        file, start, length = kr["file"][rows], kr["payload_start"][rows], kr["length"][rows]
+        buffers = [src.buffer for src in self.sources]
+        if all(b is buffers[0] for b in buffers):  # one capture file, or a partition's spill
+            gather_ranges(buffers[0], start, length, at, out)
+            return
+        for f in np.unique(file).tolist():
+            mine = file == f
+            gather_ranges(buffers[f], start[mine], length[mine], at[mine], out)
 
 
 def build_streams(
