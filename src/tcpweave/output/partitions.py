@@ -908,7 +908,7 @@ def _merge(settings: Settings, parts: list[int], out_dir: Path, summary: Extract
 def _merged_window(index: dict[int, Any], files: dict[int, Any], a: int, b: int) -> Any:
     """The lines of streams ``a..b-1`` from every partition, in stream order."""
     spans = []
-    for p, (k, ends) in index.items():
+    for p, (k, _ends) in index.items():
         i, j = np.searchsorted(k, [a, b]).tolist()
         if i < j:
             spans.append((p, i, j))
