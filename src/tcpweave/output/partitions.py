@@ -919,7 +919,7 @@ def _merged_window(index: dict[int, Any], files: dict[int, Any], a: int, b: int)
     for p, i, j in spans:
         k, ends = index[p]
         n = int(ends[j] - ends[i])
-        if os.preadv(files[p].fileno(), [joined[base : base + n]], int(ends[i])) != n:
+        if os.preadv(files[p].fileno(), [joined[base : base + n].data], int(ends[i])) != n:
             raise OSError(f"{files[p].name}: shorter than its index says")
         keys.append(k[i:j])
         starts.append(ends[i:j] - ends[i] + base)
