@@ -52,7 +52,7 @@ MAX_INTERFACES = 65536
 #: files up to this size are pre-mapped whole; larger ones fault pages in as they are read
 POPULATE_MAX_BYTES = 8 << 30
 #: bytes of a mapped file released (and read ahead) at a time by ``Source.release_before``
-RELEASE_STEP = 64 << 20
+RELEASE_STEP = 32 << 20
 _MAX_STORED_ERRORS = 1000
 #: records per chunk: small enough that a chunk's bytes are still in cache when decoded
 CHUNK_RECORDS = 4096

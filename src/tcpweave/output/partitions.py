@@ -38,6 +38,7 @@ directory; ``--resume`` reuses it and writes only what is missing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import json
 import mmap
@@ -45,6 +46,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,11 +92,9 @@ MIN_FRAME_BYTES = 160
 #: with Dask, pcap files larger than this are decoded by several workers, in ranges of records
 RANGE_BYTES = 256 << 20
 #: payload bytes copied at once by a router (their copy is held while they are written)
-ROUTE_BYTES = 32 << 20
-#: a partition's payloads up to this size are read into memory, larger ones mapped
-LOAD_BYTES = 256 << 20
+ROUTE_BYTES = 8 << 20
 #: streams whose streams.jsonl lines are merged at a time
-MERGE_STREAMS = 1 << 16
+MERGE_STREAMS = 1 << 13
 #: rows handed to a router at a time by the decoder
 ROUTE_ROWS = 1 << 16
 SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
@@ -217,17 +217,13 @@ def _spill_names(workdir: str, p: int, tags: list[str] | None, kind: str) -> lis
 
 
 def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> PacketTable:
-    """Partition ``p``'s rows as a packet table, in frame order; their payload offsets
-    point into the partition's payload spill (``PartitionPayloads``)."""
+    """Partition ``p``'s rows as a packet table, in frame order. Their payloads are in the
+    partition's payload spill files, one per tag: ``file`` says which (its index in
+    ``tags``) and ``payload_offset`` where in it (see ``PartitionView.sources``)."""
     pieces = []
-    base = 0
-    for rows_path, payload_path in zip(
-        _spill_names(workdir, p, tags, "rows"), _spill_names(workdir, p, tags, "payload"),
-        strict=True,
-    ):  # fmt: skip
-        piece = np.fromfile(rows_path, dtype=SPILL_DTYPE)
-        piece["payload_offset"] += base  # the pieces' payload files, end to end
-        base += os.path.getsize(payload_path)
+    for k, path in enumerate(_spill_names(workdir, p, tags, "rows")):
+        piece = np.fromfile(path, dtype=SPILL_DTYPE)
+        piece["file"] = k
         pieces.append(piece)
     rec = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
     del pieces
@@ -237,47 +233,6 @@ def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> Packe
     if len(frame) > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
         cols = take_packets(cols, np.argsort(frame, kind="stable"))
     return PacketTable(cols)
-
-
-class PartitionPayloads:
-    """The payload bytes of a partition's rows: its payload spill files end to end, read into
-    memory (or, above ``LOAD_BYTES``, joined into one file and mapped)."""
-
-    format = "spill"
-
-    def __init__(self, workdir: str, p: int, tags: list[str] | None = None) -> None:
-        paths = _spill_names(workdir, p, tags, "payload")
-        total = sum(os.path.getsize(path) for path in paths)
-        self.path = paths[0] if len(paths) == 1 else _payload_path(workdir, p, ".joined")
-        self._mapped: MappedFile | None = None
-        if total <= LOAD_BYTES:
-            self.buffer = np.empty(total, np.uint8)
-            at = 0
-            for path in paths:
-                with open(path, "rb", buffering=0) as f:
-                    at += f.readinto(self.buffer[at:])  # type: ignore[arg-type]
-            return
-        if len(paths) > 1:
-            _join(paths, self.path)
-        self._mapped = MappedFile(self.path)
-        self.buffer = self._mapped.buffer
-
-    def drop_pages(self) -> None:
-        if self._mapped is not None:
-            self._mapped.drop_pages()
-
-    def close(self) -> None:
-        self.buffer = np.zeros(0, np.uint8)
-        self._mapped = None
-
-
-def _join(paths: list[str], out: str) -> None:
-    """Concatenate files into ``out``."""
-    with open(out + ".tmp", "wb") as dst:
-        for path in paths:
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-    os.replace(out + ".tmp", out)
 
 
 class MappedFile:
@@ -661,9 +616,11 @@ class _LocalPool:
 
 
 def _warm_worker() -> None:
-    """Build numba's typed-list code for byte buffers (what ``reassembly.plan`` hands its
-    kernels): about 0.4 s on first use in a process, not kept in numba's cache."""
-    TypedList([np.zeros(1, np.uint8)])
+    """Build numba's typed-list code for read-only byte buffers (what ``reassembly.plan``
+    hands its kernels): about 0.4 s on first use in a process, not kept in numba's cache."""
+    buffer = np.zeros(1, np.uint8)
+    buffer.flags.writeable = False  # as mapped files are
+    TypedList([buffer])
 
 
 def _star(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
@@ -672,7 +629,22 @@ def _star(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
 
 
 def _tagged(fn: Callable[..., Any], p: int, *args: Any) -> tuple[int, Any]:
-    return p, fn(*args)
+    try:
+        return p, fn(*args)
+    finally:
+        _give_back()
+
+
+def _give_back() -> None:
+    """Return the C heap's free memory to the system after a task. glibc keeps freed
+    blocks below its (self-raising) mmap threshold in the heap: a worker otherwise holds
+    on to ~45 MB of a partition's freed arrays between tasks."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
 
 def extract_partitioned(
@@ -808,9 +780,9 @@ class PartitionView:
     ``sources``; its sessions are numbered locally, ``global_index`` maps them to the
     capture's stream indexes.
 
-    Payload bytes come from the partition's payload spill, not from the capture: every
-    row's ``payload_offset`` points into it, and ``sources[file]`` is that spill for every
-    ``file`` of the capture (read on first use: numbering sessions needs no payload).
+    Payload bytes come from the partition's payload spill files, not from the capture: a
+    row's ``file`` is the spill file that holds its payload (``sources[file]``, mapped on
+    first use: numbering sessions needs no payload) and ``payload_offset`` its place there.
     """
 
     def __init__(self, settings: Settings, p: int, global_index: np.ndarray) -> None:
@@ -823,10 +795,11 @@ class PartitionView:
 
     @property
     def sources(self) -> list[Any]:
+        """The partition's payload spill files (mapped; read here and there, and unmapped as
+        the writers go: see ``output.streams.note_reads``)."""
         if self._sources is None:
-            payloads = PartitionPayloads(self.settings.workdir, self.p, self.settings.spill_tags)
-            files = int(self.packets.file.max()) + 1 if len(self.packets) else 1
-            self._sources = [payloads] * files
+            names = _spill_names(self.settings.workdir, self.p, self.settings.spill_tags, "payload")
+            self._sources = [MappedFile(path) for path in names]
         return self._sources
 
     def plan(self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto") -> Any:
