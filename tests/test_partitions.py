@@ -165,7 +165,7 @@ class _InProcessMapped:
     def __enter__(self) -> _InProcessMapped:
         return self
 
-    def map(self, fn: Any, args: list[tuple[Any, ...]]) -> Any:
+    def map(self, fn: Any, args: list[tuple[Any, ...]], warm: Any = None) -> Any:
         for a in args:
             yield fn(*a)
 

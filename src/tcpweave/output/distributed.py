@@ -57,7 +57,14 @@ class DaskPool:
         self.workers = sum(self.client.nthreads().values()) or 1
         return self
 
-    def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        args: list[tuple[Any, ...]],
+        warm: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """Results in the order they complete (``warm`` is for local pools: the kernels
+        were loaded on the workers when the pool was entered)."""
         from dask.distributed import as_completed
 
         futures = self.client.map(_run, [(fn, a) for a in args], pure=False)

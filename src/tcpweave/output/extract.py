@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from tcpweave.output.streams import Direction, StreamViews, note_reads
+from tcpweave.output.streams import Direction, Gathered, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
 
@@ -174,7 +174,7 @@ def extract_block(
     lines: list[bytes] = []
     line_streams: list[int] = []
     counts = [0] * 6
-    made: set[str] = set()
+    made: set[int] = set()
     got, g0 = None, 0
     try:
         for j in range(2 * (cols.hi - cols.lo)):
@@ -182,7 +182,6 @@ def extract_block(
                 continue
             if got is None or j >= g0 + max(got.fits, 1):
                 got, g0 = views.gather(cols.row_bounds[j:]), j
-            runs = got.runs_of(j - g0) if j < g0 + got.fits else _noted(views.direction(cols, j))
             local = cols.lo + j // 2
             stream = index[local] if index is not None else local
             client, server = ends[j // 2]
@@ -192,12 +191,17 @@ def extract_block(
             if length[j] if fill else kept[j]:
                 if layout == "tcpweave":
                     rel = tcpweave_name(stream, name, src, sport, dst, dport)
-                    _make_parent(root, rel, made)
+                    if stream // STREAMS_PER_DIR not in made:
+                        _make_parent(root, rel)
+                        made.add(stream // STREAMS_PER_DIR)
                 else:
                     rel = tcpflow_name(cols.session[j // 2], src, sport, dst, dport)
             fd = -1 if rel is None else os.open(rel, _CREATE, 0o644, dir_fd=root)
             try:
-                sha = _write_runs(fd, runs, length[j], gaps)
+                if j < g0 + got.fits:
+                    sha = _write_gathered(fd, got, j - g0, length[j], fill)
+                else:  # larger than a gather: read in place
+                    sha = _write_runs(fd, _noted(views.direction(cols, j)), length[j], gaps)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -240,13 +244,26 @@ def extract_block(
     return text, line_streams, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
 
 
-def _make_parent(root: int, rel: str, made: set[str]) -> None:
-    """Create the subdirectory of ``rel`` under the directory ``root`` (once per ``made``)."""
-    parent = rel[: rel.index("/")]
-    if parent not in made:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(parent, 0o755, dir_fd=root)
-        made.add(parent)
+def _make_parent(root: int, rel: str) -> None:
+    """Create the subdirectory of ``rel`` under the directory ``root`` if it is missing."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(rel[: rel.index("/")], 0o755, dir_fd=root)
+
+
+def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> str:
+    """Write direction ``k`` of a gather (to ``fd``, unless -1); returns its sha256. The
+    usual direction, one run from offset 0 (or any runs with ``--gaps omit``, which lie end
+    to end in the gather), is one write and one hash."""
+    runs = got.runs[got.edges[k] : got.edges[k + 1]]
+    if not runs:  # no byte kept: empty, or all gap
+        return _write_runs(fd, [], length, "fill" if fill else "omit")
+    first, n = runs[0][2], runs[-1][2] + runs[-1][1] - runs[0][2]
+    if (len(runs) == 1 and runs[0][0] == 0 and runs[0][1] == length) or not fill:
+        view = got.view[first : first + n]
+        if fd >= 0:
+            _pwrite_all(fd, [view], n, 0)
+        return hashlib.sha256(view).hexdigest()
+    return _write_runs(fd, got.runs_of(k), length, "fill")
 
 
 #: the streams being extracted, inherited by forked workers (never pickled: they point

@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
+import functools
 import json
 import mmap
-import multiprocessing
 import os
 import resource
 import shutil
@@ -69,6 +68,7 @@ from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import assign
 from tcpweave.output._kernels import gather_ranges
+from tcpweave.output._pool import LocalPool
 from tcpweave.output.extract import STREAMS_PER_DIR, ExtractSummary, extract_block
 from tcpweave.output.streams import StreamViews, build_streams
 from tcpweave.reassembly import plan
@@ -308,7 +308,15 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     with open(path + ".tmp", "wb") as f:
         f.write(lines)
     os.replace(path + ".tmp", path)  # the partition is done once this name exists
-    return (len(views), *totals)
+    n_streams = len(views)
+    del views, the_plan, part  # unmapped: its spill is not needed again, even on --resume
+    tags = settings.spill_tags
+    for name in _spill_names(settings.workdir, p, tags, "rows") + _spill_names(
+        settings.workdir, p, tags, "payload"
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+    return (n_streams, *totals)
 
 
 @dataclass
@@ -515,7 +523,7 @@ def _decode_on_workers(
     jobs = [
         (decode_piece_task, k, settings, pc, sources[pc.file].path) for k, pc in enumerate(pieces)
     ]
-    results = dict(ex.map(_tagged, jobs))
+    results = dict(ex.map(_tagged, jobs, warm=_warm_worker))
     stats = DecodeStats()
     counters = np.zeros_like(results[0][2]) if results else np.zeros(0, np.int64)
     rows = np.zeros(settings.n_parts, np.int64)
@@ -556,15 +564,15 @@ def _drop(cols: Any, buffer: np.ndarray) -> None:
     pass
 
 
-def _ranks(settings: Settings, ex: Any) -> list[np.ndarray]:
+def _ranks(settings: Settings, ex: Any, warm: Callable[[], None] | None = None) -> list[np.ndarray]:
     """Step 2 on the executor ``ex``: every partition's global stream indexes (kept in the
-    work directory, where a resumed run finds them)."""
+    work directory, where a resumed run finds them). ``warm`` is handed to ``ex.map``."""
     path = os.path.join(settings.workdir, "ranks.npz")
     parts = range(settings.n_parts)
     if os.path.exists(path):
         with np.load(path) as z:
             return [z[f"p{p}"] for p in parts]
-    firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts]))
+    firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts], warm=warm))
     ranks = _rank([firsts[p] for p in parts])
     np.savez(path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
     return ranks
@@ -579,53 +587,12 @@ def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
     return np.split(rank, np.cumsum(sizes)[:-1]) if sizes else []
 
 
-class _LocalPool:
-    """Partition tasks on forked workers (or in this process for one job).
-
-    The workers are forked at once and warm up (``_warm_worker``) while the driver opens
-    and indexes the capture.
-    """
-
-    local = True
-
-    def __init__(self, jobs: int) -> None:
-        self.jobs = self.workers = jobs
-        self.pool: Any = None
-
-    def __enter__(self) -> _LocalPool:
-        if self.jobs > 1:
-            gc.freeze()  # forked workers must not copy the heap by touching object headers
-            self.pool = multiprocessing.get_context("fork").Pool(self.jobs, _warm_worker)
-        return self
-
-    def map(self, fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> Iterator[Any]:
-        if self.pool is None:
-            for a in args:
-                yield fn(*a)
-            return
-        yield from self.pool.imap_unordered(_star, [(fn, a) for a in args])
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            if exc[0] is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
-            gc.unfreeze()
-
-
 def _warm_worker() -> None:
     """Build numba's typed-list code for read-only byte buffers (what ``reassembly.plan``
     hands its kernels): about 0.4 s on first use in a process, not kept in numba's cache."""
     buffer = np.zeros(1, np.uint8)
     buffer.flags.writeable = False  # as mapped files are
     TypedList([buffer])
-
-
-def _star(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
-    fn, args = job
-    return fn(*args)
 
 
 def _tagged(fn: Callable[..., Any], p: int, *args: Any) -> tuple[int, Any]:
@@ -682,7 +649,7 @@ def extract_partitioned(
             f"--resume: {work} was started with other options "
             f"(policy, checksums, layout, gaps, idle timeout: {_options(run.settings)})"
         )
-    with pool if pool is not None else _LocalPool(jobs) as ex:
+    with pool if pool is not None else LocalPool(jobs) as ex:
         decoders = ex if pool is not None or jobs > 1 else None
         run = _prepare(paths, run, fresh, rows_per_partition, tick, decoders)
         if pool is not None:
@@ -756,7 +723,9 @@ def _partition_steps(
     parts = list(range(settings.n_parts))
     summary = ExtractSummary()
     done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
-    ranks = _ranks(settings, ex)
+    local = getattr(ex, "local", False) and ex.workers > 1
+    warm = functools.partial(_warm, settings, run.rows) if local else None
+    ranks = _ranks(settings, ex, warm)  # warm: plan kernels loaded here, inherited by writers
     total = sum(len(r) for r in ranks)
     todo = [p for p in parts if p not in done]
     try:
@@ -765,6 +734,7 @@ def _partition_steps(
             done.add(p)
             tick("write", len(ranks[p]), total, 0)
     except KeyboardInterrupt:
+        done |= {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
         _merge(settings, sorted(done), out_dir, summary)
         _mark_incomplete(out_dir, [p for p in parts if p not in done], ranks)
         raise Interrupted(len(done), len(parts)) from None
@@ -840,7 +810,7 @@ def map_partitions(
         run = _prepare(paths, None, fresh, rows_per_partition, tick, None)
         if report is not None:
             report(run)
-        with _LocalPool(jobs) as ex:
+        with LocalPool(jobs) as ex:
             settings = run.settings
             ranks = _ranks(settings, ex)
             args = [(_view_task, p, settings, p, r, fn) for p, r in enumerate(ranks)]

@@ -1,0 +1,192 @@
+"""Tasks on this process and ``jobs - 1`` children forked for each batch of tasks.
+
+Why not ``multiprocessing.Pool``: its workers are forked once, sit beside an idle
+driver, and each loads numba's kernels and builds numba's typed-list code for itself
+(about a second of CPU per process, and ~100 MB of memory per process that stays).
+Here the calling process works too, and the children forked for a batch inherit
+whatever it has loaded by then. Tasks are handed out one at a time through a counter
+in shared memory (tasks of very different sizes balance themselves); each child sends
+its results back on its own pipe (length-prefixed pickles), read as they come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_HEADER = struct.Struct("<Q")
+
+
+class LocalPool:
+    """``map(fn, args)`` over this process and ``jobs - 1`` forked children."""
+
+    local = True
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = self.workers = max(jobs, 1)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        args: list[tuple[Any, ...]],
+        warm: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """``fn(*a)`` for every ``a`` in ``args``, results in the order they complete.
+
+        ``warm`` runs here once the children are forked, before this process takes
+        tasks: what it loads is inherited by the children of the next batches.
+        """
+        procs = min(self.jobs, len(args))
+        if procs <= 1:
+            if warm is not None:
+                warm()
+            for a in args:
+                yield fn(*a)
+            return
+        yield from _Batch(fn, args, procs - 1).run(warm)
+
+
+class _Batch:
+    def __init__(self, fn: Callable[..., Any], args: list[tuple[Any, ...]], children: int):
+        self.fn, self.args = fn, args
+        self.next = multiprocessing.get_context("fork").Value("q", 0)  # next task to claim
+        self.children: dict[int, int] = {}  # pid -> read end of its pipe
+        self.pids: dict[int, int] = {}  # read end of a pipe -> pid
+        gc.freeze()  # children must not copy the heap by touching object headers
+        try:
+            for _ in range(children):
+                self._fork()
+        except BaseException:
+            self._stop()
+            gc.unfreeze()
+            raise
+
+    def _claim(self) -> int | None:
+        with self.next.get_lock():
+            i = int(self.next.value)
+            if i >= len(self.args):
+                return None
+            self.next.value = i + 1
+            return i
+
+    def _fork(self) -> None:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(write)
+            self.children[pid] = read
+            self.pids[read] = pid
+            return
+        os.close(read)  # the child: never returns
+        code = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
+            for fd in self.children.values():
+                os.close(fd)
+            while (i := self._claim()) is not None:
+                try:
+                    message: tuple[Any, ...] = ("ok", self.fn(*self.args[i]))
+                except Exception as exc:  # the driver raises it
+                    message, code = ("error", _picklable(exc)), 1
+                _send(write, message)
+                if code:
+                    break
+        finally:
+            os._exit(code)
+
+    def run(self, warm: Callable[[], None] | None) -> Iterator[Any]:
+        sel = selectors.DefaultSelector()
+        buffers: dict[int, bytearray] = {}
+        for fd in self.children.values():
+            sel.register(fd, selectors.EVENT_READ)
+            buffers[fd] = bytearray()
+        try:
+            if warm is not None:
+                warm()
+            while (i := self._claim()) is not None:
+                yield self.fn(*self.args[i])
+                yield from self._receive(sel, buffers, timeout=0)
+            while sel.get_map():
+                yield from self._receive(sel, buffers, timeout=None)
+        except BaseException:
+            self._stop()
+            raise
+        finally:
+            sel.close()
+            self._reap()
+            gc.unfreeze()
+
+    def _receive(
+        self, sel: selectors.BaseSelector, buffers: dict[int, bytearray], timeout: float | None
+    ) -> Iterator[Any]:
+        for key, _ in sel.select(timeout):
+            fd = int(key.fd)  # type: ignore[arg-type]
+            chunk = os.read(fd, 1 << 20)
+            buf = buffers[fd]
+            if not chunk:  # the child is done: it claimed no more tasks, or it died
+                sel.unregister(fd)
+                self._reap_one(self.pids[fd])
+                if buf:
+                    raise RuntimeError("a worker process ended in the middle of a result")
+                continue
+            buf += chunk
+            while len(buf) >= _HEADER.size:
+                (n,) = _HEADER.unpack_from(buf)
+                if len(buf) < _HEADER.size + n:
+                    break
+                kind, value = pickle.loads(bytes(buf[_HEADER.size : _HEADER.size + n]))
+                del buf[: _HEADER.size + n]
+                if kind == "error":
+                    raise value
+                yield value
+
+    def _reap_one(self, pid: int) -> None:
+        """Wait for a child whose pipe has closed; a child that did not end normally (killed,
+        say, by the out-of-memory killer) may have lost a task: raise."""
+        os.close(self.children.pop(pid))
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 1):  # 1: it sent the error it met, raised above
+            raise RuntimeError(f"a worker process (pid {pid}) ended with status {code}")
+
+    def _stop(self) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        for pid, fd in self.children.items():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children = {}
+
+
+def _send(fd: int, message: tuple[Any, ...]) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _picklable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
