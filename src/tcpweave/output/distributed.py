@@ -1,13 +1,13 @@
 """Partition tasks on Dask distributed workers (``extract --scheduler tcp://HOST:PORT``).
 
-The driver decodes the capture into partition spill files under a work
-directory that every worker can read, then hands partitions to the workers:
-each maps the capture files by path (``Settings.buffer_paths``), numbers a
-partition's sessions, and later plans it and writes its streams into the
-output directory. Every packet of a direction is in one partition, so every
-direction is reassembled on one worker. Kernels are compiled by the driver
-(numba's on-disk cache) and loaded by each worker before the fan-out, so that
-workers do not compile them in parallel.
+The driver walks the capture's record headers, the workers decode the files (or
+record ranges of a big pcap file, mapped by path: ``Settings.buffer_paths``) into
+partition spill files -- rows and payload bytes -- under a work directory that
+every worker can read, and then number, plan and write partitions from those
+files alone. Every packet of a direction is in one partition, so every direction
+is reassembled on one worker. Kernels are compiled by the driver (numba's on-disk
+cache) and loaded by each worker before the fan-out, so that workers do not
+compile them in parallel.
 
 Dask is an optional dependency (``pip install tcpweave[dask]``).
 """

@@ -6,27 +6,32 @@ Theory of operation (``extract_partitioned``):
    (``decode.decode_into``); each chunk's rows are routed by a hash of their
    order-free 4-tuple to one of P partitions and appended to that partition's
    spill file (``part-NNNNN.rows``, the packet-table columns as one record per
-   row). Every packet of a 4-tuple -- hence every session and direction -- lands
-   in one partition. Pages of the mapped capture behind the decoder are
-   released, so a capture larger than memory streams through.
+   row), and the rows' payload bytes to its payload spill (``part-NNNNN.payload``;
+   ``payload_offset`` then points there). Every packet of a 4-tuple -- hence every
+   session and direction -- lands in one partition. Pages of the mapped capture
+   behind the decoder are released, so a capture larger than memory streams
+   through, and this is the only pass over the capture.
 2. sessions -- each partition is loaded (rows put back in frame order) and its
    sessions numbered (``flows.assign``); the frame of each session's first
    packet goes back to the driver, which ranks all of them: the rank is the
    global stream index (order of first packet, as Wireshark's tcp.stream).
 3. streams -- each partition is loaded again, planned (``reassembly.plan``) and
-   written: stream files positionally from the mapped capture, its
-   streams.jsonl lines to ``part-NNNNN.jsonl``. The driver merges those files in
-   stream order into ``DIR/streams.jsonl``.
+   written: stream files positionally from its mapped payload spill, its
+   streams.jsonl lines to ``part-NNNNN.jsonl`` (with a line index). Its spill
+   files are then removed. The driver merges the jsonl files in stream order
+   into ``DIR/streams.jsonl``.
 
-Steps 2 and 3 run partitions in parallel (forked workers, or Dask workers that
-map the same files); the output does not depend on how many run at once.
+Each step runs on this process and ``jobs - 1`` forked children (``_pool``), or
+on Dask workers; steps 2 and 3 read only the work directory. The output does not
+depend on how many processes run.
 
-What bounds memory: the driver holds the mapped capture (released behind the
-decoder and after each partition), one decode chunk, and an 8-byte first frame
-per session; a worker holds one partition (about ``ROWS_PER_PARTITION`` rows:
-packet table, flows and plan, a few hundred bytes per row) and the streams of
-one block. A single direction with more packets than a partition's share makes
-its partition that much larger: one direction's packets are planned together.
+What bounds memory: the driver holds a window of the mapped capture (released
+behind the decoder), one decode chunk, and an 8-byte first frame per session; a
+process writing holds one partition (about ``ROWS_PER_PARTITION`` rows: packet
+table, flows and plan, a few hundred bytes per row), the pages of its payload
+spill being read (unmapped as the writers go) and the payloads of one block. A
+single direction with more packets than a partition's share makes its partition
+that much larger: one direction's packets are planned together.
 
 Interruption: a partition's jsonl file appears (by rename) only when all its
 streams are written. On Ctrl-C the driver merges the finished partitions into
