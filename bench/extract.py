@@ -916,7 +916,10 @@ def run_bench(meta: dict[str, Any], rounds: int, tools: list[str], work: Path) -
 
 
 def child_profile(path: str, out_dir: str, jobs: int) -> dict[str, Any]:
-    """Time ``tcpweave extract``'s stages in one process, with the RSS after each."""
+    """Time the steps of ``tcpweave extract`` (partitioned, as the CLI runs it) in one
+    process, with the RSS after each; then split the writer's time per direction on one
+    partition, written three times: as it is, without hashing, and without hashing or
+    file calls (the per-direction costs are the differences)."""
     import resource
 
     out: dict[str, Any] = {}
@@ -930,18 +933,79 @@ def child_profile(path: str, out_dir: str, jobs: int) -> dict[str, Any]:
         out[name] = {"s": time.perf_counter() - t, "rss_after": rss()}
         return res
 
-    tcpweave = stage("import_tcpweave", lambda: __import__("tcpweave"))
-    from tcpweave.output.extract import extract
+    stage("import_tcpweave", lambda: __import__("tcpweave"))
+    from tcpweave.output import partitions as P
 
-    cap = stage("open_and_packets", lambda: tcpweave.open(path))
-    stage("flows", lambda: cap.flows)
-    stage("plan", lambda: cap.plan())
-    streams = stage("build_streams", lambda: cap.streams())
-    stage("write", lambda: extract(streams, Path(out_dir), jobs=jobs))
+    settings = P.Settings(os.path.join(out_dir, ".work"), out_dir, 1)
+    os.makedirs(out_dir, exist_ok=True)
+    run = stage("decode", lambda: P._prepare([path], None, settings, P.ROWS_PER_PARTITION,
+                                             P._no_progress, None))  # fmt: skip
+    parts = list(range(run.settings.n_parts))
+    with P.LocalPool(1) as ex:
+        ranks = stage("sessions", lambda: P._ranks(run.settings, ex))
+    out["writer_split_us"] = _writer_split(run.settings, parts[-1], ranks[-1], out_dir)
+    stage(
+        "plan_and_write", lambda: [P.write_partition(run.settings, p, ranks[p]) for p in parts[:-1]]
+    )
     out["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out["packets"] = len(cap.packets)
-    out["streams"] = len(streams)
+    out["packets"] = sum(run.rows)
+    out["streams"] = sum(len(r) for r in ranks)
+    out["partitions"] = len(parts)
     return out
+
+
+def _writer_split(settings: Any, p: int, ranks: Any, out_dir: str) -> dict[str, float]:
+    """Microseconds per direction of ``extract_block`` over partition ``p``: in all, without
+    hashing (sha256 stubbed), and without hashing or file calls (open/pwritev/close stubbed)."""
+    from unittest import mock
+
+    from tcpweave.enums import ChecksumMode, Policy
+    from tcpweave.output import extract as E
+    from tcpweave.output import partitions as P
+    from tcpweave.output.streams import StreamViews
+
+    part = P.PartitionView(settings, p, ranks)
+    views = StreamViews(part.packets, part.flows, part.plan(Policy(settings.policy),
+                        ChecksumMode(settings.checksums)), part.sources)  # fmt: skip
+    index = ranks.tolist()
+
+    class _NoHash:
+        def __init__(self, *a: Any) -> None: ...
+        def update(self, v: Any) -> None: ...
+        def hexdigest(self) -> str:
+            return "0" * 64
+
+    def write_all(tag: str) -> float:
+        target = Path(out_dir) / f"split-{tag}"
+        target.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        lines = 0
+        step = E.STREAMS_PER_DIR
+        for lo in range(0, len(views), step):
+            block = E.extract_block(views, lo, lo + step, str(target), "tcpweave", "fill", index)
+            lines += len(block[1])
+        return (time.perf_counter() - t) / max(lines, 1) * 1e6
+
+    real_open = os.open
+    fake_os = mock.Mock(wraps=os)
+    fake_os.open = lambda name, flags, *a, **k: (  # the directory itself still opens
+        real_open(name, flags, *a, **k) if flags & os.O_DIRECTORY else -1
+    )
+    fake_os.O_RDONLY, fake_os.O_DIRECTORY = os.O_RDONLY, os.O_DIRECTORY
+    times: dict[str, list[float]] = {"whole": [], "nohash": [], "neither": []}
+    for r in range(3):  # interleaved; the first round also warms the spill's pages
+        times["whole"].append(write_all(f"whole{r}"))
+        with mock.patch.object(E, "hashlib", mock.Mock(sha256=_NoHash)):
+            times["nohash"].append(write_all(f"nohash{r}"))
+            with mock.patch.object(E, "os", fake_os):
+                times["neither"].append(write_all(f"neither{r}"))
+    whole, no_hash, neither = (min(times[k]) for k in ("whole", "nohash", "neither"))
+    return {
+        "per_direction": whole,
+        "hashing": whole - no_hash,
+        "file_calls": no_hash - neither,
+        "rest": neither,
+    }
 
 
 def run_profile(meta: dict[str, Any], work: Path, jobs: int) -> dict[str, Any]:
@@ -1031,12 +1095,18 @@ def _fmt_report(r: dict[str, Any]) -> str:
 
 
 def _fmt_profile(p: dict[str, Any]) -> str:
-    lines = [f"{'stage':18}{'s':>8}{'RSS after MB':>14}"]
+    lines = [f"{'step (jobs 1)':18}{'s':>8}{'RSS after MB':>14}"]
     for name, v in p.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "s" in v:
             lines.append(f"{name:18}{v['s']:8.2f}{_mb(v['rss_after']):>14}")
     lines.append(
-        f"maxrss {_mb(p['maxrss'])} MB, {p['packets']:,} packets, {p['streams']:,} streams"
+        f"maxrss {_mb(p['maxrss'])} MB, {p['packets']:,} packets, {p['streams']:,} streams, "
+        f"{p['partitions']} partitions (plan_and_write: all but the last, written below)"
+    )
+    w = p["writer_split_us"]
+    lines.append(
+        f"writer per direction {w['per_direction']:.1f} us: file calls {w['file_calls']:.1f}, "
+        f"sha256 {w['hashing']:.1f}, the rest (Python, gather) {w['rest']:.1f}"
     )
     return "\n".join(lines)
 
