@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba.typed import List as TypedList
 
+from tcpweave._jit import buffer_list
 from tcpweave.capture import Source
 from tcpweave.decode.table import FIN, RST, PacketTable
 from tcpweave.enums import Checksum, Fate
@@ -231,7 +231,7 @@ def _occurrences(
     if release is not None:  # direction boundaries about RELEASE_EVERY payloads apart
         at = np.searchsorted(pkt_bounds, np.arange(RELEASE_EVERY, len(has), RELEASE_EVERY))
         cuts = sorted({0, len(dir_keys), *np.minimum(at, len(dir_keys)).tolist()})
-    bufs = TypedList([s.buffer for s in sources])
+    bufs = buffer_list([s.buffer for s in sources])
     k_offset, k_start = rows["stream_offset"][kept], rows["payload_start"][kept]
     k_file, k_len = rows["file"][kept], rows["length"][kept]
     pkt_offset = offset[pkt_row]

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from numba.typed import List as TypedList
 
+from tcpweave._jit import buffer_list
 from tcpweave.errors import UsageError
 from tcpweave.framing import _kernels as k
 from tcpweave.framing import _spec as S
@@ -301,7 +301,7 @@ def _batch(views: StreamViews, streams: np.ndarray) -> _Batch:
     }
     buf = np.empty(int(length.sum()), np.uint8)
     k.gather_rows(
-        TypedList([src.buffer for src in views.sources]),
+        buffer_list([src.buffer for src in views.sources]),
         kept["file"][row_idx],
         kept["payload_start"][row_idx],
         length,

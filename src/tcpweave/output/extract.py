@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from tcpweave.output.streams import Direction, Gathered, StreamViews, note_reads
+from tcpweave.output.streams import BlockColumns, Direction, Gathered, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
 
@@ -174,7 +174,7 @@ def extract_block(
     lines: list[bytes] = []
     line_streams: list[int] = []
     counts = [0] * 6
-    made: set[int] = set()
+    made: set[int] = set()  # subdirectories made (by number)
     got, g0 = None, 0
     try:
         for j in range(2 * (cols.hi - cols.lo)):
@@ -189,13 +189,8 @@ def extract_block(
             name = "c2s" if j % 2 == 0 else "s2c"
             rel = None
             if length[j] if fill else kept[j]:
-                if layout == "tcpweave":
-                    rel = tcpweave_name(stream, name, src, sport, dst, dport)
-                    if stream // STREAMS_PER_DIR not in made:
-                        _make_parent(root, rel)
-                        made.add(stream // STREAMS_PER_DIR)
-                else:
-                    rel = tcpflow_name(cols.session[j // 2], src, sport, dst, dport)
+                rel = _relative_path(layout, root, made, stream, cols.session[j // 2], name,
+                                     src, sport, dst, dport)  # fmt: skip
             fd = -1 if rel is None else os.open(rel, _CREATE, 0o644, dir_fd=root)
             try:
                 if j < g0 + got.fits:
@@ -207,35 +202,14 @@ def extract_block(
                     os.close(fd)
             gap_list = views.gap_list(gb[j], gb[j + 1]) if gb[j + 1] > gb[j] else []
             conflict_list = views.conflict_list(cb[j], cb[j + 1]) if cb[j + 1] > cb[j] else []
-            gap_bytes = sum(g[1] for g in gap_list)
-            rec = {
-                "stream": stream,
-                "session": cols.session[j // 2],
-                "direction": name,
-                "src": src,
-                "sport": sport,
-                "dst": dst,
-                "dport": dport,
-                "first_ts": info["first_ts_ns"][j] / 1e9,
-                "last_ts": info["last_ts_ns"][j] / 1e9,
-                "packets": packets[j],
-                "bytes": kept[j],
-                "length": length[j],
-                "gaps": len(gap_list),
-                "gap_bytes": gap_bytes,
-                "gap_list": gap_list,
-                "conflicts": len(conflict_list),
-                "conflict_list": conflict_list,
-                "close": "rst" if info["rst"][j] else ("fin" if info["fin"][j] else "open"),
-                "path": rel,
-                "sha256": sha,
-            }
+            rec = _record(cols, j, stream, name, (src, sport, dst, dport), rel, sha, gap_list,
+                          conflict_list)  # fmt: skip
             lines.append(orjson.dumps(rec))
             line_streams.append(stream)
             counts[0] += 1
             counts[1] += rel is not None
             counts[2] += kept[j]
-            counts[3] += gap_bytes
+            counts[3] += rec["gap_bytes"]
             counts[4] += len(gap_list)
             counts[5] += len(conflict_list)
     finally:
@@ -244,10 +218,62 @@ def extract_block(
     return text, line_streams, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
 
 
-def _make_parent(root: int, rel: str) -> None:
-    """Create the subdirectory of ``rel`` under the directory ``root`` if it is missing."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(rel[: rel.index("/")], 0o755, dir_fd=root)
+def _relative_path(
+    layout: str,
+    root: int,
+    made: set[int],
+    stream: int,
+    session: int,
+    name: str,
+    src: str, sport: int, dst: str, dport: int,
+) -> str:  # fmt: skip
+    """A direction's file under the output directory ``root``; with the tcpweave layout its
+    subdirectory is made on first use (``made`` holds the ones made)."""
+    if layout != "tcpweave":
+        return tcpflow_name(session, src, sport, dst, dport)
+    rel = tcpweave_name(stream, name, src, sport, dst, dport)
+    if stream // STREAMS_PER_DIR not in made:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(rel[: rel.index("/")], 0o755, dir_fd=root)
+        made.add(stream // STREAMS_PER_DIR)
+    return rel
+
+
+def _record(
+    cols: BlockColumns,
+    j: int,
+    stream: int,
+    name: str,
+    ends: tuple[str, int, str, int],
+    rel: str | None,
+    sha: str,
+    gap_list: list[list[Any]],
+    conflict_list: list[list[int]],
+) -> dict[str, Any]:
+    """Direction slot ``j``'s streams.jsonl record (the DESIGN.md contract, and more)."""
+    info = cols.info
+    return {
+        "stream": stream,
+        "session": cols.session[j // 2],
+        "direction": name,
+        "src": ends[0],
+        "sport": ends[1],
+        "dst": ends[2],
+        "dport": ends[3],
+        "first_ts": info["first_ts_ns"][j] / 1e9,
+        "last_ts": info["last_ts_ns"][j] / 1e9,
+        "packets": info["packets"][j],
+        "bytes": info["bytes"][j],
+        "length": info["length"][j],
+        "gaps": len(gap_list),
+        "gap_bytes": sum(g[1] for g in gap_list),
+        "gap_list": gap_list,
+        "conflicts": len(conflict_list),
+        "conflict_list": conflict_list,
+        "close": "rst" if info["rst"][j] else ("fin" if info["fin"][j] else "open"),
+        "path": rel,
+        "sha256": sha,
+    }
 
 
 def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> str:

@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba.typed import List as TypedList
 
 from tcpweave.capture import RecordColumns, Source, open_source, open_sources
 from tcpweave.capture.source import fixed_source, restrict_pcap
@@ -98,6 +97,8 @@ MIN_FRAME_BYTES = 160
 RANGE_BYTES = 256 << 20
 #: payload bytes copied at once by a router (their copy is held while they are written)
 ROUTE_BYTES = 8 << 20
+#: captures with fewer TCP packets are numbered, planned and written by this process alone
+FORK_MIN_ROWS = 50_000
 #: streams whose streams.jsonl lines are merged at a time
 MERGE_STREAMS = 1 << 13
 #: rows handed to a router at a time by the decoder
@@ -528,7 +529,7 @@ def _decode_on_workers(
     jobs = [
         (decode_piece_task, k, settings, pc, sources[pc.file].path) for k, pc in enumerate(pieces)
     ]
-    results = dict(ex.map(_tagged, jobs, warm=_warm_worker))
+    results = dict(ex.map(_tagged, jobs))
     stats = DecodeStats()
     counters = np.zeros_like(results[0][2]) if results else np.zeros(0, np.int64)
     rows = np.zeros(settings.n_parts, np.int64)
@@ -590,14 +591,6 @@ def _rank(firsts: list[np.ndarray]) -> list[np.ndarray]:
     rank = np.empty(len(everything), np.int64)
     rank[np.argsort(everything, kind="stable")] = np.arange(len(everything))
     return np.split(rank, np.cumsum(sizes)[:-1]) if sizes else []
-
-
-def _warm_worker() -> None:
-    """Build numba's typed-list code for read-only byte buffers (what ``reassembly.plan``
-    hands its kernels): about 0.4 s on first use in a process, not kept in numba's cache."""
-    buffer = np.zeros(1, np.uint8)
-    buffer.flags.writeable = False  # as mapped files are
-    TypedList([buffer])
 
 
 def _tagged(fn: Callable[..., Any], p: int, *args: Any) -> tuple[int, Any]:
@@ -728,6 +721,8 @@ def _partition_steps(
     parts = list(range(settings.n_parts))
     summary = ExtractSummary()
     done: set[int] = {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
+    if getattr(ex, "local", False) and sum(run.rows) < FORK_MIN_ROWS:
+        ex = LocalPool(1)  # a small capture: forking and warming would cost more than it saves
     local = getattr(ex, "local", False) and ex.workers > 1
     warm = functools.partial(_warm, settings, run.rows) if local else None
     ranks = _ranks(settings, ex, warm)  # warm: plan kernels loaded here, inherited by writers

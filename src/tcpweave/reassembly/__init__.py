@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from numba.typed import List as TypedList
 
+from tcpweave._jit import buffer_list
 from tcpweave.capture import Source
 from tcpweave.decode.table import ACK, RST, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, Policy
@@ -122,7 +122,7 @@ def _run(
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
     capacity = n + n // 4 + 16  # most segments give one row; grown on demand
     piece_capacity = 2 * per_dir + 16
-    bufs = TypedList([src.buffer for src in sources])
+    bufs = buffer_list([src.buffer for src in sources])
     max_payload = int(packets.payload_caplen.max()) if n else 0
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
