@@ -6,7 +6,9 @@ driver, and each loads numba's kernels and builds numba's typed-list code for it
 Here the calling process works too, and the children forked for a batch inherit
 whatever it has loaded by then. Tasks are handed out one at a time through a counter
 in shared memory (tasks of very different sizes balance themselves); each child sends
-its results back on its own pipe (length-prefixed pickles), read as they come.
+its results back on its own pipe (length-prefixed pickles), which a thread of the
+calling process reads as they come, so that a child never waits for the caller to
+finish a task before it can hand over a large result.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import gc
 import multiprocessing
 import os
 import pickle
+import queue
 import selectors
 import signal
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,50 +113,82 @@ class _Batch:
             os._exit(code)
 
     def run(self, warm: Callable[[], None] | None) -> Iterator[Any]:
-        sel = selectors.DefaultSelector()
-        buffers: dict[int, bytearray] = {}
-        for fd in self.children.values():
-            sel.register(fd, selectors.EVENT_READ)
-            buffers[fd] = bytearray()
+        inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        reader = threading.Thread(target=self._read_pipes, args=(inbox,), daemon=True)
+        reader.start()  # the children never wait for this process to read their results
+        self.reading = True
         try:
             if warm is not None:
                 warm()
             while (i := self._claim()) is not None:
                 yield self.fn(*self.args[i])
-                yield from self._receive(sel, buffers, timeout=0)
-            while sel.get_map():
-                yield from self._receive(sel, buffers, timeout=None)
+                yield from self._take(inbox, block=False)
+            while self.reading:
+                yield from self._take(inbox, block=True)
         except BaseException:
             self._stop()
             raise
         finally:
-            sel.close()
+            reader.join()  # it ends once every child's pipe is closed
             self._reap()
             gc.unfreeze()
 
-    def _receive(
-        self, sel: selectors.BaseSelector, buffers: dict[int, bytearray], timeout: float | None
-    ) -> Iterator[Any]:
-        for key, _ in sel.select(timeout):
-            fd = int(key.fd)  # type: ignore[arg-type]
-            chunk = os.read(fd, 1 << 20)
-            buf = buffers[fd]
-            if not chunk:  # the child is done: it claimed no more tasks, or it died
-                sel.unregister(fd)
+    def _read_pipes(self, inbox: queue.SimpleQueue[tuple[str, Any]]) -> None:
+        """Thread: read the children's pipes as data comes; queue each complete result, and
+        each pipe's end (with whether it ended in the middle of a result)."""
+        sel = selectors.DefaultSelector()
+        buffers: dict[int, bytearray] = {}
+        try:
+            for fd in self.pids:
+                sel.register(fd, selectors.EVENT_READ)
+                buffers[fd] = bytearray()
+            while sel.get_map():
+                for key, _ in sel.select():
+                    fd = int(key.fd)  # type: ignore[arg-type]
+                    chunk = os.read(fd, 1 << 20)
+                    buf = buffers[fd]
+                    if not chunk:  # the child is done: no task left to claim, or it died
+                        sel.unregister(fd)
+                        inbox.put(("closed", (fd, bool(buf))))
+                        continue
+                    buf += chunk
+                    while len(buf) >= _HEADER.size:
+                        (n,) = _HEADER.unpack_from(buf)
+                        if len(buf) < _HEADER.size + n:
+                            break
+                        inbox.put(("result", bytes(buf[_HEADER.size : _HEADER.size + n])))
+                        del buf[: _HEADER.size + n]
+        except BaseException as exc:  # never lose the reason
+            inbox.put(("failed", exc))
+        finally:
+            sel.close()
+            inbox.put(("done", None))
+
+    def _take(self, inbox: queue.SimpleQueue[tuple[str, Any]], block: bool) -> Iterator[Any]:
+        """Results queued by the reader (waiting for the next one if ``block``)."""
+        while self.reading:
+            try:  # a timeout keeps Ctrl-C prompt while waiting
+                kind, value = inbox.get(timeout=0.2) if block else inbox.get_nowait()
+            except queue.Empty:
+                if block:
+                    continue
+                return
+            if kind == "done":
+                self.reading = False
+            elif kind == "failed":
+                raise value
+            elif kind == "closed":
+                fd, partial = value
                 self._reap_one(self.pids[fd])
-                if buf:
+                if partial:
                     raise RuntimeError("a worker process ended in the middle of a result")
-                continue
-            buf += chunk
-            while len(buf) >= _HEADER.size:
-                (n,) = _HEADER.unpack_from(buf)
-                if len(buf) < _HEADER.size + n:
-                    break
-                kind, value = pickle.loads(bytes(buf[_HEADER.size : _HEADER.size + n]))
-                del buf[: _HEADER.size + n]
-                if kind == "error":
-                    raise value
-                yield value
+            else:
+                status, result = pickle.loads(value)
+                if status == "error":
+                    raise result
+                yield result
+                if block:
+                    return
 
     def _reap_one(self, pid: int) -> None:
         """Wait for a child whose pipe has closed; a child that did not end normally (killed,
