@@ -85,16 +85,6 @@ def tcpflow_name(session: int, src: str, sport: int, dst: str, dport: int) -> st
     return name + (f"c{session}" if session else "")
 
 
-def write_direction(path: str | Path | None, d: Direction, gaps: str) -> str:
-    """Write one direction (or only hash it when ``path`` is None); returns its sha256."""
-    fd = -1 if path is None else os.open(path, _CREATE, 0o644)
-    try:
-        return _write_runs(fd, _noted(d), d.length, gaps)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
