@@ -92,8 +92,7 @@ def _noted(d: Direction) -> Iterator[tuple[int, int, list[Any]]]:
     """``d.runs()``, counting the payloads read from the mapped capture (see note_reads)."""
     for run in d.runs(max_views=_IOV_MAX):
         yield run
-        if d._gathered is None:
-            note_reads(len(run[2]), d._sources)
+        note_reads(len(run[2]), d._sources)
 
 
 def _write_runs(fd: int, runs: Iterable[tuple[int, int, list[Any]]], length: int, gaps: str) -> str:

@@ -284,33 +284,28 @@ def session_firsts(settings: Settings, p: int) -> np.ndarray:
 
 
 def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[int, ...]:
-    """Task of step 3: plan and write partition ``p``, whose sessions get the indexes ``streams``.
-
-    Blocks are written starting at a place that depends on ``p`` (wrapping round), so that
-    workers writing at the same time are mostly in different subdirectories.
-    """
+    """Task of step 3: plan and write partition ``p``, its sessions numbered ``streams``."""
     part = PartitionView(settings, p, streams)
     the_plan = part.plan(Policy(settings.policy), ChecksumMode(settings.checksums))
     views = StreamViews(part.packets, part.flows, the_plan, part.sources)
-    starts = list(range(0, len(views), STREAMS_PER_DIR))
-    first = (p * len(starts)) // max(settings.n_parts, 1)
-    texts: dict[int, tuple[bytes, list[int]]] = {}
+    texts: list[bytes] = []
+    keys: list[int] = []
     totals = [0] * 6
     index = streams.tolist()
-    for lo in starts[first:] + starts[:first]:
+    for lo in range(0, len(views), STREAMS_PER_DIR):
         text, line_streams, counts = extract_block(
             views, lo, lo + STREAMS_PER_DIR, settings.out_dir, settings.layout, settings.gaps,
             index,
         )  # fmt: skip
-        texts[lo] = (text, line_streams)
+        texts.append(text)
+        keys += line_streams
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     path = _jsonl_path(settings.workdir, p)
     with open(path + ".counts", "w", encoding="utf-8") as f:
         json.dump(totals, f)
-    lines = b"".join(texts[lo][0] for lo in starts)
+    lines = b"".join(texts)
     ends = np.flatnonzero(np.frombuffer(lines, np.uint8) == ord("\n")) + 1
-    keys = np.fromiter((k for lo in starts for k in texts[lo][1]), np.int64, len(ends))
-    np.stack([keys, ends]).tofile(path + ".index")
+    np.stack([np.asarray(keys, np.int64), ends]).tofile(path + ".index")
     with open(path + ".tmp", "wb") as f:
         f.write(lines)
     os.replace(path + ".tmp", path)  # the partition is done once this name exists

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from tcpweave.reassembly import Plan
 
 #: kept ranges turned into Python ints at a time by ``Direction._iter_kept``
 _ITER_SLICE = 65536
-#: payload bytes of one block copied at once by ``StreamViews.block(..., gather=True)``
+#: payload bytes copied at once by ``StreamViews.gather``
 GATHER_BYTES = 64 << 20
 #: Reading a payload through the mapped capture maps the 64 KiB around it (the kernel's
 #: fault-around), and the segments of one session are spread over the whole capture: after
@@ -35,6 +35,23 @@ def note_reads(n: int, sources: list[Any]) -> None:
         for src in sources:
             src.drop_pages()
         _READS[0] = 0
+
+
+def join_runs(runs: Iterable[tuple[int, int, list[Any]]], length: int, gaps: str) -> bytes:
+    """A direction's bytes from its runs (stream offset, length, views), ``length`` long with
+    the gaps zero-filled (offsets = relative sequence numbers), or with the gaps omitted."""
+    if gaps not in ("fill", "omit"):
+        raise ValueError("gaps must be 'fill' or 'omit'")
+    pieces: list[bytes | memoryview] = []
+    cursor = 0
+    for offset, n, views in runs:
+        if gaps == "fill" and offset > cursor:
+            pieces.append(bytes(offset - cursor))
+        pieces.extend(views)
+        cursor = offset + n
+    if gaps == "fill" and length > cursor:
+        pieces.append(bytes(length - cursor))
+    return b"".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -82,24 +99,12 @@ class Direction:
     gaps: list[Gap] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     _rows: Any = None  # (kept plan rows, lo, hi): this direction's slice, sorted by offset
-    _gathered: list[tuple[int, int, list[memoryview]]] | None = None  # runs already copied
     _sources: list[Source] = field(default_factory=list, repr=False)
     _packets: Any = None
 
     def bytes(self, gaps: str = "fill") -> bytes:
         """The stream: gaps zero-filled (offsets = relative sequence numbers) or omitted."""
-        if gaps not in ("fill", "omit"):
-            raise ValueError("gaps must be 'fill' or 'omit'")
-        pieces: list[bytes | memoryview] = []
-        cursor = 0
-        for offset, length, views in self.runs():
-            if gaps == "fill" and offset > cursor:
-                pieces.append(bytes(offset - cursor))
-            pieces.extend(views)
-            cursor = offset + length
-        if gaps == "fill" and self.length > cursor:
-            pieces.append(bytes(self.length - cursor))
-        return b"".join(pieces)
+        return join_runs(self.runs(), self.length, gaps)
 
     def runs(self, max_views: int = 1024) -> Iterator[tuple[int, int, list[memoryview]]]:
         """(stream offset, length, payload views) per run of contiguous kept ranges.
@@ -108,9 +113,6 @@ class Direction:
         ``max_views`` ranges comes as consecutive pieces (memory stays bounded on long
         directions; ``max_views`` is also what one ``pwritev`` call takes).
         """
-        if self._gathered is not None:
-            yield from self._gathered
-            return
         run: list[memoryview] = []
         run_start = run_end = 0
         for offset, start, file, length in self._iter_kept():
@@ -249,23 +251,13 @@ class StreamViews:
     def __len__(self) -> int:
         return self.flows.n_streams
 
-    def block(self, lo: int, hi: int, gather: bool = False) -> list[Stream]:
-        """Streams lo..hi-1 (in stream order).
-
-        With ``gather``, the payloads of the block's first directions (up to
-        ``GATHER_BYTES`` in all) are first copied into one buffer by a kernel, and each
-        of those directions offers its runs as slices of it.
-        """
+    def block(self, lo: int, hi: int) -> list[Stream]:
+        """Streams lo..hi-1 (in stream order)."""
         cols = self.columns(lo, hi)
         streams = []
         for i, s in enumerate(range(cols.lo, cols.hi)):
             dirs = [self.direction(cols, 2 * i + d) for d in (0, 1)]
             streams.append(Stream(s, cols.session[i], dirs[0], dirs[1]))
-        if gather and streams:
-            got = self.gather(cols.row_bounds)
-            for k in range(got.fits):
-                st = streams[k // 2]
-                (st.c2s, st.s2c)[k % 2]._gathered = got.runs_of(k)
         return streams
 
     def columns(self, lo: int, hi: int) -> BlockColumns:
@@ -305,15 +297,14 @@ class StreamViews:
 
     def gap_list(self, lo: int, hi: int) -> list[list[Any]]:
         """Gaps ``lo..hi-1`` of the plan as [offset, length, reason name]."""
-        g = self.plan.gaps
-        cols = (g[name][lo:hi].tolist() for name in ("offset", "length", "reason"))
-        return [[o, n, str(GapReason(r))] for o, n, r in zip(*cols, strict=True)]
+        return [[g.offset, g.length, str(g.reason)] for g in _gaps_of(self.plan.gaps, lo, hi)]
 
     def conflict_list(self, lo: int, hi: int) -> list[list[int]]:
         """Conflicts ``lo..hi-1`` of the plan as [offset, length, kept frame, dropped frame]."""
-        c = self.plan.conflicts
-        names = ("offset", "length", "kept_frame", "dropped_frame")
-        return [list(x) for x in zip(*(c[n][lo:hi].tolist() for n in names), strict=True)]
+        return [
+            [c.offset, c.length, c.kept_frame, c.dropped_frame]
+            for c in _conflicts_of(self.plan.conflicts, lo, hi)
+        ]
 
     def gather(self, row_bounds: list[int]) -> Gathered:
         """Copy the kept payloads of the leading directions whose rows are ``row_bounds``
