@@ -35,7 +35,7 @@ class LocalPool:
     local = True
 
     def __init__(self, jobs: int) -> None:
-        self.jobs = self.workers = max(jobs, 1)
+        self.workers = max(jobs, 1)  # processes, this one included
 
     def __enter__(self) -> LocalPool:
         return self
@@ -54,7 +54,7 @@ class LocalPool:
         ``warm`` runs here once the children are forked, before this process takes
         tasks: what it loads is inherited by the children of the next batches.
         """
-        procs = min(self.jobs, len(args))
+        procs = min(self.workers, len(args))
         if procs <= 1:
             if warm is not None:
                 warm()
