@@ -42,7 +42,8 @@ demo: venv
 # and the tests that need them skip).
 system-tools:
 	@if ! command -v tshark >/dev/null || ! command -v tcpdump >/dev/null \
-	        || ! command -v tcpflow >/dev/null; then \
+	        || ! command -v tcpflow >/dev/null || ! command -v ip >/dev/null \
+	        || ! command -v ethtool >/dev/null; then \
 	    bash scripts/install-system-tools.sh; \
 	fi
 

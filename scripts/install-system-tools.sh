@@ -4,6 +4,7 @@
 #   tcpdump  real captures and libpcap's read speed (bench)
 #   tcpflow  differential oracle for stream extraction
 #   ip       network namespaces for the real-Linux-stack tests (iproute2)
+#   ethtool  turns segmentation offloads off on the test hosts' veth pairs
 #
 # Idempotent: does nothing when every tool is already there. As root it runs
 # `apt-get update` once and installs the missing packages non-interactively.
@@ -17,15 +18,16 @@ declare -A package_of=(
     [tcpdump]=tcpdump
     [tcpflow]=tcpflow
     [ip]=iproute2
+    [ethtool]=ethtool
 )
 
 missing=()
-for tool in tshark tcpdump tcpflow ip; do
+for tool in tshark tcpdump tcpflow ip ethtool; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-system-tools: tshark, tcpdump, tcpflow and ip are present"
+    echo "install-system-tools: tshark, tcpdump, tcpflow, ip and ethtool are present"
     exit 0
 fi
 
@@ -54,7 +56,7 @@ echo "install-system-tools: installing ${missing[*]}"
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-for tool in tshark tcpdump tcpflow ip; do
+for tool in tshark tcpdump tcpflow ip ethtool; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "install-system-tools: $tool still missing after install" >&2
         exit 1
