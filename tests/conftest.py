@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,3 +29,15 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"shared corpus not found at {CORPUS}")
     return CORPUS
+
+
+def stream_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file an extraction wrote under ``root`` (relative path -> digest),
+    without tcpweave's own area (.tcpweave/) and the manifest, which names times and paths."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+        and ".tcpweave" not in p.relative_to(root).parts
+        and p.name != "manifest.json"
+    }

@@ -9,7 +9,6 @@ extract benchmark's generator (out-of-order and retransmitted segments, reused
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tcpweave
-from conftest import ROOT
+from conftest import ROOT, stream_tree
 from craft import split_pcap
 from tcpweave.cli import app
 
@@ -31,14 +30,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 extract_bench: Any = pytest.importorskip("extract")
 
 pytestmark = pytest.mark.slow
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +45,7 @@ def generated(tmp_path_factory: Any) -> dict[str, Any]:
 def single(generated: dict[str, Any], tmp_path_factory: Any) -> dict[str, str]:
     out = tmp_path_factory.mktemp("single")
     tcpweave.extract(generated["path"], out, jobs=1, partition_rows=100_000)
-    return _tree(out)
+    return stream_tree(out)
 
 
 def test_local_cluster_equals_one_process(
@@ -67,7 +58,7 @@ def test_local_cluster_equals_one_process(
         distributed.Client(cluster) as client,
     ):
         tcpweave.extract(generated["cuts"], tmp_path / "dask", client=client, partition_rows=1000)
-    assert _tree(tmp_path / "dask") == single
+    assert stream_tree(tmp_path / "dask") == single
     check = extract_bench.check_output(tmp_path / "dask", generated["truth"], True)
     assert check["exact"] == check["expected"] > 0
 
@@ -128,4 +119,4 @@ def test_real_scheduler_and_workers_via_cli(
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
-    assert _tree(out) == single
+    assert stream_tree(out) == single

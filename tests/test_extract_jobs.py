@@ -8,7 +8,6 @@ the generator's sha256 of every direction as the truth.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, stream_tree
 from tcpweave.cli import app
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -28,14 +27,6 @@ def generated(tmp_path_factory: Any) -> dict[str, Any]:
     params = extract_bench.GenParams(size=6 << 20, sessions=3000, seed=11)
     out = tmp_path_factory.mktemp("gen") / "sessions.pcap"
     return extract_bench.ensure_capture(params, out)  # type: ignore[no-any-return]
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_two_writers_write_the_same_tree_as_one(generated: dict[str, Any], tmp_path: Path) -> None:
@@ -56,7 +47,7 @@ def test_two_writers_write_the_same_tree_as_one(generated: dict[str, Any], tmp_p
             ],
         )
         assert result.exit_code == 0, result.output
-        trees[jobs] = _tree(out)
+        trees[jobs] = stream_tree(out)
     assert len(trees[1]) > 2 * 2000  # both directions of 3000 sessions, plus streams.jsonl
     assert trees[2] == trees[1]
     check = extract_bench.check_output(tmp_path / "jobs2", generated["truth"], True)

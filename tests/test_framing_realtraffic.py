@@ -38,7 +38,9 @@ _COUNTER = itertools.count()
 def _why_not() -> str | None:
     if sys.platform != "linux" or os.geteuid() != 0:
         return "recording needs root on Linux (network namespaces, tcpdump)"
-    missing = [t for t in ("ip", "tcpdump", "timeout") if not shutil.which(t)]
+    # ethtool: with segmentation offload on, loopback hands tcpdump 64 kB segments, so no
+    # message would span segments whatever the MTU
+    missing = [t for t in ("ip", "tcpdump", "timeout", "ethtool") if not shutil.which(t)]
     return f"recording needs {', '.join(missing)}" if missing else None
 
 
@@ -51,10 +53,12 @@ def _namespace() -> Iterator[str]:
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "mtu", "1500", "up"], check=True)
-        # no segmentation offload: the capture shows the segments the wire would carry
+        # no segmentation offload: the capture shows the segments the wire would carry (at
+        # most one MSS each, however loaded the machine), so the messages larger than an MSS
+        # span segments
         subprocess.run(
             ["ip", "netns", "exec", name, "ethtool", "-K", "lo", "tso", "off", "gso", "off"],
-            check=False, capture_output=True,
+            check=True, capture_output=True,
         )  # fmt: skip
         yield name
     finally:

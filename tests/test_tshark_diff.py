@@ -77,5 +77,7 @@ def test_crafted_captures_match_tshark(tmp_path: Path) -> None:
 
 
 def test_every_expected_difference_names_a_corpus_capture() -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"shared corpus not found at {CORPUS}")
     for key in EXPECTED:
         assert (CORPUS / key).is_file(), key

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tcpweave.capture import Source, open_sources
+from tcpweave.capture.inputs import check_distinct
 from tcpweave.decode import DecodeStats, decode
 from tcpweave.decode.table import PacketTable
 from tcpweave.enums import ChecksumMode, Policy
@@ -177,6 +178,7 @@ def extract(
     progress: Callable[[str, int, int, int], None] | None = None,
     client: Any = None,
     idle_timeout: float = 0.0,
+    force: bool = False,
 ) -> tuple[ExtractSummary, PartitionedRun]:
     """Write every direction of every session under ``out_dir`` with ``streams.jsonl``.
 
@@ -186,6 +188,11 @@ def extract(
     address), plan and write the partitions; the output does not depend on either.
     ``idle_timeout`` (seconds, 0 = off) starts a new session on a 4-tuple after that much
     silence, besides the SYN rules.
+
+    ``out_dir`` must be new or empty, or hold an earlier tcpweave run: the same run
+    (``resume`` continues it when it was interrupted) or, with ``force``, another one,
+    whose files (and only those) are replaced. ``workdir``: a directory in which
+    tcpweave makes its own work directory (never touching anything else there).
     """
     path_list = (
         [os.fspath(paths)]
@@ -194,6 +201,7 @@ def extract(
     )
     if not path_list:
         raise UsageError("no capture file given")
+    check_distinct(path_list)
     if layout not in ("tcpweave", "tcpflow") or gaps not in ("fill", "omit"):
         raise UsageError(f"unknown layout {layout!r} or gap mode {gaps!r}")
     pool = DaskPool(client) if client is not None else None
@@ -211,6 +219,7 @@ def extract(
         progress,
         pool,
         int(idle_timeout * 1e9),
+        force,
     )
 
 
@@ -222,4 +231,5 @@ def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) ->
         path_list = [os.fspath(p) for p in paths]
     if not path_list:
         raise UsageError("no capture file given")
+    check_distinct(path_list)
     return Capture(path_list, workdir)

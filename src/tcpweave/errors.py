@@ -7,7 +7,7 @@ was wrong; misuse of the API or CLI is a :class:`UsageError`. Traffic anomalies
 
 from __future__ import annotations
 
-__all__ = ["CaptureError", "TcpweaveError", "UsageError"]
+__all__ = ["CaptureError", "SignalReceived", "TcpweaveError", "UsageError"]
 
 
 class TcpweaveError(Exception):
@@ -34,3 +34,13 @@ class CaptureError(TcpweaveError):
 
 class UsageError(TcpweaveError):
     """The caller asked for something that cannot be done as asked."""
+
+
+class SignalReceived(KeyboardInterrupt):
+    """SIGTERM (or another stop signal) turned into an exception by the command line, so
+    that a run stopped by ``kill`` unwinds -- and marks its output unfinished -- exactly as
+    Ctrl-C does. ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 import tcpweave
+from tcpweave.capture.inputs import check_distinct
 from tcpweave.cli import render
+from tcpweave.cli.guard import EXIT_DAMAGED, describe, fail, guarded
 from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import TcpweaveError
 from tcpweave.output.extract import extract as write_streams
 from tcpweave.output.follow import FollowMode, follow, render_follow
+from tcpweave.output.outdir import OutputDir, RunIdentity, input_identity
 from tcpweave.output.partitions import (
     ROWS_PER_PARTITION,
     Interrupted,
     PartitionedRun,
     map_partitions,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="tcpweave",
@@ -34,7 +42,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("pdus")(pdus_command)
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """Register a subcommand that ends as cli/guard.py says (one-line errors, exit codes)."""
+
+    def register(fn: F) -> F:
+        app.command(name)(guarded(fn))
+        return fn
+
+    return register
+
+
+command("pdus")(pdus_command)
 
 
 class PacketFormat(StrEnum):
@@ -60,16 +80,12 @@ def _stderr() -> Console:
 
 
 def _open(paths: list[Path]) -> tcpweave.Capture:
-    try:
-        cap = tcpweave.open(paths)
-    except TcpweaveError as exc:
-        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+    cap = tcpweave.open(paths)
     render.report_errors(_stderr(), cap)
     return cap
 
 
-@app.command()
+@command()
 def packets(
     captures: Captures,
     limit: Annotated[int | None, typer.Option(help="Show at most N packets.", min=0)] = None,
@@ -120,7 +136,7 @@ ChecksumOpt = Annotated[
 ]
 
 
-@app.command()
+@command()
 def extract(
     captures: Captures,
     out: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
@@ -141,11 +157,21 @@ def extract(
         ),
     ] = False,
     resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted extraction into the same DIR.")
+        bool,
+        typer.Option(help="Continue an interrupted extraction of the same captures and options."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an earlier tcpweave run in DIR (only the files it lists as its own)."
+        ),
     ] = False,
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Spill directory for partitions (default: DIR/.tcpweave-work)."),
+        typer.Option(
+            help="Where to make the spill directory for partitions (default: inside "
+            "DIR/.tcpweave); tcpweave makes and removes only its own directory there."
+        ),
     ] = None,
     partition_rows: Annotated[
         int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
@@ -173,7 +199,7 @@ def extract(
     """
     started = time.perf_counter()
     if parquet:
-        _extract_whole(captures, out, policy, checksums, gaps, layout, jobs, started)
+        _extract_whole(captures, out, policy, checksums, gaps, layout, jobs, force, started)
         return
     try:
         with render.phased_progress(_stderr()) as tick:
@@ -191,21 +217,31 @@ def extract(
                 progress=tick,
                 client=scheduler,
                 idle_timeout=idle_timeout,
+                force=force,
             )
     except Interrupted as exc:
-        _stderr().print(
-            f"[bold yellow]interrupted:[/] {exc.done} of {exc.total} partitions written; "
-            f"{out}/streams.jsonl lists the finished streams, {out}/INCOMPLETE.json the "
-            "partial ones; run again with --resume to finish.",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
-    except TcpweaveError as exc:
-        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(
+            f"interrupted by {signal.Signals(exc.signum).name}: {exc.done} of {exc.total} "
+            f"partitions written; {out}/streams.jsonl lists the finished streams, "
+            f"{out}/INCOMPLETE.json the partial ones; run again with --resume to finish",
+            128 + exc.signum,
+        ) from None
+    except TcpweaveError:
+        raise  # the run marked DIR failed; guarded() prints the error
     stats = run.decode_stats()
     render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
     _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
+    _exit_if_damaged(stats.corrupt_records, f"{out}/manifest.json lists them")
+
+
+def _exit_if_damaged(records: int, where: str) -> None:
+    """Exit status 3 when capture records were skipped (cli/guard.py)."""
+    if records:
+        _stderr().print(
+            f"[yellow]warning:[/] input damaged: {records:,} damaged record(s) skipped; {where}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_DAMAGED)
 
 
 def _extract_whole(
@@ -216,25 +252,41 @@ def _extract_whole(
     gaps: GapMode,
     layout: Layout,
     jobs: int,
+    force: bool,
     started: float,
 ) -> None:
     """Extraction with the whole capture's tables in memory (needed for the Parquet export)."""
+    paths = [str(c) for c in captures]
+    check_distinct(paths)
+    options = (("checksums", checksums), ("gaps", str(gaps)), ("layout", str(layout)),
+               ("parquet", True), ("policy", policy))  # fmt: skip
+    identity = RunIdentity("extract", input_identity(paths), options)
     with _open(captures) as cap:
+        streams = cap.stream_views(policy, checksums)
+        claim = OutputDir.claim(out, identity, force=force)
         try:
-            streams = cap.stream_views(policy, checksums)
-        except TcpweaveError as exc:
-            _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from exc
-        with render.progress(_stderr(), "writing streams", len(streams)) as tick:
-            summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick)
-        cap.packets.to_parquet(str(out / "packets.parquet"))
-        cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
+            with render.progress(_stderr(), "writing streams", len(streams)) as tick:
+                summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick,
+                                        claim.ledger(""))  # fmt: skip
+            cap.packets.to_parquet(str(out / "packets.parquet"))
+            cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
+            damage = [{"file": e.path, "offset": e.offset, "reason": e.reason} for e in cap.errors]
+            claim.finish({"summary": asdict(summary), "decode": asdict(cap.stats),
+                          "input_damage": {"records": cap.stats.corrupt_records,
+                                           "regions": damage}})  # fmt: skip
+        except KeyboardInterrupt:
+            claim.stopped("interrupted", "stopped by a signal", keep_work=False)
+            raise
+        except BaseException as exc:
+            claim.stopped("failed", describe(exc), keep_work=False)
+            raise
         _stdout().print(
             render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
         )
+        _exit_if_damaged(cap.stats.corrupt_records, f"{out}/manifest.json lists them")
 
 
-@app.command("streams")
+@command("streams")
 def streams_cmd(
     captures: Captures,
     policy: PolicyOpt = "first",
@@ -250,11 +302,7 @@ def streams_cmd(
     Captures larger than ``--partition-rows`` packets are cut by flow into partitions
     (as for extract), so memory stays bounded; only the rows themselves are kept.
     """
-    try:
-        rows = _stream_rows([str(c) for c in captures], policy, checksums, jobs, partition_rows)
-    except TcpweaveError as exc:
-        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+    rows = _stream_rows([str(c) for c in captures], policy, checksums, jobs, partition_rows)
     if fmt is StreamFormat.table:
         _stdout().print(render.streams_table(rows))
     elif fmt is StreamFormat.csv:
@@ -283,7 +331,7 @@ def _stream_rows(
     return rows
 
 
-@app.command()
+@command()
 def info(captures: Captures) -> None:
     """Summarise a capture: files, frames, TCP packets and the decoder's counts."""
     with _open(captures) as cap:
@@ -301,7 +349,7 @@ def _root(
         raise typer.Exit()
 
 
-@app.command("follow")
+@command("follow")
 def follow_stream(
     capture: Annotated[Path, typer.Argument(help="Capture file.")],
     stream: Annotated[int, typer.Argument(help="Stream index, as tshark's tcp.stream.")],
@@ -317,5 +365,5 @@ def follow_stream(
 
 from tcpweave.cli.audit import audit_cmd, compare_cmd  # noqa: E402 (registered after app exists)
 
-app.command("audit")(audit_cmd)
-app.command("compare")(compare_cmd)
+command("audit")(audit_cmd)
+command("compare")(compare_cmd)

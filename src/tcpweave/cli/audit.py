@@ -17,7 +17,7 @@ from tcpweave.audit import Audit
 from tcpweave.audit.partitioned import audit_partitioned
 from tcpweave.cli import render
 from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
-from tcpweave.errors import TcpweaveError, UsageError
+from tcpweave.errors import UsageError
 from tcpweave.output.partitions import ROWS_PER_PARTITION, PartitionedRun
 
 __all__ = ["audit_cmd", "compare_cmd"]
@@ -30,16 +30,8 @@ def _stdout() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(2)
-
-
 def _open(paths: list[Path]) -> tcpweave.Capture:
-    try:
-        cap = tcpweave.open(paths)
-    except TcpweaveError as exc:
-        raise _fail(exc) from exc
+    cap = tcpweave.open(paths)
     render.report_errors(Console(stderr=True), cap)
     return cap
 
@@ -125,12 +117,9 @@ def audit_cmd(
     (as for extract) and audited partition by partition, so memory stays bounded; the
     report is the same either way.
     """
-    try:
-        ports = parse_port_range(port_range)
-        a = _audit([str(c) for c in captures], policy, checksums, ports, jobs, partition_rows,
-                   None if matrix is None else str(matrix))  # fmt: skip
-    except TcpweaveError as exc:
-        raise _fail(exc) from exc
+    ports = parse_port_range(port_range)
+    a = _audit([str(c) for c in captures], policy, checksums, ports, jobs, partition_rows,
+               None if matrix is None else str(matrix))  # fmt: skip
     if json_out:
         sys.stdout.write(orjson.dumps(a.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -186,11 +175,8 @@ def compare_cmd(
     from tcpweave.audit.compare import against, compare
 
     with _open([capture]) as cap, tempfile.TemporaryDirectory() as tmp:
-        try:
-            streams = cap.streams(policy, checksums)
-            theirs = against(against_spec, capture, len(streams), run, Path(tmp))
-        except TcpweaveError as exc:
-            raise _fail(exc) from exc
+        streams = cap.streams(policy, checksums)
+        theirs = against(against_spec, capture, len(streams), run, Path(tmp))
         result = compare(streams, theirs, against_spec.partition(":")[0])
     if json_out:
         sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -15,7 +15,6 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.cli import render
-from tcpweave.errors import TcpweaveError
 from tcpweave.framing import Framer, Pdus
 from tcpweave.framing.lua import export_lua
 from tcpweave.framing.spec import parse_framer
@@ -28,11 +27,6 @@ PREVIEW_BYTES = 24
 class PduFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
-
-
-def _fail(exc: TcpweaveError) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(2)
 
 
 def pdus(
@@ -69,23 +63,20 @@ def pdus(
     ] = "tcpweave",
 ) -> None:
     """Cut each direction of each TCP session into PDUs (messages) with a framer."""
-    try:
-        chosen = parse_framer(framer)
-        if export is not None:
-            _export(chosen, export, port, proto, framer)
-            return
-        if not captures:
-            raise typer.BadParameter("give a capture file (or --export-lua)")
-        with tcpweave.open(captures) as cap:
-            render.report_errors(Console(stderr=True), cap)
-            found = cap.pdus(chosen, stream, policy, checksums, data=True)
-            if fmt is PduFormat.table:
-                console = Console() if Console().is_terminal else Console(width=200)
-                console.print(pdu_table(found))
-            else:
-                write_jsonl(sys.stdout, found, data)
-    except TcpweaveError as exc:
-        raise _fail(exc) from exc
+    chosen = parse_framer(framer)
+    if export is not None:
+        _export(chosen, export, port, proto, framer)
+        return
+    if not captures:
+        raise typer.BadParameter("give a capture file (or --export-lua)")
+    with tcpweave.open(captures) as cap:
+        render.report_errors(Console(stderr=True), cap)
+        found = cap.pdus(chosen, stream, policy, checksums, data=True)
+        if fmt is PduFormat.table:
+            console = Console() if Console().is_terminal else Console(width=200)
+            console.print(pdu_table(found))
+        else:
+            write_jsonl(sys.stdout, found, data)
 
 
 def _export(framer: Framer, out: Path, port: int | None, proto: str, spec: str) -> None:

@@ -14,6 +14,7 @@ finish a task before it can hand over a large result.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -22,9 +23,12 @@ import queue
 import selectors
 import signal
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from tcpweave import _faults as fault
 
 _HEADER = struct.Struct("<Q")
 
@@ -89,6 +93,7 @@ class _Batch:
 
     def _fork(self) -> None:
         read, write = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid:
             os.close(write)
@@ -98,7 +103,9 @@ class _Batch:
         os.close(read)  # the child: never returns
         code = 0
         try:
+            die_with_parent(parent)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             for fd in self.children.values():
                 os.close(fd)
             while (i := self._claim()) is not None:
@@ -211,6 +218,20 @@ class _Batch:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.children = {}
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked worker: be killed when the process that forked it dies, however it dies
+    (prctl PR_SET_PDEATHSIG; SIGKILL of the driver must not leave a worker writing)."""
+    fault.mark_child()
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
 
 
 def _send(fd: int, message: tuple[Any, ...]) -> None:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gc
 import hashlib
 import ipaddress
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from tcpweave.output._pool import LocalPool
 from tcpweave.output.streams import BlockColumns, Direction, Gathered, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
@@ -85,7 +84,8 @@ def tcpflow_name(session: int, src: str, sport: int, dst: str, dport: int) -> st
     return name + (f"c{session}" if session else "")
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+#: a stream file is always new: one that exists is never overwritten (output/outdir.py)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def _noted(d: Direction) -> Iterator[tuple[int, int, list[Any]]]:
@@ -144,18 +144,21 @@ def extract_block(
     layout: str,
     gaps: str,
     index: list[int] | None = None,
+    ledger: str | None = None,
 ) -> tuple[bytes, list[int], tuple[int, int, int, int, int, int]]:
     """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines, the stream
     of each line, and the block's counts (directions, files, bytes, gap bytes, gaps,
     conflicts).
 
     ``index`` maps the views' stream numbers to the capture's (a partition's streams).
+    The names of the files about to be made are appended to the file ``ledger`` first
+    (output/outdir.py: what tcpweave made, and may remove).
     Payloads of many directions are gathered by one kernel call, and each direction is
     then an open, a write, a close and a hash: plain strings, lists and orjson, since at
     200,000 files any per-file overhead in Python shows.
     """
     cols = views.columns(lo, hi)
-    info, ends = cols.info, cols.ends
+    info = cols.info
     packets, length, kept = info["packets"], info["length"], info["bytes"]
     gb, cb = cols.gap_bounds, cols.conflict_bounds
     fill = gaps == "fill"
@@ -165,21 +168,16 @@ def extract_block(
     counts = [0] * 6
     made: set[int] = set()  # subdirectories made (by number)
     got, g0 = None, 0
+    slots = [j for j in range(2 * (cols.hi - cols.lo)) if packets[j]]
+    named = [_names_of(cols, j, index, layout, length[j] if fill else kept[j]) for j in slots]
+    if ledger is not None:
+        _append_ledger(ledger, [rel for _, _, _, rel in named if rel is not None])
     try:
-        for j in range(2 * (cols.hi - cols.lo)):
-            if not packets[j]:
-                continue
+        for j, (stream, name, (src, sport, dst, dport), rel) in zip(slots, named, strict=True):
             if got is None or j >= g0 + max(got.fits, 1):
                 got, g0 = views.gather(cols.row_bounds[j:]), j
-            local = cols.lo + j // 2
-            stream = index[local] if index is not None else local
-            client, server = ends[j // 2]
-            (src, sport), (dst, dport) = (client, server) if j % 2 == 0 else (server, client)
-            name = "c2s" if j % 2 == 0 else "s2c"
-            rel = None
-            if length[j] if fill else kept[j]:
-                rel = _relative_path(layout, root, made, stream, cols.session[j // 2], name,
-                                     src, sport, dst, dport)  # fmt: skip
+            if rel is not None and layout == "tcpweave":
+                _make_subdir(root, made, stream, rel)
             fd = -1 if rel is None else os.open(rel, _CREATE, 0o644, dir_fd=root)
             try:
                 if j < g0 + got.fits:
@@ -207,25 +205,39 @@ def extract_block(
     return text, line_streams, (counts[0], counts[1], counts[2], counts[3], counts[4], counts[5])
 
 
-def _relative_path(
-    layout: str,
-    root: int,
-    made: set[int],
-    stream: int,
-    session: int,
-    name: str,
-    src: str, sport: int, dst: str, dport: int,
-) -> str:  # fmt: skip
-    """A direction's file under the output directory ``root``; with the tcpweave layout its
-    subdirectory is made on first use (``made`` holds the ones made)."""
-    if layout != "tcpweave":
-        return tcpflow_name(session, src, sport, dst, dport)
-    rel = tcpweave_name(stream, name, src, sport, dst, dport)
+def _names_of(
+    cols: BlockColumns, j: int, index: list[int] | None, layout: str, has_file: int
+) -> tuple[int, str, tuple[str, int, str, int], str | None]:
+    """Direction slot ``j``'s stream index, direction name, endpoints (source first) and
+    file name relative to the output directory (None when it gets no file)."""
+    local = cols.lo + j // 2
+    stream = index[local] if index is not None else local
+    client, server = cols.ends[j // 2]
+    (src, sport), (dst, dport) = (client, server) if j % 2 == 0 else (server, client)
+    name = "c2s" if j % 2 == 0 else "s2c"
+    rel = None
+    if has_file:
+        rel = (
+            tcpweave_name(stream, name, src, sport, dst, dport)
+            if layout == "tcpweave"
+            else tcpflow_name(cols.session[j // 2], src, sport, dst, dport)
+        )
+    return stream, name, (src, sport, dst, dport), rel
+
+
+def _append_ledger(ledger: str, names: list[str]) -> None:
+    if names:
+        with open(ledger, "a", encoding="utf-8") as f:
+            f.write("\n".join(names) + "\n")
+
+
+def _make_subdir(root: int, made: set[int], stream: int, rel: str) -> None:
+    """With the tcpweave layout, a stream's subdirectory is made on first use (``made``
+    holds the ones made)."""
     if stream // STREAMS_PER_DIR not in made:
         with contextlib.suppress(FileExistsError):
             os.mkdir(rel[: rel.index("/")], 0o755, dir_fd=root)
         made.add(stream // STREAMS_PER_DIR)
-    return rel
 
 
 def _record(
@@ -281,21 +293,13 @@ def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> 
     return _write_runs(fd, got.runs_of(k), length, "fill")
 
 
-#: the streams being extracted, inherited by forked workers (never pickled: they point
-#: into the mapped capture)
-_SHARED: list[Any] = []
-
-
-def _worker(args: tuple[int, int, Path, str, str]) -> tuple[bytes, tuple[int, ...]]:
-    lo, hi, out_dir, layout, gaps = args
-    text, _streams, counts = extract_block(_SHARED[0], lo, hi, out_dir, layout, gaps)
-    return text, counts
+_Block = tuple[int, int, Path, str, str, "str | None"]
 
 
 def _worker_here(
-    views: StreamViews, lo: int, hi: int, out_dir: Path, layout: str, gaps: str
+    views: StreamViews, lo: int, hi: int, out_dir: Path, layout: str, gaps: str, ledger: str | None
 ) -> tuple[bytes, tuple[int, ...]]:
-    text, _streams, counts = extract_block(views, lo, hi, out_dir, layout, gaps)
+    text, _streams, counts = extract_block(views, lo, hi, out_dir, layout, gaps, None, ledger)
     return text, counts
 
 
@@ -306,21 +310,25 @@ def extract(
     gaps: str = "fill",
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    ledger_dir: str | None = None,
 ) -> ExtractSummary:
     """Write all streams under ``out_dir`` with ``streams.jsonl``; returns a summary.
 
     Streams go in blocks of 1000 (one subdirectory each); with ``jobs`` > 1 the
     blocks are shared out to forked workers, and ``streams.jsonl`` is written in
-    stream order as blocks complete.
+    stream order as blocks complete. Each block lists the files it makes in a ledger
+    file under ``ledger_dir`` first (output/outdir.py).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tick = progress or (lambda n: None)
-    blocks = [
-        (lo, min(lo + STREAMS_PER_DIR, len(views))) for lo in range(0, len(views), STREAMS_PER_DIR)
-    ]
+    blocks: list[_Block] = [
+        (lo, min(lo + STREAMS_PER_DIR, len(views)), out_dir, layout, gaps,
+         os.path.join(ledger_dir, f"block-{lo:09d}") if ledger_dir else None)
+        for lo in range(0, len(views), STREAMS_PER_DIR)
+    ]  # fmt: skip
     summary = ExtractSummary(streams=len(views))
     with open(out_dir / "streams.jsonl", "wb") as f:
-        for text, counts in _run_blocks(views, blocks, out_dir, layout, gaps, jobs):
+        for text, counts in _run_blocks(views, blocks, jobs):
             f.write(text)
             summary.add(counts)
             tick(STREAMS_PER_DIR)
@@ -328,26 +336,20 @@ def extract(
 
 
 def _run_blocks(
-    views: Any,
-    blocks: list[tuple[int, int]],
-    out_dir: Path,
-    layout: str,
-    gaps: str,
-    jobs: int,
+    views: Any, blocks: list[_Block], jobs: int
 ) -> Iterator[tuple[bytes, tuple[int, ...]]]:
-    if jobs <= 1 or len(blocks) < 2:
-        for lo, hi in blocks:
-            yield _worker_here(views, lo, hi, out_dir, layout, gaps)
-        return
-    _SHARED[:] = [views]
-    # Freeze the parent's objects out of the collector: a forked worker that ran a full
-    # collection would write to every object header and copy the whole heap.
-    gc.freeze()
-    try:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(jobs, len(blocks))) as pool:
-            args = [(lo, hi, out_dir, layout, gaps) for lo, hi in blocks]
-            yield from pool.imap(_worker, args)
-    finally:
-        gc.unfreeze()
-        _SHARED.clear()
+    """Each block's lines and counts, in block order; blocks are written by this process
+    and ``jobs - 1`` forked children, which inherit ``views`` (nothing is pickled to them)."""
+    args = [(k, views, *block) for k, block in enumerate(blocks)]
+    waiting: dict[int, tuple[bytes, tuple[int, ...]]] = {}
+    following = 0
+    with LocalPool(jobs) as pool:
+        for k, result in pool.map(_numbered, args):
+            waiting[k] = result
+            while following in waiting:
+                yield waiting.pop(following)
+                following += 1
+
+
+def _numbered(k: int, *block: Any) -> tuple[int, tuple[bytes, tuple[int, ...]]]:
+    return k, _worker_here(*block)

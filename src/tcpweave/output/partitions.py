@@ -58,7 +58,9 @@ from typing import Any
 
 import numpy as np
 
+from tcpweave import _faults as fault
 from tcpweave.capture import RecordColumns, Source, open_source, open_sources
+from tcpweave.capture.inputs import check_distinct
 from tcpweave.capture.source import fixed_source, restrict_pcap
 from tcpweave.decode import (
     DecodeStats,
@@ -69,11 +71,12 @@ from tcpweave.decode import (
 )
 from tcpweave.decode.table import PACKET_COLUMNS, PacketColumns, PacketTable, take_packets
 from tcpweave.enums import ChecksumMode, Policy
-from tcpweave.errors import CaptureError, UsageError
+from tcpweave.errors import CaptureError
 from tcpweave.flows import assign
 from tcpweave.output._kernels import gather_ranges
 from tcpweave.output._pool import LocalPool
 from tcpweave.output.extract import STREAMS_PER_DIR, ExtractSummary, extract_block
+from tcpweave.output.outdir import WORK_MARK, OutputDir, RunIdentity, input_identity
 from tcpweave.output.streams import StreamViews, build_streams
 from tcpweave.reassembly import plan
 
@@ -105,15 +108,18 @@ MERGE_STREAMS = 1 << 13
 ROUTE_ROWS = 1 << 16
 SPILL_DTYPE = np.dtype([(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS])
 STATE_FILE = "state.json"
-INCOMPLETE_FILE = "INCOMPLETE.json"
 
 
 class Interrupted(Exception):
-    """Extraction stopped by Ctrl-C; the output directory lists what was completed."""
+    """Extraction stopped by Ctrl-C or a stop signal (``signum``); the output directory
+    lists what was completed and is marked unfinished."""
 
-    def __init__(self, done: int, total: int) -> None:
+    def __init__(
+        self, done: int, total: int, partial: list[int] | None = None, signum: int = 2
+    ) -> None:
         super().__init__(f"interrupted: {done} of {total} partitions written")
-        self.done, self.total = done, total
+        self.done, self.total, self.signum = done, total, signum
+        self.partial = partial or []
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -167,6 +173,7 @@ class _Router:
     def __call__(self, cols: Any, buffer: np.ndarray) -> None:
         """Route rows whose payload offsets point into ``buffer``, a slice of at most
         ROUTE_BYTES of payload at a time (the copy of the payloads is held meanwhile)."""
+        fault.at("decode")
         ends = np.cumsum(cols.payload_caplen)
         a, n = 0, len(ends)
         while a < n:
@@ -275,16 +282,25 @@ class Settings:
     idle_timeout_ns: int = 0
     buffer_paths: list[str] = field(default_factory=list)  # for workers that map files by path
     spill_tags: list[str] = field(default_factory=lambda: [""])  # spill files of a partition
+    ledger_dir: str = ""  # where writers list the files they make (output/outdir.py)
 
 
 def session_firsts(settings: Settings, p: int) -> np.ndarray:
     """Task of step 2: frame of the first packet of each session of partition ``p``."""
+    fault.at("sessions")
     view = PartitionView(settings, p, np.zeros(0, np.int64))
     return np.asarray(view.packets.frame[view.flows.first_row])
 
 
 def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[int, ...]:
-    """Task of step 3: plan and write partition ``p``, its sessions numbered ``streams``."""
+    """Task of step 3: plan and write partition ``p``, its sessions numbered ``streams``.
+
+    The files an earlier, interrupted attempt at the partition made (its ledger lists
+    them) are removed first: stream files are only ever created, never overwritten."""
+    fault.at("write")
+    ledger = os.path.join(settings.ledger_dir, f"part-{p:05d}") if settings.ledger_dir else None
+    if ledger is not None and os.path.exists(ledger):
+        _forget(settings.out_dir, ledger)
     part = PartitionView(settings, p, streams)
     the_plan = part.plan(Policy(settings.policy), ChecksumMode(settings.checksums))
     views = StreamViews(part.packets, part.flows, the_plan, part.sources)
@@ -295,7 +311,7 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
     for lo in range(0, len(views), STREAMS_PER_DIR):
         text, line_streams, counts = extract_block(
             views, lo, lo + STREAMS_PER_DIR, settings.out_dir, settings.layout, settings.gaps,
-            index,
+            index, ledger,
         )  # fmt: skip
         texts.append(text)
         keys += line_streams
@@ -318,6 +334,16 @@ def write_partition(settings: Settings, p: int, streams: np.ndarray) -> tuple[in
         with contextlib.suppress(FileNotFoundError):
             os.remove(name)
     return (n_streams, *totals)
+
+
+def _forget(out_dir: str, ledger: str) -> None:
+    """Remove the files listed in ``ledger`` (made by this run) and the ledger itself."""
+    with open(ledger, encoding="utf-8") as f:
+        names = [n for n in f.read().split("\n") if n]
+    for rel in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, rel))
+    os.remove(ledger)
 
 
 @dataclass
@@ -575,6 +601,7 @@ def _ranks(settings: Settings, ex: Any, warm: Callable[[], None] | None = None) 
             return [z[f"p{p}"] for p in parts]
     firsts = dict(ex.map(_tagged, [(session_firsts, p, settings, p) for p in parts], warm=warm))
     ranks = _rank([firsts[p] for p in parts])
+    fault.at("rank")
     np.savez(path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
     return ranks
 
@@ -621,40 +648,75 @@ def extract_partitioned(
     progress: Callable[[str, int, int, int], None] | None = None,
     pool: Any = None,
     idle_timeout_ns: int = 0,
+    force: bool = False,
 ) -> tuple[ExtractSummary, PartitionedRun]:
     """Extract every stream of the capture ``paths`` into ``out_dir`` in bounded memory.
 
-    ``pool`` replaces the local workers (see ``tcpweave.output.distributed``);
+    ``out_dir`` is claimed first (output/outdir.py): it must be new, empty, or hold
+    this run (``resume`` continues it) or, with ``force``, another tcpweave run; the
+    spill files go under it, or in a directory made inside ``workdir``. ``pool``
+    replaces the local workers (see ``tcpweave.output.distributed``);
     ``idle_timeout_ns`` > 0 also starts a new session on a 4-tuple after that much
-    silence. Raises ``Interrupted`` after Ctrl-C, once the output directory says what is
-    complete.
+    silence. Raises ``Interrupted`` after Ctrl-C or a stop signal, once the output
+    directory says what is complete; on any other failure the directory is marked
+    failed and the spill files are removed.
     """
     tick = progress or (lambda phase, n, total, packets: None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = workdir or str(out_dir / ".tcpweave-work")
-    run = PartitionedRun.load(work) if resume else None
-    if resume and run is not None and run.inputs != _inputs(paths):
-        raise UsageError(f"--resume: {work} was made from other capture files")
-    fresh = Settings(work, str(out_dir), 1, int(policy), int(checksums), layout, gaps,
+    fresh = Settings("", str(out_dir), 1, int(policy), int(checksums), layout, gaps,
                      idle_timeout_ns)  # fmt: skip
-    if run is not None and _options(run.settings) != _options(fresh):
-        raise UsageError(
-            f"--resume: {work} was started with other options "
-            f"(policy, checksums, layout, gaps, idle timeout: {_options(run.settings)})"
-        )
-    with pool if pool is not None else LocalPool(jobs) as ex:
-        decoders = ex if pool is not None or jobs > 1 else None
-        run = _prepare(paths, run, fresh, rows_per_partition, tick, decoders)
-        if pool is not None:
-            _warm(run.settings, run.rows)  # into numba's cache, before the fan-out
-        summary = _partition_steps(run, ex, tick, out_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    identity = RunIdentity("extract", input_identity(paths), _options(fresh))
+    claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
+    fresh.workdir, fresh.ledger_dir = claim.workdir, claim.ledger("")
+    run: PartitionedRun | None = None
+    try:
+        run = PartitionedRun.load(claim.workdir) if claim.resumed else None
+        with pool if pool is not None else LocalPool(jobs) as ex:
+            decoders = ex if pool is not None or jobs > 1 else None
+            run = _prepare(paths, run, fresh, rows_per_partition, tick, decoders)
+            if pool is not None:
+                _warm(run.settings, run.rows)  # into numba's cache, before the fan-out
+            summary = _partition_steps(run, ex, tick, out_dir)
+        fault.at("finish")
+        claim.finish(_manifest(run, summary))
+    except Interrupted as exc:
+        claim.stopped("interrupted", f"stopped by signal {exc.signum}", keep_work=True,
+                      partial_streams=exc.partial)  # fmt: skip
+        raise
+    except KeyboardInterrupt as exc:  # before the partitions were written
+        signum = getattr(exc, "signum", 2)
+        claim.stopped("interrupted", f"stopped by signal {signum}", keep_work=True)
+        total = run.settings.n_parts if run is not None else 0
+        raise Interrupted(0, total, signum=signum) from None
+    except BaseException as exc:
+        claim.stopped("failed", _reason(exc), keep_work=False)
+        raise
     return summary, run
 
 
-def _options(s: Settings) -> tuple[Any, ...]:
-    return (Policy(s.policy).name.lower(), ChecksumMode(s.checksums).name.lower(), s.layout,
-            s.gaps, s.idle_timeout_ns)  # fmt: skip
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _manifest(run: PartitionedRun, summary: ExtractSummary) -> dict[str, Any]:
+    """What manifest.json says of a finished extraction (besides inputs and options)."""
+    return {
+        "summary": asdict(summary),
+        "decode": run.stats,
+        "input_damage": {
+            "records": int(run.stats.get("corrupt_records", 0)),
+            "regions": [{"file": f, "offset": o, "reason": r} for f, o, r in run.errors],
+        },
+    }
+
+
+def _options(s: Settings) -> tuple[tuple[str, Any], ...]:
+    """The options that shape an extraction's output (sorted by name)."""
+    return (("checksums", ChecksumMode(s.checksums).name.lower()), ("gaps", s.gaps),
+            ("idle_timeout_ns", s.idle_timeout_ns), ("layout", s.layout),
+            ("policy", Policy(s.policy).name.lower()))  # fmt: skip
 
 
 def _prepare(
@@ -669,12 +731,23 @@ def _prepare(
     capture is not needed after it: the spill files hold every row and payload byte."""
     if run is not None:
         return run
-    if os.path.isdir(settings.workdir):
-        shutil.rmtree(settings.workdir)
-    os.makedirs(settings.workdir)
+    _empty(settings.workdir)  # a resumed run that stopped before its state was saved
     run = _decode_step(paths, settings, rows_per_partition, tick, ex)
     run.save()
     return run
+
+
+def _empty(workdir: str) -> None:
+    """Empty a work directory tcpweave made (output/outdir.py), keeping its mark."""
+    os.makedirs(workdir, exist_ok=True)
+    for name in os.listdir(workdir):
+        if name == WORK_MARK:
+            continue
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def _warm(settings: Settings, rows: list[int]) -> None:
@@ -728,15 +801,14 @@ def _partition_steps(
         for p, _counts in ex.map(_tagged, args):
             done.add(p)
             tick("write", len(ranks[p]), total, 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done |= {p for p in parts if os.path.exists(_jsonl_path(settings.workdir, p))}
         _merge(settings, sorted(done), out_dir, summary)
-        _mark_incomplete(out_dir, [p for p in parts if p not in done], ranks)
-        raise Interrupted(len(done), len(parts)) from None
+        partial = sorted(int(s) for p in parts if p not in done for s in ranks[p])
+        raise Interrupted(len(done), len(parts), partial, getattr(exc, "signum", 2)) from None
+    fault.at("merge")
     _merge(settings, parts, out_dir, summary)
     summary.streams = total
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(out_dir / INCOMPLETE_FILE)
     return summary
 
 
@@ -799,6 +871,7 @@ def map_partitions(
     damaged records) first. Memory is bounded as for extraction."""
     import tempfile
 
+    check_distinct(paths)
     with tempfile.TemporaryDirectory(prefix="tcpweave-parts-", dir=workdir) as work:
         tick = _no_progress
         fresh = Settings(os.path.join(work, "w"), work, 1)
@@ -870,9 +943,3 @@ def _merged_window(index: dict[int, Any], files: dict[int, Any], a: int, b: int)
         at = np.concatenate(([0], np.cumsum(length)[:-1]))
         gather_ranges(joined, np.concatenate(starts)[order], length, at, out)
     return out.data
-
-
-def _mark_incomplete(out_dir: Path, parts: list[int], ranks: list[np.ndarray]) -> None:
-    partial = sorted(int(s) for p in parts for s in ranks[p])
-    with open(out_dir / INCOMPLETE_FILE, "w", encoding="utf-8") as f:
-        json.dump({"partial_streams": partial, "resume": "tcpweave extract --resume"}, f)
