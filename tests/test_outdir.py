@@ -349,3 +349,39 @@ def test_parquet_extraction_claims_the_directory_too(
     again = _run("extract", captures["b"], "-o", str(out), "--parquet", "--force")
     assert again.returncode == 0, again.stderr
     assert stream_tree(out).keys() - {"packets.parquet", "plan.parquet"} == set(captures["tree_b"])
+
+
+# -- input damage: finished, but the exit status and the manifest say what was skipped ------
+
+
+def _damaged_copy(src: str, dst: Path, record: int) -> int:
+    """Copy a little-endian pcap with record ``record``'s capture length made absurd;
+    returns that record header's offset."""
+    data = bytearray(Path(src).read_bytes())
+    at = 24
+    for _ in range(record):
+        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
+    data[at + 8 : at + 12] = (0xFFFFFFFF).to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return at
+
+
+def test_damaged_input_finishes_with_status_3_and_says_where(
+    captures: dict[str, Any], tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged.pcap"
+    at = _damaged_copy(captures["b"], damaged, 50)
+    out = tmp_path / "out"
+    done = _run("extract", str(damaged), "-o", str(out))
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and f"byte {at}" in done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input_damage"]["records"] >= 1
+    assert [r["offset"] for r in manifest["input_damage"]["regions"]][0] == at
+    assert not (out / "INCOMPLETE.json").exists()  # finished: the damage is reported, not fatal
+    for cmd in (["streams", "--format", "jsonl"], ["info"], ["audit", "--json"]):
+        other = _run(cmd[0], str(damaged), *cmd[1:])
+        assert other.returncode == 3, (cmd, other.stderr)
+        assert other.stdout  # the command's output is complete
+    clean = _run("info", captures["b"])
+    assert clean.returncode == 0

@@ -898,8 +898,12 @@ def _check_names(out: Path, records: list[dict[str, Any]]) -> None:
             assert part not in (".", "..") and not part.endswith((" ", "."))
     for p in [r["path"] for r in records if ":" in r["src"] and r["path"]]:
         assert ":" not in p
-    files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
-    assert files == sorted([*paths, "streams.jsonl"])
+    files = sorted(
+        str(f.relative_to(out))
+        for f in out.rglob("*")
+        if f.is_file() and ".tcpweave" not in f.relative_to(out).parts
+    )
+    assert files == sorted([*paths, "manifest.json", "streams.jsonl"])
 
 
 def test_extract_gaps_omit(tmp_path: Path, extract_capture: Any) -> None:

@@ -19,7 +19,7 @@ from rich.console import Console
 import tcpweave
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.cli import render
-from tcpweave.cli.guard import EXIT_DAMAGED, describe, fail, guarded
+from tcpweave.cli.guard import describe, fail, guarded
 from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import TcpweaveError
@@ -231,17 +231,6 @@ def extract(
     stats = run.decode_stats()
     render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
     _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
-    _exit_if_damaged(stats.corrupt_records, f"{out}/manifest.json lists them")
-
-
-def _exit_if_damaged(records: int, where: str) -> None:
-    """Exit status 3 when capture records were skipped (cli/guard.py)."""
-    if records:
-        _stderr().print(
-            f"[yellow]warning:[/] input damaged: {records:,} damaged record(s) skipped; {where}",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_DAMAGED)
 
 
 def _extract_whole(
@@ -283,7 +272,6 @@ def _extract_whole(
         _stdout().print(
             render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
         )
-        _exit_if_damaged(cap.stats.corrupt_records, f"{out}/manifest.json lists them")
 
 
 @command("streams")

@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import typer
@@ -37,6 +38,7 @@ __all__ = [
     "EXIT_USAGE",
     "fail",
     "guarded",
+    "note_damage",
 ]
 
 EXIT_FAILED = 1
@@ -54,28 +56,56 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
+_DAMAGE: ContextVar[list[int] | None] = ContextVar("tcpweave_damage", default=None)
+
+
+def note_damage(records: int) -> None:
+    """Called where a command reports damaged capture records: it then ends with status 3
+    (once it has finished its work)."""
+    seen = _DAMAGE.get()
+    if seen is not None:
+        seen[0] += records
+
+
 def guarded(fn: F) -> F:
     """Run a command so that it ends as the module docstring says."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _stop_signals():
-            try:
-                return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, typer.BadParameter):
-                raise
-            except BrokenPipeError:  # the reader went away (`| head`): end quietly
-                _silence_stdout()
-                raise typer.Exit(128 + signal.SIGPIPE) from None
-            except KeyboardInterrupt as exc:
-                signum = getattr(exc, "signum", signal.SIGINT)
-                raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
-            except Exception as exc:
-                if os.environ.get("TCPWEAVE_DEBUG"):
-                    raise
-                raise fail(describe(exc), exit_code(exc)) from None
+        damage = [0]
+        token = _DAMAGE.set(damage)
+        try:
+            result = _run_guarded(fn, args, kwargs)
+        finally:
+            _DAMAGE.reset(token)
+        if damage[0]:
+            Console(stderr=True).print(
+                f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) skipped "
+                "(exit status 3)",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_DAMAGED)
+        return result
 
     return run  # type: ignore[return-value]
+
+
+def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    with _stop_signals():
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except BrokenPipeError:  # the reader went away (`| head`): end quietly
+            _silence_stdout()
+            raise typer.Exit(128 + signal.SIGPIPE) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
+        except Exception as exc:
+            if os.environ.get("TCPWEAVE_DEBUG"):
+                raise
+            raise fail(describe(exc), exit_code(exc)) from None
 
 
 def exit_code(exc: BaseException) -> int:

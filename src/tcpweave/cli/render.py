@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import tcpweave
+from tcpweave.cli.guard import note_damage
 from tcpweave.decode.table import PACKET_COLUMNS, format_address
 
 _FLAG_LETTERS = "FSRPAUECN"  # FIN SYN RST PSH ACK URG ECE CWR AE, bit 0 upwards
@@ -137,6 +138,8 @@ def report_errors(console: Console, cap: tcpweave.Capture) -> None:
 
 
 def report_error_list(console: Console, errors: list[Any], corrupt_records: int) -> None:
+    """Each damaged record on a line (the first few), and the command's exit status 3."""
+    note_damage(corrupt_records)
     for err in errors[:_MAX_ERRORS_SHOWN]:
         console.print(f"[yellow]warning:[/] {err}", highlight=False)
     hidden = corrupt_records - min(len(errors), _MAX_ERRORS_SHOWN)
