@@ -377,7 +377,7 @@ def test_damaged_input_finishes_with_status_3_and_says_where(
     assert "Traceback" not in done.stderr and f"byte {at}" in done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input_damage"]["records"] >= 1
-    assert [r["offset"] for r in manifest["input_damage"]["regions"]][0] == at
+    assert manifest["input_damage"]["regions"][0]["offset"] == at
     assert not (out / "INCOMPLETE.json").exists()  # finished: the damage is reported, not fatal
     for cmd in (["streams", "--format", "jsonl"], ["info"], ["audit", "--json"]):
         other = _run(cmd[0], str(damaged), *cmd[1:])
