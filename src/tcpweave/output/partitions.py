@@ -229,23 +229,39 @@ def _spill_names(workdir: str, p: int, tags: list[str] | None, kind: str) -> lis
     return [os.path.join(workdir, f"{prefix}{tag}.{kind}") for tag in tags]
 
 
+#: spill rows read at a time while a partition is loaded (about 18 MB)
+LOAD_ROWS = 1 << 17
+
+
 def load_partition(workdir: str, p: int, tags: list[str] | None = None) -> PacketTable:
     """Partition ``p``'s rows as a packet table, in frame order. Their payloads are in the
     partition's payload spill files, one per tag: ``file`` says which (its index in
-    ``tags``) and ``payload_offset`` where in it (see ``PartitionView.sources``)."""
-    pieces = []
-    for k, path in enumerate(_spill_names(workdir, p, tags, "rows")):
-        piece = np.fromfile(path, dtype=SPILL_DTYPE)
-        piece["file"] = k
-        pieces.append(piece)
-    rec = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
-    del pieces
-    cols: Any = PacketColumns(*(np.ascontiguousarray(rec[name]) for name, _, _ in PACKET_COLUMNS))
-    del rec
-    frame = cols.frame
-    if len(frame) > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
-        cols = take_packets(cols, np.argsort(frame, kind="stable"))
-    return PacketTable(cols)
+    ``tags``) and ``payload_offset`` where in it (see ``PartitionView.sources``).
+
+    The spill files are read LOAD_ROWS rows at a time into the columns, and rows are put in
+    frame order one column at a time: loading holds the table plus one chunk or one
+    column, never two copies of the table."""
+    names = _spill_names(workdir, p, tags, "rows")
+    sizes = [os.path.getsize(path) // SPILL_DTYPE.itemsize for path in names]
+    n = sum(sizes)
+    cols = {name: np.empty((n, *shape), dtype) for name, dtype, shape in PACKET_COLUMNS}
+    at = 0
+    for k, path in enumerate(names):
+        with open(path, "rb") as f:
+            while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
+                rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
+                for name in cols:
+                    cols[name][at : at + len(rec)] = rec[name]
+                cols["file"][at : at + len(rec)] = k
+                at += len(rec)
+                del rec, chunk
+    frame = cols["frame"]
+    if n > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last, pieces apart
+        order = np.argsort(frame, kind="stable")
+        for name in cols:
+            cols[name] = cols[name][order]
+        del order
+    return PacketTable(PacketColumns(**cols))
 
 
 class MappedFile:
