@@ -19,10 +19,10 @@ from rich.console import Console
 import tcpweave
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.cli import render
-from tcpweave.cli.guard import describe, fail, guarded
+from tcpweave.cli.guard import describe, fail, guarded, verbosity
 from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
 from tcpweave.cli.pdus import pdus as pdus_command
-from tcpweave.errors import TcpweaveError
+from tcpweave.errors import TcpweaveError, UsageError
 from tcpweave.output.extract import extract as write_streams
 from tcpweave.output.follow import FollowMode, follow, render_follow
 from tcpweave.output.outdir import OutputDir, RunIdentity, input_identity
@@ -41,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -230,7 +231,8 @@ def extract(
         raise  # the run marked DIR failed; guarded() prints the error
     stats = run.decode_stats()
     render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
-    _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
+    if verbosity() >= 0:
+        _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
 
 
 def _extract_whole(
@@ -269,9 +271,10 @@ def _extract_whole(
         except BaseException as exc:
             claim.stopped("failed", describe(exc), keep_work=False)
             raise
-        _stdout().print(
-            render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
-        )
+        if verbosity() >= 0:
+            _stdout().print(
+                render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
+            )
 
 
 @command("streams")
@@ -326,15 +329,25 @@ def info(captures: Captures) -> None:
         _stdout().print(render.stats_summary(cap))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tcpweave {tcpweave.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
     ] = False,
 ) -> None:
-    if version:
-        typer.echo(f"tcpweave {tcpweave.__version__}")
-        raise typer.Exit()
+    """Packet captures to the exact TCP byte streams the endpoints exchanged."""
 
 
 @command("follow")
@@ -347,6 +360,10 @@ def follow_stream(
 ) -> None:
     """Print one stream as `tshark -q -z follow,tcp,<format>,STREAM` does, byte for byte."""
     with _open([capture]) as cap:
+        n = cap.flows.n_streams
+        if not 0 <= stream < n:
+            have = f"streams 0 to {n - 1}" if n else "no TCP stream"
+            raise UsageError(f"{capture}: no stream {stream} (the capture has {have})")
         sys.stdout.write(render_follow(follow(cap.packets, cap.flows, cap.sources, stream), fmt))
         sys.stdout.flush()
 

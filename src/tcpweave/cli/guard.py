@@ -12,19 +12,25 @@ Exit status (every command):
       DIR/INCOMPLETE.json saying so, and ``--resume`` finishes the run
 ====  ==============================================================================
 
-A traceback is printed only with ``TCPWEAVE_DEBUG=1``.
+A traceback is printed (before the error line) only with ``--verbose`` or
+``TCPWEAVE_DEBUG=1``. A command with ``--json`` also prints the error as
+``{"error": ..., "exit_status": N}`` on stdout.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import os
 import signal
 import sys
+import traceback
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +45,7 @@ __all__ = [
     "fail",
     "guarded",
     "note_damage",
+    "verbosity",
 ]
 
 EXIT_FAILED = 1
@@ -48,11 +55,24 @@ EXIT_DAMAGED = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_JSON: ContextVar[bool] = ContextVar("tcpweave_json", default=False)
+_VERBOSITY: ContextVar[int] = ContextVar("tcpweave_verbosity", default=0)
+
+
+def verbosity() -> int:
+    """-1 with --quiet (errors only), 0 by default, 1 with --verbose."""
+    return _VERBOSITY.get()
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    """Print ``error: message`` (one line) and return the Exit to raise."""
+    """Print ``error: message`` (one line; also as JSON on stdout for a --json command) and
+    return the Exit to raise."""
     Console(stderr=True, soft_wrap=True).print(
         f"[bold red]error:[/] {escape(message)}", highlight=False
     )
+    if _JSON.get():
+        sys.stdout.write(json.dumps({"error": message, "exit_status": code}) + "\n")
+        sys.stdout.flush()
     return typer.Exit(code)
 
 
@@ -67,26 +87,54 @@ def note_damage(records: int) -> None:
         seen[0] += records
 
 
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only errors (no progress, no summary).")
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Print every damaged record and more detail."),
+]
+
+
 def guarded(fn: F) -> F:
-    """Run a command so that it ends as the module docstring says."""
+    """Run a command so that it ends as the module docstring says; adds -q/--quiet and
+    -v/--verbose to its options."""
 
     @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
         damage = [0]
-        token = _DAMAGE.set(damage)
+        tokens = (
+            _DAMAGE.set(damage),
+            _JSON.set(bool(kwargs.get("json_out"))),
+            _VERBOSITY.set(-1 if quiet else (1 if verbose else 0)),
+        )
         try:
             result = _run_guarded(fn, args, kwargs)
+            if damage[0] and verbosity() >= 0:
+                Console(stderr=True).print(
+                    f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) "
+                    "skipped (exit status 3)",
+                    highlight=False,
+                )
+            if damage[0]:
+                raise typer.Exit(EXIT_DAMAGED)
+            return result
         finally:
-            _DAMAGE.reset(token)
-        if damage[0]:
-            Console(stderr=True).print(
-                f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) skipped "
-                "(exit status 3)",
-                highlight=False,
-            )
-            raise typer.Exit(EXIT_DAMAGED)
-        return result
+            for var, token in zip((_DAMAGE, _JSON, _VERBOSITY), tokens, strict=True):
+                var.reset(token)  # type: ignore[attr-defined]
 
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    extra = [
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=QuietOpt),
+        inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=VerboseOpt),
+    ]  # fmt: skip
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in signature.parameters.values()]  # fmt: skip
+    run.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    run.__annotations__ = {**hints, "quiet": QuietOpt, "verbose": VerboseOpt}
     return run  # type: ignore[return-value]
 
 
@@ -103,8 +151,8 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
             signum = getattr(exc, "signum", signal.SIGINT)
             raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
         except Exception as exc:
-            if os.environ.get("TCPWEAVE_DEBUG"):
-                raise
+            if os.environ.get("TCPWEAVE_DEBUG") or verbosity() > 0:
+                traceback.print_exc()
             raise fail(describe(exc), exit_code(exc)) from None
 
 

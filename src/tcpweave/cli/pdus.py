@@ -15,6 +15,7 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.cli import render
+from tcpweave.errors import UsageError
 from tcpweave.framing import Framer, Pdus
 from tcpweave.framing.lua import export_lua
 from tcpweave.framing.spec import parse_framer
@@ -37,11 +38,12 @@ def pdus(
         str,
         typer.Option(
             "--framer",
+            show_default=False,
             help="length:offset=O,size=S,endian=big|little,adjust=A,max=M,min=N,magic=0x..; "
             "magic:...; delimiter:delim=\\r\\n,max=M; fixed:size=N; varint:adjust=A; "
-            "http; tls; dns; modbus; or module:Class.",
+            "http; tls; dns; modbus; or module:Class.  [required]",
         ),
-    ] = "length",
+    ] = "",
     stream: Annotated[
         list[int] | None, typer.Option("--stream", help="Only this stream (repeatable).")
     ] = None,
@@ -63,6 +65,8 @@ def pdus(
     ] = "tcpweave",
 ) -> None:
     """Cut each direction of each TCP session into PDUs (messages) with a framer."""
+    if not framer:
+        raise UsageError("pdus: give --framer (for example --framer http, or length:size=2)")
     chosen = parse_framer(framer)
     if export is not None:
         _export(chosen, export, port, proto, framer)

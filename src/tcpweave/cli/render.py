@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import tcpweave
-from tcpweave.cli.guard import note_damage
+from tcpweave.cli.guard import note_damage, verbosity
 from tcpweave.decode.table import PACKET_COLUMNS, format_address
 
 _FLAG_LETTERS = "FSRPAUECN"  # FIN SYN RST PSH ACK URG ECE CWR AE, bit 0 upwards
@@ -140,9 +140,12 @@ def report_errors(console: Console, cap: tcpweave.Capture) -> None:
 def report_error_list(console: Console, errors: list[Any], corrupt_records: int) -> None:
     """Each damaged record on a line (the first few), and the command's exit status 3."""
     note_damage(corrupt_records)
-    for err in errors[:_MAX_ERRORS_SHOWN]:
+    if verbosity() < 0:
+        return
+    shown = len(errors) if verbosity() > 0 else _MAX_ERRORS_SHOWN
+    for err in errors[:shown]:
         console.print(f"[yellow]warning:[/] {err}", highlight=False)
-    hidden = corrupt_records - min(len(errors), _MAX_ERRORS_SHOWN)
+    hidden = corrupt_records - min(len(errors), shown)
     if hidden > 0:
         console.print(f"[yellow]warning:[/] … and {hidden} more damaged records", highlight=False)
 
@@ -150,7 +153,7 @@ def report_error_list(console: Console, errors: list[Any], corrupt_records: int)
 @contextmanager
 def progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on long runs (shown only on a terminal); yields the advance callback."""
-    if total < 2000 or not console.is_terminal:
+    if total < 2000 or not console.is_terminal or verbosity() < 0:
         yield lambda n: None
         return
     columns = (
@@ -170,7 +173,7 @@ def phased_progress(console: Console) -> Iterator[Callable[[str, int, int, int],
 
     The callback takes (phase, advance, total, packets); nothing is drawn off a terminal.
     """
-    if not console.is_terminal:
+    if not console.is_terminal or verbosity() < 0:
         yield lambda phase, n, total, packets: None
         return
     columns = (
