@@ -916,10 +916,10 @@ def run_bench(meta: dict[str, Any], rounds: int, tools: list[str], work: Path) -
 
 
 def child_profile(path: str, out_dir: str, jobs: int) -> dict[str, Any]:
-    """Time the steps of ``tcpweave extract`` (partitioned, as the CLI runs it) in one
-    process, with the RSS after each; then split the writer's time per direction on one
-    partition, written three times: as it is, without hashing, and without hashing or
-    file calls (the per-direction costs are the differences)."""
+    """Time the steps of ``tcpweave extract`` in one process with the engine's public API
+    (``tcpweave.run``), with the RSS after each; then split the writer's time per
+    direction on one partition: in all, hashing alone and file calls alone (measured on
+    the same directions' bytes and sizes), and the rest."""
     import resource
 
     out: dict[str, Any] = {}
@@ -934,77 +934,80 @@ def child_profile(path: str, out_dir: str, jobs: int) -> dict[str, Any]:
         return res
 
     stage("import_tcpweave", lambda: __import__("tcpweave"))
-    from tcpweave.output import partitions as P
+    from tcpweave import run as engine
+    from tcpweave.run.extraction import Extraction, write_partition
 
-    settings = P.Settings(os.path.join(out_dir, ".work"), out_dir, 1)
     os.makedirs(out_dir, exist_ok=True)
-    run = stage("decode", lambda: P._prepare([path], None, settings, P.ROWS_PER_PARTITION,
-                                             P._no_progress, None))  # fmt: skip
-    parts = list(range(run.settings.n_parts))
-    with P.LocalPool(1) as ex:
-        ranks = stage("sessions", lambda: P._ranks(run.settings, ex))
-    out["writer_split_us"] = _writer_split(run.settings, parts[-1], ranks[-1], out_dir)
-    stage(
-        "plan_and_write", lambda: [P.write_partition(run.settings, p, ranks[p]) for p in parts[:-1]]
-    )
+    work = os.path.join(out_dir, ".work")
+    os.makedirs(work, exist_ok=True)
+    run = stage("decode", lambda: engine.Run([path], engine.Settings(), whole=False,
+                                             workdir=work, keep_workdir=True))  # fmt: skip
+    ranks = stage("sessions", run.ranks)
+    parts = list(range(run.n_parts))
+    out["writer_split_us"] = _writer_split(run.partition(parts[-1]), out_dir)
+    job = Extraction(out_dir, work)
+    stage("plan_and_write",
+          lambda: [write_partition(run.partition(p), job) for p in parts[:-1]])  # fmt: skip
     out["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out["packets"] = sum(run.rows)
+    out["packets"] = sum(run.state.rows) if run.state else 0
     out["streams"] = sum(len(r) for r in ranks)
     out["partitions"] = len(parts)
+    run.close()
     return out
 
 
-def _writer_split(settings: Any, p: int, ranks: Any, out_dir: str) -> dict[str, float]:
-    """Microseconds per direction of ``extract_block`` over partition ``p``: in all, without
-    hashing (sha256 stubbed), and without hashing or file calls (open/pwritev/close stubbed)."""
-    from unittest import mock
+def _writer_split(part: Any, out_dir: str) -> dict[str, float]:
+    """Microseconds per direction of writing partition ``part`` (``extract_block``), and of
+    its two costs measured apart on the same directions: sha256 of their bytes, and the
+    file calls (open, pwrite of as many bytes, close) for files of their sizes."""
+    import hashlib
 
-    from tcpweave.enums import ChecksumMode, Policy
-    from tcpweave.output import extract as E
-    from tcpweave.output import partitions as P
-    from tcpweave.output.streams import StreamViews
+    from tcpweave.output.extract import STREAMS_PER_DIR, extract_block
 
-    part = P.PartitionView(settings, p, ranks)
-    views = StreamViews(part.packets, part.flows, part.plan(Policy(settings.policy),
-                        ChecksumMode(settings.checksums)), part.sources)  # fmt: skip
-    index = ranks.tolist()
-
-    class _NoHash:
-        def __init__(self, *a: Any) -> None: ...
-        def update(self, v: Any) -> None: ...
-        def hexdigest(self) -> str:
-            return "0" * 64
+    views = part.views()
+    index = part.global_index.tolist()
+    payloads = [d.bytes() for st in views.block(0, len(views)) for d in (st.c2s, st.s2c)
+                if d.packets]  # fmt: skip
 
     def write_all(tag: str) -> float:
         target = Path(out_dir) / f"split-{tag}"
         target.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        lines = 0
-        step = E.STREAMS_PER_DIR
-        for lo in range(0, len(views), step):
-            block = E.extract_block(views, lo, lo + step, str(target), "tcpweave", "fill", index)
-            lines += len(block[1])
-        return (time.perf_counter() - t) / max(lines, 1) * 1e6
+        for lo in range(0, len(views), STREAMS_PER_DIR):
+            extract_block(views, lo, lo + STREAMS_PER_DIR, str(target), "tcpweave", "fill", index)
+        return (time.perf_counter() - t) / max(len(payloads), 1) * 1e6
 
-    real_open = os.open
-    fake_os = mock.Mock(wraps=os)
-    fake_os.open = lambda name, flags, *a, **k: (  # the directory itself still opens
-        real_open(name, flags, *a, **k) if flags & os.O_DIRECTORY else -1
-    )
-    fake_os.O_RDONLY, fake_os.O_DIRECTORY = os.O_RDONLY, os.O_DIRECTORY
-    times: dict[str, list[float]] = {"whole": [], "nohash": [], "neither": []}
+    def hash_all() -> float:
+        t = time.perf_counter()
+        for data in payloads:
+            hashlib.sha256(data).hexdigest()
+        return (time.perf_counter() - t) / max(len(payloads), 1) * 1e6
+
+    def files_all(tag: str) -> float:
+        target = Path(out_dir) / f"files-{tag}"
+        target.mkdir(parents=True, exist_ok=True)
+        root = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        t = time.perf_counter()
+        for k, data in enumerate(payloads):
+            fd = os.open(f"{k:08d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=root)
+            if data:
+                os.pwrite(fd, data, 0)
+            os.close(fd)
+        elapsed = time.perf_counter() - t
+        os.close(root)
+        return elapsed / max(len(payloads), 1) * 1e6
+
+    times: dict[str, list[float]] = {"whole": [], "hashing": [], "file_calls": []}
     for r in range(3):  # interleaved; the first round also warms the spill's pages
         times["whole"].append(write_all(f"whole{r}"))
-        with mock.patch.object(E, "hashlib", mock.Mock(sha256=_NoHash)):
-            times["nohash"].append(write_all(f"nohash{r}"))
-            with mock.patch.object(E, "os", fake_os):
-                times["neither"].append(write_all(f"neither{r}"))
-    whole, no_hash, neither = (min(times[k]) for k in ("whole", "nohash", "neither"))
+        times["hashing"].append(hash_all())
+        times["file_calls"].append(files_all(f"f{r}"))
+    whole, hashing, file_calls = (min(times[k]) for k in ("whole", "hashing", "file_calls"))
     return {
         "per_direction": whole,
-        "hashing": whole - no_hash,
-        "file_calls": no_hash - neither,
-        "rest": neither,
+        "hashing": hashing,
+        "file_calls": file_calls,
+        "rest": whole - hashing - file_calls,
     }
 
 

@@ -19,8 +19,10 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, corpus_captures
-from tcpweave.audit import partitioned, report
+from tcpweave import run as engine
+from tcpweave.audit import report
 from tcpweave.cli.app import app
+from tcpweave.run import commands
 from test_audit import planted
 
 CAPTURES = corpus_captures()
@@ -41,7 +43,7 @@ def test_corpus_json_and_matrix_identical(tmp_path: Path, monkeypatch: pytest.Mo
     give the same CSV matrix, written a batch of three streams at a time."""
     if not CAPTURES:
         pytest.skip("shared corpus not found")
-    monkeypatch.setattr(partitioned, "MATRIX_BATCH_STREAMS", 3)
+    monkeypatch.setattr(commands, "MATRIX_BATCH_STREAMS", 3)
     several = 0
     largest = sorted(CAPTURES, key=lambda p: p.stat().st_size)[-6:]
     for capture in CAPTURES:
@@ -78,7 +80,8 @@ def test_planted_capture_port_groups_span_partitions(
         return real(parts)
 
     monkeypatch.setattr(report, "merge_port_groups", spy)
-    merged = partitioned.audit_partitioned([str(path)], rows_per_partition=8)
+    with engine.Run([str(path)], engine.Settings(), rows_per_partition=8) as run:
+        merged = engine.audit(run)
     shares = [(int(g.sessions[0]), int(g.ports[0])) for g in seen if len(g.sessions)]
     # several partitions, some with several client ports, one with the reused port
     assert len(shares) > 2 and max(p for _, p in shares) > 1 and any(n > p for n, p in shares)
@@ -103,7 +106,7 @@ def test_generated_capture_two_jobs(
     """bench/extract.py's generator (1,500 sessions, 4-tuple reuse, IPv6, reordering,
     retransmissions) over dozens of partitions on two workers."""
     path = generated["path"]
-    monkeypatch.setattr(partitioned, "MATRIX_BATCH_STREAMS", 100)  # 15 row groups / CSV chunks
+    monkeypatch.setattr(commands, "MATRIX_BATCH_STREAMS", 100)  # 15 row groups / CSV chunks
     whole = _audit(path, WHOLE, "--matrix", str(tmp_path / "whole.csv"))
     _audit(path, WHOLE, "--matrix", str(tmp_path / "whole.parquet"))
     parts = _audit(path, "400", "--jobs", "2", "--matrix", str(tmp_path / "parts.csv"))

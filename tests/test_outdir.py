@@ -324,7 +324,7 @@ def test_in_process_interrupt_marks_the_directory(
     """The Python API keeps the same protocol: Ctrl-C while ranking leaves a marker."""
     monkeypatch.setattr(_faults, "_PLAN", {"rank": (1, "sigint")})
     out = tmp_path / "out"
-    from tcpweave.output.partitions import Interrupted
+    from tcpweave.errors import Interrupted
 
     with pytest.raises(Interrupted):
         tcpweave.extract(captures["a"], out, partition_rows=ROWS, jobs=1)

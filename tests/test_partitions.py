@@ -1,10 +1,11 @@
-"""Partitioned extraction (bounded memory) writes exactly what whole-capture extraction writes.
+"""Partitioned extraction (bounded memory) writes exactly what one in-memory partition writes.
 
-The oracle is the whole-capture path (packet table, plan and streams of the capture held
+The oracle is the run of one partition (the capture's packet table, plan and streams held
 at once in memory, itself checked against tshark, real stacks and crafted truths by the
-rest of the suite): cutting the capture by flow into partitions, numbering sessions per
-partition and ranking them globally, planning and writing partition by partition, in any
-order and on any number of workers, must not change one byte of the output.
+rest of the suite): cutting the capture by flow into partitions spilled to disk, numbering
+sessions per partition and ranking them globally, planning and writing partition by
+partition, in any order and on any number of workers, must not change one byte of the
+output.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ import pytest
 import tcpweave
 from conftest import corpus_captures, stream_tree
 from tcpweave.capture import open_sources
-from tcpweave.output import partitions
-from tcpweave.output.extract import extract as write_whole
+from tcpweave.capture.pieces import pieces
+from tcpweave.errors import Interrupted
+from tcpweave.run import driver
+from tcpweave.run import extract as run_extract
+from tcpweave.run.spill import partition_of
 
 CAPTURES = corpus_captures()
 
 
-def _whole(capture: Path, out: Path, **kw: Any) -> dict[str, str]:
-    with tcpweave.open([capture]) as cap:
-        write_whole(cap.stream_views(kw.get("policy", "first")), out, kw.get("layout", "tcpweave"))
+def _whole(capture: Path, out: Path) -> dict[str, str]:
+    """The tree of one in-memory partition."""
+    tcpweave.extract(capture, out, partition_rows=1 << 40, jobs=1)
     return stream_tree(out)
 
 
@@ -44,7 +48,7 @@ def test_partitioned_output_equals_whole_capture_output(capture: Path, tmp_path:
 
 def test_partitions_hold_whole_flows(generated: dict[str, Any]) -> None:
     with tcpweave.open([generated["path"]]) as cap:
-        parts = partitions.partition_of(cap.packets.columns, 7)
+        parts = partition_of(cap.packets.columns, 7)
         flows = cap.flows
     # every stream's packets share one partition, and packets of both directions agree
     first = np.full(flows.n_streams, -1)
@@ -75,17 +79,19 @@ def test_interrupted_run_lists_what_is_complete_and_resume_finishes(
     tcpweave.extract(path, tmp_path / "fresh", partition_rows=2000, jobs=1)
     fresh = stream_tree(tmp_path / "fresh")
     out = tmp_path / "out"
-    real = partitions.write_partition
+    from tcpweave.run import extraction as extract_module
+
+    real = extract_module.write_partition
     calls = []
 
-    def flaky(settings: Any, p: int, streams: np.ndarray) -> Any:
-        calls.append(p)
+    def flaky(part: Any, job: Any) -> Any:
+        calls.append(part.index)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(settings, p, streams)
+        return real(part, job)
 
-    monkeypatch.setattr(partitions, "write_partition", flaky)
-    with pytest.raises(partitions.Interrupted) as info:
+    monkeypatch.setattr(extract_module, "write_partition", flaky)
+    with pytest.raises(Interrupted) as info:
         tcpweave.extract(path, out, partition_rows=2000, jobs=1)
     assert info.value.done == 2 and info.value.total > 3
     listed = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
@@ -101,7 +107,7 @@ def test_interrupted_run_lists_what_is_complete_and_resume_finishes(
     for rec in listed:
         if rec["path"]:
             assert hashlib.sha256((out / rec["path"]).read_bytes()).hexdigest() == rec["sha256"]
-    monkeypatch.setattr(partitions, "write_partition", real)
+    monkeypatch.setattr(extract_module, "write_partition", real)
     with pytest.raises(tcpweave.UsageError, match="other options"):
         tcpweave.extract(path, out, partition_rows=2000, jobs=1, resume=True, gaps="omit")
     tcpweave.extract(path, out, partition_rows=2000, jobs=1, resume=True)
@@ -133,15 +139,17 @@ def test_compressed_and_fragmented_captures_with_mapped_workers(tmp_path: Path) 
     gz = tmp_path / (src.name + ".gz")
     gz.write_bytes(gzip.compress(src.read_bytes()))
     expected = _whole(src, tmp_path / "whole")
-    partitions.extract_partitioned(
-        [str(gz)], tmp_path / "mapped", rows_per_partition=10, pool=_InProcessMapped()
-    )
+    run_extract([str(gz)], tmp_path / "mapped", rows_per_partition=10,
+                executor=_InProcessMapped())  # fmt: skip
     assert stream_tree(tmp_path / "mapped") == expected
 
 
 class _InProcessMapped:
     """An executor that runs tasks here but is not a local pool: like a Dask worker, each
     task gets paths and the work directory, nothing inherited from the driver."""
+
+    workers = 1
+    shares_memory = False
 
     def __enter__(self) -> _InProcessMapped:
         return self
@@ -183,19 +191,15 @@ def test_files_decoded_by_mapped_workers_with_fragments_across_files(tmp_path: P
             path.write_bytes(body)
         paths.append(path)
     expected = _whole(src, tmp_path / "whole")
-    partitions.extract_partitioned(
-        [str(p) for p in paths], tmp_path / "mapped", rows_per_partition=5,
-        pool=_InProcessMapped(),
-    )  # fmt: skip
+    run_extract([str(p) for p in paths], tmp_path / "mapped", rows_per_partition=5,
+                executor=_InProcessMapped())  # fmt: skip
     assert stream_tree(tmp_path / "mapped") == expected
     # a damaged last file: its error names it, the rest still comes out
     bad = tmp_path / "piece2.pcap"
     bad.write_bytes(bad.read_bytes() + b"\x00" * 7)
-    _, run = partitions.extract_partitioned(
-        [str(p) for p in paths], tmp_path / "damaged", rows_per_partition=5,
-        pool=_InProcessMapped(),
-    )  # fmt: skip
-    assert [e[0] for e in run.errors] == [str(bad)]
+    _, run = run_extract([str(p) for p in paths], tmp_path / "damaged", rows_per_partition=5,
+                         executor=_InProcessMapped())  # fmt: skip
+    assert [e.path for e in run.capture_errors()] == [str(bad)]
     assert run.decode_stats().corrupt_records == 1
 
 
@@ -233,21 +237,21 @@ def test_one_pcap_cut_into_record_ranges_for_workers(
     data[pos + 8 : pos + 12] = (1 << 30).to_bytes(4, "little")
     damaged = tmp_path / "damaged.pcap"
     damaged.write_bytes(bytes(data))
-    _, whole = partitions.extract_partitioned([str(damaged)], tmp_path / "one", jobs=1)
-    monkeypatch.setattr(partitions, "RANGE_BYTES", 200_000)
+    _, whole = run_extract([str(damaged)], tmp_path / "one")
+    monkeypatch.setattr(driver, "RANGE_BYTES", 200_000)
     sources = open_sources([str(damaged)], None, populate=False)
     try:
-        pieces = partitions._pieces(sources)
+        cut = pieces(sources, driver.RANGE_BYTES)
     finally:
         for src in sources:
             src.close()
-    assert len(pieces) > 10 and all(p.start < p.end for p in pieces)
-    _, ranged = partitions.extract_partitioned(
-        [str(damaged)], tmp_path / "ranges", rows_per_partition=2000, pool=_InProcessMapped()
-    )
+    assert len(cut) > 10 and all(p.start < p.end for p in cut)
+    _, ranged = run_extract([str(damaged)], tmp_path / "ranges", rows_per_partition=2000,
+                            executor=_InProcessMapped())  # fmt: skip
     assert stream_tree(tmp_path / "ranges") == stream_tree(tmp_path / "one")
-    assert ranged.errors == whole.errors and len(whole.errors) == 1
-    assert ranged.stats == whole.stats
+    assert list(map(str, ranged.capture_errors())) == list(map(str, whole.capture_errors()))
+    assert len(whole.capture_errors()) == 1
+    assert ranged.decode_stats() == whole.decode_stats()
 
 
 def test_ctrl_c_on_the_command_line_then_resume(generated: dict[str, Any], tmp_path: Path) -> None:
@@ -289,11 +293,12 @@ def test_several_files_decoded_by_local_workers(
     expected = stream_tree(tmp_path / "one")
     cuts = split_pcap(Path(generated["path"]), 4, tmp_path)
     _, run = tcpweave.extract(cuts, tmp_path / "cuts", jobs=2, partition_rows=1000)
-    assert len(run.settings.spill_tags) == 5  # four pieces decoded by workers, one defrag
+    assert run.state is not None
+    assert len(run.state.layout.tags) == 5  # four pieces decoded by workers, one defrag
     assert stream_tree(tmp_path / "cuts") == expected
-    monkeypatch.setattr(partitions, "RANGE_BYTES", 300_000)
+    monkeypatch.setattr(driver, "RANGE_BYTES", 300_000)
     _, run = tcpweave.extract(generated["path"], tmp_path / "ranges", jobs=2, partition_rows=1000)
-    assert len(run.settings.spill_tags) > 3
+    assert run.state is not None and len(run.state.layout.tags) > 3
     assert stream_tree(tmp_path / "ranges") == expected
 
 

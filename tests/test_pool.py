@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tcpweave.output._pool import LocalPool
+from tcpweave.run.executors import LocalPool
 
 
 def _square_with_pid(x: int) -> tuple[int, int]:

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TypeVar
 
-__all__ = ["Checksum", "ChecksumMode", "Fate", "GapReason", "LinkType", "Policy"]
+from tcpweave.errors import UsageError
+
+__all__ = [
+    "Checksum",
+    "ChecksumMode",
+    "Fate",
+    "GapReason",
+    "LinkType",
+    "Policy",
+    "parse_option",
+]
 
 
 class Checksum(IntEnum):
@@ -102,3 +113,20 @@ class ChecksumMode(IntEnum):
 
     def __str__(self) -> str:
         return self.name.lower()
+
+
+E = TypeVar("E", bound=IntEnum)
+
+
+def parse_option(kind: type[E], value: str | E, option: str) -> E:
+    """The member of ``kind`` an option names: a member itself, or its output string
+    (``str(member)``) or name, in any case, with ``-`` or ``_``. Anything else is a
+    UsageError that names ``option`` and the choices (the one parser for enum options)."""
+    if isinstance(value, kind):
+        return value
+    wanted = str(value).strip().lower().replace("_", "-")
+    for member in kind:
+        if wanted in (str(member), member.name.lower().replace("_", "-")):
+            return member
+    choices = ", ".join(str(m) for m in kind)
+    raise UsageError(f"{option} {value!r}: not one of {choices}")

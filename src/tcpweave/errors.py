@@ -7,7 +7,7 @@ was wrong; misuse of the API or CLI is a :class:`UsageError`. Traffic anomalies
 
 from __future__ import annotations
 
-__all__ = ["CaptureError", "SignalReceived", "TcpweaveError", "UsageError"]
+__all__ = ["CaptureError", "Interrupted", "SignalReceived", "TcpweaveError", "UsageError"]
 
 
 class TcpweaveError(Exception):
@@ -44,3 +44,19 @@ class SignalReceived(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by signal {signum}")
         self.signum = signum
+
+
+class Interrupted(TcpweaveError):
+    """A run stopped by Ctrl-C or a stop signal (``signum``) after it had marked its output
+    directory unfinished: ``done`` of ``total`` partitions were written, ``partial`` lists
+    the streams whose files may be incomplete. ``extract --resume`` finishes it."""
+
+    def __init__(
+        self, done: int, total: int, partial: list[int] | None = None, signum: int = 2
+    ) -> None:
+        super().__init__(f"interrupted: {done} of {total} partitions written")
+        self.done, self.total, self.signum = done, total, signum
+        self.partial = partial or []
+
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int, int, list[int], int]]:
+        return (Interrupted, (self.done, self.total, self.partial, self.signum))

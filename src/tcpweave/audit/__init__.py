@@ -8,8 +8,10 @@ down each direction and counts where each payload occurs in the reassembled
 stream. ``report.py`` turns those into per-stream verdicts and the stable JSON
 of ``tcpweave audit --json``; ``compare.py`` maps another tool's output
 (tcpflow, tshark, a tcpweave manifest) onto tcpweave's sessions.
-``partitioned.py`` audits a big capture partition by partition in bounded
-memory and merges the parts (``report.merge_parts``) into the same audit.
+A capture is audited partition by partition (``run/commands.py``: each
+partition's ``audit_part``, merged by ``merge_parts`` into exactly the audit of the
+whole capture: counts add up, per-stream facts are scattered to their global
+stream, the P_b groups are merged by key and summed in key order).
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from tcpweave.audit.figures import (
     birthday_probability,
 )
 from tcpweave.audit.matrix import MAX_OCCURRENCES, MAX_SCAN_BYTES, Matrix
-from tcpweave.audit.partitioned import audit_partitioned
-from tcpweave.audit.report import JSON_VERSION, Audit, Reason, audit
+from tcpweave.audit.report import JSON_VERSION, Audit, AuditPart, Reason, audit_part, merge_parts
 
 __all__ = [
     "DEFAULT_PORT_RANGE",
@@ -31,12 +32,13 @@ __all__ = [
     "MAX_OCCURRENCES",
     "MAX_SCAN_BYTES",
     "Audit",
+    "AuditPart",
     "Matrix",
     "PacketFigures",
     "PortReuse",
     "Reason",
     "StreamFigures",
-    "audit",
-    "audit_partitioned",
+    "audit_part",
     "birthday_probability",
+    "merge_parts",
 ]

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from tcpweave.capture import Source
 from tcpweave.decode.table import FIN, RST, PacketTable, format_address
 from tcpweave.enums import Checksum, GapReason
 from tcpweave.flows import Flows
@@ -33,7 +32,7 @@ from .figures import (
     stream_kind,
     streams_with_syn,
 )
-from .matrix import MAX_OCCURRENCES, MAX_SCAN_BYTES, Matrix, build_matrix
+from .matrix import MAX_OCCURRENCES, MAX_SCAN_BYTES, Matrix
 
 #: version of the JSON layout below; bumped on any incompatible change
 JSON_VERSION = 1
@@ -148,23 +147,6 @@ class Audit:
         return out
 
 
-def audit(
-    packets: PacketTable,
-    flows: Flows,
-    plan: Plan,
-    sources: list[Source],
-    *,
-    captures: list[str] | None = None,
-    port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
-) -> Audit:
-    """Audit a capture's reassembly (``Capture.audit`` is the usual entry point)."""
-    matrix = build_matrix(packets, flows, plan, sources)
-    part = audit_part(packets, flows, plan, matrix, np.arange(flows.n_streams, dtype=np.int64))
-    out = merge_parts([part], captures or [], str(plan.policy), str(plan.checksums), port_range)
-    out.matrix = matrix
-    return out
-
-
 @dataclass
 class AuditPart:
     """The audit of some of a capture's sessions (one partition, or all of them), their
@@ -188,9 +170,11 @@ class AuditPart:
     groups: PortGroups
     gaps: int
     overlaps: int
-    #: a file holding this part's matrix rows, when it was written out (see partitioned.py)
+    #: a file holding this part's matrix rows, when it was written out (run/commands.py)
     matrix_file: str | None = None
     matrix_batches: list[int] | None = None
+    #: the part's matrix itself, when it is kept in memory (a capture read whole)
+    matrix: Matrix | None = None
 
 
 def audit_part(

@@ -1,14 +1,15 @@
-"""The ``tcpweave`` command and its subcommands."""
+"""The ``tcpweave`` command and its subcommands: parse, run (``tcpweave.run``), render.
+
+Every command opens one run of the capture -- decoded whole when it is small, cut by flow
+into partitions spilled to disk when it is not -- and calls one library function on it;
+nothing here chooses a code path by size.
+"""
 
 from __future__ import annotations
 
-import functools
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,21 +18,21 @@ import typer
 from rich.console import Console
 
 import tcpweave
-from tcpweave.capture.inputs import check_distinct
 from tcpweave.cli import render
-from tcpweave.cli.guard import describe, fail, guarded, verbosity
-from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
-from tcpweave.cli.pdus import pdus as pdus_command
-from tcpweave.errors import TcpweaveError, UsageError
-from tcpweave.output.extract import extract as write_streams
-from tcpweave.output.follow import FollowMode, follow, render_follow
-from tcpweave.output.outdir import OutputDir, RunIdentity, input_identity
-from tcpweave.output.partitions import (
-    ROWS_PER_PARTITION,
-    Interrupted,
-    PartitionedRun,
-    map_partitions,
+from tcpweave.cli.guard import fail, guarded, verbosity
+from tcpweave.cli.options import (
+    JOBS_DEFAULT,
+    Captures,
+    ChecksumOpt,
+    JobsOpt,
+    PartitionRowsOpt,
+    PolicyOpt,
+    open_run,
 )
+from tcpweave.cli.pdus import pdus as pdus_command
+from tcpweave.errors import Interrupted
+from tcpweave.output.follow import FollowMode, render_follow
+from tcpweave.run import ROWS_PER_PARTITION, follow_stream, packet_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,49 +65,6 @@ class PacketFormat(StrEnum):
     jsonl = "jsonl"
 
 
-Captures = Annotated[
-    list[Path], typer.Argument(help="Capture file(s); several files are read as one capture.")
-]
-
-
-def _stdout() -> Console:
-    console = Console()
-    if not console.is_terminal:  # piped: do not squeeze tables into 80 columns
-        console = Console(width=200)
-    return console
-
-
-def _stderr() -> Console:
-    return Console(stderr=True)
-
-
-def _open(paths: list[Path]) -> tcpweave.Capture:
-    cap = tcpweave.open(paths)
-    render.report_errors(_stderr(), cap)
-    return cap
-
-
-@command()
-def packets(
-    captures: Captures,
-    limit: Annotated[int | None, typer.Option(help="Show at most N packets.", min=0)] = None,
-    fmt: Annotated[PacketFormat, typer.Option("--format", help="Output format.")] = (
-        PacketFormat.table
-    ),
-) -> None:
-    """List the TCP packets of a capture (the packet table)."""
-    with _open(captures) as cap:
-        n = len(cap.packets) if limit is None else min(limit, len(cap.packets))
-        if fmt is PacketFormat.table:
-            console = _stdout()
-            console.print(render.packet_table(cap, n))
-            console.print(render.stats_summary(cap))
-        elif fmt is PacketFormat.csv:
-            render.write_csv(sys.stdout, cap, n)
-        else:
-            render.write_jsonl(sys.stdout, cap, n)
-
-
 class GapMode(StrEnum):
     fill = "fill"
     omit = "omit"
@@ -123,64 +81,87 @@ class StreamFormat(StrEnum):
     csv = "csv"
 
 
-PolicyOpt = Annotated[
-    str,
-    typer.Option(
-        "--policy",
-        help="Overlap policy: first, last, bsd, linux, windows, solaris, hpux10, hpux11, irix, "
-        "macos, vista, old-linux.",
-    ),
-]
-ChecksumOpt = Annotated[
-    str,
-    typer.Option("--checksums", help="Bad TCP checksums: auto (offload-aware), strict, ignore."),
-]
+def _stdout() -> Console:
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze tables into 80 columns
+        console = Console(width=200)
+    return console
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+@command()
+def packets(
+    captures: Captures,
+    limit: Annotated[
+        int | None, typer.Option(metavar="N", help="Show at most N packets.", min=0)
+    ] = None,
+    fmt: Annotated[
+        PacketFormat, typer.Option("--format", metavar="FORMAT", help="table, csv or jsonl.")
+    ] = PacketFormat.table,
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
+) -> None:
+    """List the TCP packets of a capture (the packet table), with each packet's stream,
+    session and direction."""
+    with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
+        windows = render.limited(packet_rows(run), limit)
+        if fmt is PacketFormat.table:
+            console = _stdout()
+            console.print(render.packet_table(windows, run.decode_stats().tcp_packets))
+        elif fmt is PacketFormat.csv:
+            render.write_packets_csv(sys.stdout, windows)
+        else:
+            render.write_packets_jsonl(sys.stdout, windows)
 
 
 @command()
 def extract(
     captures: Captures,
-    out: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
+    out: Annotated[Path, typer.Option("-o", "--output", metavar="DIR", help="Output directory.")],
     policy: PolicyOpt = "first",
     checksums: ChecksumOpt = "auto",
-    gaps: Annotated[GapMode, typer.Option(help="fill: keep stream offsets; omit: concatenate.")] = (
-        GapMode.fill
-    ),
-    layout: Annotated[Layout, typer.Option(help="File naming.")] = Layout.tcpweave,
-    jobs: Annotated[
-        int, typer.Option(help="Worker processes (default: all cores).", min=1)
-    ] = os.cpu_count() or 1,
+    gaps: Annotated[
+        GapMode,
+        typer.Option(metavar="fill|omit", help="fill: keep stream offsets; omit: concatenate."),
+    ] = GapMode.fill,
+    layout: Annotated[
+        Layout, typer.Option(metavar="tcpweave|tcpflow", help="File naming.")
+    ] = Layout.tcpweave,
+    jobs: JobsOpt = JOBS_DEFAULT,
     parquet: Annotated[
         bool,
-        typer.Option(
-            help="Also write DIR/packets.parquet and DIR/plan.parquet (holds the whole capture's "
-            "tables in memory)."
-        ),
+        typer.Option("--parquet", help="Also write DIR/packets.parquet and DIR/plan.parquet."),
     ] = False,
     resume: Annotated[
         bool,
-        typer.Option(help="Continue an interrupted extraction of the same captures and options."),
+        typer.Option(
+            "--resume", help="Continue an interrupted extraction of the same captures and options."
+        ),
     ] = False,
     force: Annotated[
         bool,
         typer.Option(
-            help="Replace an earlier tcpweave run in DIR (only the files it lists as its own)."
+            "--force",
+            help="Replace an earlier tcpweave run in DIR (only the files it lists as its own).",
         ),
     ] = False,
     workdir: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Where to make the spill directory for partitions (default: inside "
-            "DIR/.tcpweave); tcpweave makes and removes only its own directory there."
+            "DIR/.tcpweave); tcpweave makes and removes only its own directory there.",
         ),
     ] = None,
-    partition_rows: Annotated[
-        int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
-    ] = ROWS_PER_PARTITION,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
     idle_timeout: Annotated[
         float,
         typer.Option(
-            help="Seconds of silence after which a 4-tuple's next packet starts a new session "
+            metavar="SECONDS",
+            help="Silence after which a 4-tuple's next packet starts a new session "
             "(0: only the SYN rules split sessions).",
             min=0,
         ),
@@ -188,93 +169,38 @@ def extract(
     scheduler: Annotated[
         str | None,
         typer.Option(
-            help="Dask scheduler address (tcp://HOST:PORT): run the partitions on its workers; "
-            "DIR and the work directory must be on storage all workers see."
+            metavar="tcp://HOST:PORT",
+            help="Dask scheduler: run the partitions on its workers; DIR and the work "
+            "directory must be on storage all workers see.",
         ),
     ] = None,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
-    The capture is cut by flow into partitions spilled under the work directory, so
-    memory stays bounded whatever the capture's size (see tcpweave.output.partitions).
+    A capture larger than one partition is cut by flow into partitions spilled to a work
+    directory, so memory stays bounded whatever the capture's size.
     """
     started = time.perf_counter()
-    if parquet:
-        _extract_whole(captures, out, policy, checksums, gaps, layout, jobs, force, started)
-        return
     try:
         with render.phased_progress(_stderr()) as tick:
             summary, run = tcpweave.extract(
-                captures,
-                out,
-                policy=policy,
-                checksums=checksums,
-                layout=str(layout),
-                gaps=str(gaps),
-                jobs=jobs,
-                workdir=str(workdir) if workdir else None,
-                resume=resume,
-                partition_rows=partition_rows,
-                progress=tick,
-                client=scheduler,
-                idle_timeout=idle_timeout,
-                force=force,
-            )
+                captures, out, policy=policy, checksums=checksums, layout=str(layout),
+                gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
+                resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
+                idle_timeout=idle_timeout, force=force, parquet=parquet,
+            )  # fmt: skip
     except Interrupted as exc:
+        name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum
         raise fail(
-            f"interrupted by {signal.Signals(exc.signum).name}: {exc.done} of {exc.total} "
-            f"partitions written; {out}/streams.jsonl lists the finished streams, "
-            f"{out}/INCOMPLETE.json the partial ones; run again with --resume to finish",
+            f"interrupted by {name}: {exc.done} of {exc.total} partitions written; "
+            f"{out}/streams.jsonl lists the finished streams, {out}/INCOMPLETE.json the "
+            "partial ones; run again with --resume to finish",
             128 + exc.signum,
         ) from None
-    except TcpweaveError:
-        raise  # the run marked DIR failed; guarded() prints the error
     stats = run.decode_stats()
     render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
     if verbosity() >= 0:
         _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
-
-
-def _extract_whole(
-    captures: list[Path],
-    out: Path,
-    policy: str,
-    checksums: str,
-    gaps: GapMode,
-    layout: Layout,
-    jobs: int,
-    force: bool,
-    started: float,
-) -> None:
-    """Extraction with the whole capture's tables in memory (needed for the Parquet export)."""
-    paths = [str(c) for c in captures]
-    check_distinct(paths)
-    options = (("checksums", checksums), ("gaps", str(gaps)), ("layout", str(layout)),
-               ("parquet", True), ("policy", policy))  # fmt: skip
-    identity = RunIdentity("extract", input_identity(paths), options)
-    with _open(captures) as cap:
-        streams = cap.stream_views(policy, checksums)
-        claim = OutputDir.claim(out, identity, force=force)
-        try:
-            with render.progress(_stderr(), "writing streams", len(streams)) as tick:
-                summary = write_streams(streams, out, str(layout), str(gaps), jobs, tick,
-                                        claim.ledger(""))  # fmt: skip
-            cap.packets.to_parquet(str(out / "packets.parquet"))
-            cap.plan(policy, checksums).to_parquet(str(out / "plan.parquet"))
-            damage = [{"file": e.path, "offset": e.offset, "reason": e.reason} for e in cap.errors]
-            claim.finish({"summary": asdict(summary), "decode": asdict(cap.stats),
-                          "input_damage": {"records": cap.stats.corrupt_records,
-                                           "regions": damage}})  # fmt: skip
-        except KeyboardInterrupt:
-            claim.stopped("interrupted", "stopped by a signal", keep_work=False)
-            raise
-        except BaseException as exc:
-            claim.stopped("failed", describe(exc), keep_work=False)
-            raise
-        if verbosity() >= 0:
-            _stdout().print(
-                render.extract_summary(cap.stats, summary, out, time.perf_counter() - started)
-            )
 
 
 @command("streams")
@@ -284,16 +210,14 @@ def streams_cmd(
     checksums: ChecksumOpt = "auto",
     jobs: JobsOpt = JOBS_DEFAULT,
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
-    fmt: Annotated[StreamFormat, typer.Option("--format", help="Output format.")] = (
-        StreamFormat.table
-    ),
+    fmt: Annotated[
+        StreamFormat, typer.Option("--format", metavar="FORMAT", help="table, jsonl or csv.")
+    ] = StreamFormat.table,
 ) -> None:
-    """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history.
-
-    Captures larger than ``--partition-rows`` packets are cut by flow into partitions
-    (as for extract), so memory stays bounded; only the rows themselves are kept.
-    """
-    rows = _stream_rows([str(c) for c in captures], policy, checksums, jobs, partition_rows)
+    """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
+    with open_run(captures, policy, checksums, jobs, partition_rows) as run:
+        rows = [r for _, part in run.map(render.partition_stream_rows) for r in part]
+    rows.sort(key=lambda r: r["stream"])
     if fmt is StreamFormat.table:
         _stdout().print(render.streams_table(rows))
     elif fmt is StreamFormat.csv:
@@ -302,31 +226,15 @@ def streams_cmd(
         render.write_rows_jsonl(sys.stdout, rows)
 
 
-def _stream_rows(
-    paths: list[str], policy: str, checksums: str, jobs: int, partition_rows: int
-) -> list[dict[str, Any]]:
-    """Rows of the whole capture at once when it is small (by its files' size, at the
-    smallest plausible frame size), else partition by partition."""
-    if fits_whole(paths, partition_rows):
-        with _open([Path(p) for p in paths]) as cap:
-            return render.stream_rows(cap, policy, checksums)
-    task = functools.partial(render.partition_stream_rows, policy=policy, checksums=checksums)
-
-    def report(run: PartitionedRun) -> None:
-        errors = run.capture_errors()
-        render.report_error_list(_stderr(), errors, run.decode_stats().corrupt_records)
-
-    parts = map_partitions(paths, task, jobs, None, partition_rows, report)
-    rows = [r for part in parts for r in part]
-    rows.sort(key=lambda r: r["stream"])
-    return rows
-
-
 @command()
-def info(captures: Captures) -> None:
+def info(
+    captures: Captures,
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
+) -> None:
     """Summarise a capture: files, frames, TCP packets and the decoder's counts."""
-    with _open(captures) as cap:
-        _stdout().print(render.stats_summary(cap))
+    with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
+        _stdout().print(render.stats_summary(run.decode_stats(), len(run.paths)))
 
 
 def _print_version(value: bool) -> None:
@@ -351,21 +259,23 @@ def _root(
 
 
 @command("follow")
-def follow_stream(
-    capture: Annotated[Path, typer.Argument(help="Capture file.")],
-    stream: Annotated[int, typer.Argument(help="Stream index, as tshark's tcp.stream.")],
-    fmt: Annotated[FollowMode, typer.Option("--format", help="Output format.")] = (
-        FollowMode.ASCII
-    ),
+def follow_cmd(
+    capture: Annotated[Path, typer.Argument(metavar="CAPTURE", help="Capture file.")],
+    stream: Annotated[
+        int, typer.Argument(metavar="STREAM", help="Stream index, as tshark's tcp.stream.")
+    ],
+    fmt: Annotated[
+        FollowMode,
+        typer.Option("--format", metavar="FORMAT", help="ascii, hex, raw or yaml."),
+    ] = FollowMode.ASCII,
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
-    """Print one stream as `tshark -q -z follow,tcp,<format>,STREAM` does, byte for byte."""
-    with _open([capture]) as cap:
-        n = cap.flows.n_streams
-        if not 0 <= stream < n:
-            have = f"streams 0 to {n - 1}" if n else "no TCP stream"
-            raise UsageError(f"{capture}: no stream {stream} (the capture has {have})")
-        sys.stdout.write(render_follow(follow(cap.packets, cap.flows, cap.sources, stream), fmt))
-        sys.stdout.flush()
+    """Print one stream as `tshark -q -z follow,tcp,FORMAT,STREAM` does, byte for byte."""
+    with open_run([capture], jobs=jobs, partition_rows=partition_rows) as run:
+        found = follow_stream(run, stream)
+    sys.stdout.write(render_follow(found, fmt))
+    sys.stdout.flush()
 
 
 from tcpweave.cli.audit import audit_cmd, compare_cmd  # noqa: E402 (registered after app exists)

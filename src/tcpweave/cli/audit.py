@@ -14,11 +14,19 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.audit import Audit
-from tcpweave.audit.partitioned import audit_partitioned
 from tcpweave.cli import render
-from tcpweave.cli.options import JOBS_DEFAULT, JobsOpt, PartitionRowsOpt, fits_whole
+from tcpweave.cli.options import (
+    JOBS_DEFAULT,
+    Captures,
+    ChecksumOpt,
+    JobsOpt,
+    PartitionRowsOpt,
+    PolicyOpt,
+    open_run,
+)
 from tcpweave.errors import UsageError
-from tcpweave.output.partitions import ROWS_PER_PARTITION, PartitionedRun
+from tcpweave.run import ROWS_PER_PARTITION
+from tcpweave.run import audit as run_audit
 
 __all__ = ["audit_cmd", "compare_cmd"]
 
@@ -97,29 +105,27 @@ def mismatch_table(a: Audit) -> Table | None:
 
 
 def audit_cmd(
-    captures: Annotated[list[Path], typer.Argument(help="Capture file(s), read as one capture.")],
+    captures: Captures,
     json_out: Annotated[bool, typer.Option("--json", help="Print the stable JSON report.")] = False,
     matrix: Annotated[
         Path | None,
-        typer.Option("--matrix", help="Write the verification matrix (.parquet, else CSV)."),
+        typer.Option(
+            "--matrix", metavar="FILE", help="Write the verification matrix (.parquet, else CSV)."
+        ),
     ] = None,
     port_range: Annotated[
-        str, typer.Option(help="Ephemeral port range for P_b, LOW-HIGH (Linux: 32768-60999).")
+        str,
+        typer.Option(metavar="LOW-HIGH", help="Ephemeral port range for P_b (Linux: 32768-60999)."),
     ] = "1024-65534",
-    policy: Annotated[str, typer.Option(help="Overlap policy (as for extract).")] = "first",
-    checksums: Annotated[str, typer.Option(help="auto, strict or ignore.")] = "auto",
+    policy: PolicyOpt = "first",
+    checksums: ChecksumOpt = "auto",
     jobs: JobsOpt = JOBS_DEFAULT,
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
-    """Forensic accuracy figures, per-packet verification matrix and per-stream verdicts.
-
-    Captures larger than ``--partition-rows`` packets are cut by flow into partitions
-    (as for extract) and audited partition by partition, so memory stays bounded; the
-    report is the same either way.
-    """
+    """Forensic accuracy figures, per-packet verification matrix and per-stream verdicts."""
     ports = parse_port_range(port_range)
-    a = _audit([str(c) for c in captures], policy, checksums, ports, jobs, partition_rows,
-               None if matrix is None else str(matrix))  # fmt: skip
+    with open_run(captures, policy, checksums, jobs, partition_rows) as run:
+        a = run_audit(run, ports, None if matrix is None else str(matrix))
     if json_out:
         sys.stdout.write(orjson.dumps(a.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -130,34 +136,6 @@ def audit_cmd(
         console.print(more)
 
 
-def _audit(
-    paths: list[str],
-    policy: str,
-    checksums: str,
-    port_range: tuple[int, int],
-    jobs: int,
-    partition_rows: int,
-    matrix: str | None,
-) -> Audit:
-    """The whole capture at once when it is small (by its files' size, at the smallest
-    plausible frame size, as for ``streams``), else partition by partition."""
-    if fits_whole(paths, partition_rows):
-        with _open([Path(p) for p in paths]) as cap:
-            a = cap.audit(policy, checksums, port_range)
-            if matrix is not None:
-                assert a.matrix is not None
-                a.matrix.write(matrix)
-            return a
-
-    def report(run: PartitionedRun) -> None:
-        errors = run.capture_errors()
-        render.report_error_list(Console(stderr=True), errors, run.decode_stats().corrupt_records)
-
-    return audit_partitioned(paths, policy, checksums, port_range, jobs=jobs,
-                             rows_per_partition=partition_rows, matrix=matrix,
-                             report=report)  # fmt: skip
-
-
 def compare_cmd(
     capture: Annotated[Path, typer.Argument(help="Capture file.")],
     against_spec: Annotated[
@@ -165,8 +143,8 @@ def compare_cmd(
     ],
     run: Annotated[bool, typer.Option("--run", help="Run tcpflow into DIR first.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    policy: Annotated[str, typer.Option(help="Overlap policy (as for extract).")] = "first",
-    checksums: Annotated[str, typer.Option(help="auto, strict or ignore.")] = "auto",
+    policy: PolicyOpt = "first",
+    checksums: ChecksumOpt = "auto",
 ) -> None:
     """Compare another tool's reassembled streams with tcpweave's, stream by stream.
 

@@ -1,28 +1,90 @@
-"""Options shared by several subcommands (one definition, one help text)."""
+"""Options shared by several subcommands (one definition, one help text), and the run a
+command line asks for."""
 
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
-from tcpweave.output.partitions import MIN_FRAME_BYTES, ROWS_PER_PARTITION
+from tcpweave.cli import render
+from tcpweave.enums import ChecksumMode, Policy
+from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
 
-__all__ = ["JOBS_DEFAULT", "ROWS_PER_PARTITION", "JobsOpt", "PartitionRowsOpt", "fits_whole"]
+__all__ = [
+    "JOBS_DEFAULT",
+    "ROWS_PER_PARTITION",
+    "Captures",
+    "ChecksumOpt",
+    "JobsOpt",
+    "PartitionRowsOpt",
+    "PolicyOpt",
+    "open_run",
+]
 
 #: worker processes by default: all cores
 JOBS_DEFAULT = os.cpu_count() or 1
 
+Captures = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="CAPTURE...", help="Capture file(s); several files are read as one capture."
+    ),
+]
+PolicyOpt = Annotated[
+    str,
+    typer.Option(
+        "--policy",
+        metavar="POLICY",
+        help="Overlap policy: " + ", ".join(str(p) for p in Policy) + ".",
+    ),
+]
+ChecksumOpt = Annotated[
+    str,
+    typer.Option(
+        "--checksums",
+        metavar="MODE",
+        help="Bad TCP checksums: "
+        + ", ".join(str(m) for m in ChecksumMode)
+        + " (auto: dropped unless the capture shows checksum offload).",
+    ),
+]
 JobsOpt = Annotated[
-    int, typer.Option(help="Worker processes for big captures (default: all cores).", min=1)
+    int,
+    typer.Option("--jobs", metavar="N", help="Worker processes (default: all cores).", min=1),
 ]
 PartitionRowsOpt = Annotated[
-    int, typer.Option(help="Packets per partition (bounds each worker's memory).", min=1)
+    int,
+    typer.Option(
+        "--partition-rows",
+        metavar="N",
+        help="Packets per partition: a larger capture is cut by flow into partitions "
+        "spilled to disk (bounds each worker's memory).",
+        min=1,
+    ),
 ]
 
 
-def fits_whole(paths: list[str], partition_rows: int) -> bool:
-    """Can the capture be processed whole? Its files' size at the smallest plausible frame
-    size says it holds no more packets than one partition."""
-    return sum(os.path.getsize(p) for p in paths) // MIN_FRAME_BYTES <= partition_rows
+def open_run(
+    captures: list[Path],
+    policy: str = "first",
+    checksums: str = "auto",
+    jobs: int = 1,
+    partition_rows: int = ROWS_PER_PARTITION,
+    *,
+    idle_timeout: float = 0.0,
+    progress: Callable[[str, int, int, int], None] | None = None,
+    client: Any = None,
+) -> Run:
+    """The run of a command: the capture decoded whole when it is small, else spilled into
+    partitions; damaged records reported on stderr (and in the exit status)."""
+    settings = Settings.of(policy, checksums, idle_timeout)
+    run = Run([str(c) for c in captures], settings, executor_for(jobs, client),
+              rows_per_partition=partition_rows, progress=progress)  # fmt: skip
+    render.report_error_list(Console(stderr=True), run.capture_errors(),
+                             run.decode_stats().corrupt_records)  # fmt: skip
+    return run

@@ -13,12 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import tcpweave
-from tcpweave.cli import render
+from tcpweave.cli.options import (
+    JOBS_DEFAULT,
+    ChecksumOpt,
+    JobsOpt,
+    PartitionRowsOpt,
+    PolicyOpt,
+    open_run,
+)
 from tcpweave.errors import UsageError
 from tcpweave.framing import Framer, Pdus
 from tcpweave.framing.lua import export_lua
 from tcpweave.framing.spec import parse_framer
+from tcpweave.run import ROWS_PER_PARTITION, pdu_windows
+from tcpweave.run import pdus as run_pdus
 
 __all__ = ["pdus"]
 
@@ -51,8 +59,10 @@ def pdus(
     data: Annotated[bool, typer.Option("--data", help="jsonl: add each PDU's bytes (hex).")] = (
         False
     ),
-    policy: Annotated[str, typer.Option("--policy", help="Overlap policy.")] = "first",
-    checksums: Annotated[str, typer.Option("--checksums", help="auto, strict, ignore.")] = "auto",
+    policy: PolicyOpt = "first",
+    checksums: ChecksumOpt = "auto",
+    jobs: JobsOpt = JOBS_DEFAULT,
+    partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
     export: Annotated[
         Path | None,
         typer.Option("--export-lua", help="Write a Wireshark Lua dissector for the framer."),
@@ -73,14 +83,13 @@ def pdus(
         return
     if not captures:
         raise typer.BadParameter("give a capture file (or --export-lua)")
-    with tcpweave.open(captures) as cap:
-        render.report_errors(Console(stderr=True), cap)
-        found = cap.pdus(chosen, stream, policy, checksums, data=True)
+    with open_run(captures, policy, checksums, jobs, partition_rows) as run:
         if fmt is PduFormat.table:
             console = Console() if Console().is_terminal else Console(width=200)
-            console.print(pdu_table(found))
-        else:
-            write_jsonl(sys.stdout, found, data)
+            console.print(pdu_table(run_pdus(run, chosen, stream, data=True)))
+            return
+        for window in pdu_windows(run, chosen, stream, data=data):  # bounded memory
+            write_jsonl(sys.stdout, window, data)
 
 
 def _export(framer: Framer, out: Path, port: int | None, proto: str, spec: str) -> None:

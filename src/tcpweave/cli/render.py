@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+import numpy as np
+import pyarrow as pa
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -27,41 +29,52 @@ def flag_string(flags: int) -> str:
     return "".join(c for i, c in enumerate(_FLAG_LETTERS) if flags >> i & 1) or "."
 
 
-def _rows(cap: tcpweave.Capture, n: int) -> Iterator[dict[str, Any]]:
-    """Packet-table rows as plain values: addresses printed, enums as their strings."""
-    p = cap.packets
-    cols = {name: getattr(p, name)[:n] for name, _, shape in PACKET_COLUMNS if not shape}
-    versions = p.ip_version[:n]
-    src, dst = p.src[:n], p.dst[:n]
-    for i in range(n):
-        row: dict[str, Any] = {}
-        for name, values in cols.items():
-            row[name] = values[i].item()
-        row["src"] = format_address(src[i], int(versions[i]))
-        row["dst"] = format_address(dst[i], int(versions[i]))
-        row["ip_checksum"] = str(tcpweave.Checksum(row["ip_checksum"]))
-        row["tcp_checksum"] = str(tcpweave.Checksum(row["tcp_checksum"]))
-        yield row
+PACKET_FIELDS = [name for name, _, _ in PACKET_COLUMNS] + ["stream", "session", "direction"]
 
 
-def _ordered(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: row[name] for name, _, _ in PACKET_COLUMNS}
+def limited(windows: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table]:
+    """The windows of a table, cut after ``limit`` rows in all (all when None)."""
+    left = limit
+    for window in windows:
+        if left is not None:
+            if left <= 0:
+                return
+            window = window.slice(0, left)
+            left -= len(window)
+        yield window
 
 
-def write_jsonl(out: TextIO, cap: tcpweave.Capture, n: int) -> None:
-    for row in _rows(cap, n):
-        out.write(json.dumps(_ordered(row)) + "\n")
+def _rows(windows: Iterable[pa.Table]) -> Iterator[dict[str, Any]]:
+    """Packet rows as plain values: addresses printed, enums as their strings."""
+    for window in windows:
+        cols = {name: window.column(name).to_numpy(zero_copy_only=False) for name in PACKET_FIELDS
+                if name not in ("src", "dst")}  # fmt: skip
+        raw = {name: window.column(name).to_pylist() for name in ("src", "dst")}
+        for i in range(len(window)):
+            row: dict[str, Any] = {name: values[i].item() for name, values in cols.items()}
+            version = row["ip_version"]
+            row["src"] = format_address(np.frombuffer(raw["src"][i], np.uint8), version)
+            row["dst"] = format_address(np.frombuffer(raw["dst"][i], np.uint8), version)
+            row["ip_checksum"] = str(tcpweave.Checksum(row["ip_checksum"]))
+            row["tcp_checksum"] = str(tcpweave.Checksum(row["tcp_checksum"]))
+            row["direction"] = "c2s" if row["direction"] == 0 else "s2c"
+            yield {name: row[name] for name in PACKET_FIELDS}
 
 
-def write_csv(out: TextIO, cap: tcpweave.Capture, n: int) -> None:
-    writer = csv.DictWriter(out, fieldnames=[name for name, _, _ in PACKET_COLUMNS])
+def write_packets_jsonl(out: TextIO, windows: Iterable[pa.Table]) -> None:
+    for row in _rows(windows):
+        out.write(json.dumps(row) + "\n")
+
+
+def write_packets_csv(out: TextIO, windows: Iterable[pa.Table]) -> None:
+    writer = csv.DictWriter(out, fieldnames=PACKET_FIELDS)
     writer.writeheader()
-    for row in _rows(cap, n):
-        writer.writerow(_ordered(row))
+    for row in _rows(windows):
+        writer.writerow(row)
 
 
-def packet_table(cap: tcpweave.Capture, n: int) -> Table:
-    table = Table(title=f"{len(cap.packets)} TCP packets", title_justify="left")
+def packet_table(windows: Iterable[pa.Table], total: int) -> Table:
+    table = Table(title=f"{total:,} TCP packet{'' if total == 1 else 's'}", title_justify="left")
     for head, justify in (
         ("frame", "right"),
         ("time", "right"),
@@ -74,9 +87,10 @@ def packet_table(cap: tcpweave.Capture, n: int) -> Table:
         ("len", "right"),
         ("ip", "left"),
         ("tcp", "left"),
+        ("stream", "right"),
     ):
         table.add_column(head, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for row in _rows(cap, n):
+    for row in _rows(windows):
         table.add_row(
             str(row["frame"]),
             f"{row['ts_ns'] / 1e9:.6f}",
@@ -94,6 +108,7 @@ def packet_table(cap: tcpweave.Capture, n: int) -> Table:
             ),
             row["ip_checksum"],
             row["tcp_checksum"],
+            f"{row['stream']} {row['direction']}",
         )
     return table
 
@@ -103,13 +118,12 @@ def _endpoint(addr: str, port: int) -> str:
     return escape(text)
 
 
-def stats_summary(cap: tcpweave.Capture) -> Table:
-    s = cap.stats
+def stats_summary(s: Any, files: int) -> Table:
+    """The decoder's counts (``DecodeStats``) of a capture of ``files`` files."""
     table = Table(title="capture", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
-    files = [src for src in cap.sources if src.format != "defrag"]
-    table.add_row("files", str(len(files)))
+    table.add_row("files", str(files))
     for label, value in (
         ("frames", s.frames),
         ("TCP packets", s.tcp_packets),
@@ -221,11 +235,11 @@ def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table
     return table
 
 
-def partition_stream_rows(view: Any, policy: str, checksums: str) -> list[dict[str, Any]]:
+def partition_stream_rows(part: Any) -> list[dict[str, Any]]:
     """``stream_rows`` of one partition, numbered with the capture's stream indexes."""
-    rows = stream_rows(view, policy, checksums)
+    rows = stream_rows(part)
     for row in rows:
-        row["stream"] = int(view.global_index[row["stream"]])
+        row["stream"] = int(part.global_index[row["stream"]])
     return rows
 
 
@@ -268,13 +282,13 @@ def _histories(cap: Any, retrans_rows: set[int]) -> dict[int, str]:
     return {s: "".join(h) for s, h in out.items()}
 
 
-def stream_rows(cap: Any, policy: str, checksums: str) -> list[dict[str, Any]]:
-    """One row per session of ``cap`` (a Capture, or one partition of a big capture)."""
-    plan = cap.plan(policy, checksums)
+def stream_rows(part: Any) -> list[dict[str, Any]]:
+    """One row per session of a partition (a capture read whole is one)."""
+    plan = part.plan()
     retrans = plan.rows["fate"] == tcpweave.Fate.RETRANSMISSION
-    hist = _histories(cap, set(plan.rows["row"][retrans].tolist()))
+    hist = _histories(part, set(plan.rows["row"][retrans].tolist()))
     rows = []
-    for st in cap.streams(policy, checksums):
+    for st in part.views().block(0, part.flows.n_streams):
         c, s = st.c2s, st.s2c
         gap_letters = ("G" if c.gaps else "") + ("g" if s.gaps else "")
         first = (
@@ -328,7 +342,8 @@ def _close_state(c2s: str, s2c: str) -> str:
 
 
 def streams_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} TCP sessions", title_justify="left")
+    n = len(rows)
+    table = Table(title=f"{n:,} TCP session{'' if n == 1 else 's'}", title_justify="left")
     heads = ("stream", "client", "server", "pkts →", "pkts ←", "bytes →", "bytes ←", "retx",
              "ooo", "gaps", "confl", "secs", "close", "history")  # fmt: skip
     for h in heads:

@@ -210,6 +210,26 @@ class Pdus:
         )
         return pa.table(cols)
 
+    @classmethod
+    def from_arrow(cls, framer: str, table: pa.Table, skipped_bytes: int = 0) -> Pdus:
+        """PDUs back from ``to_arrow``'s table (or rows of it)."""
+        names = [str(s) for s in PduState]
+        cols = {name: table.column(name).to_numpy() for name in COLUMNS if name != "state"}
+        states = table.column("state").to_pylist()
+        cols["state"] = np.array([names.index(v) for v in states], np.int64)
+        data = table.column("data").combine_chunks()
+        offsets = np.frombuffer(data.buffers()[1], np.int64)[
+            data.offset : data.offset + len(data) + 1
+        ]
+        raw = (
+            np.frombuffer(data.buffers()[2], np.uint8)
+            if data.buffers()[2]
+            else np.zeros(0, np.uint8)
+        )
+        start = int(offsets[0]) if len(offsets) else 0
+        return cls(framer, cols, raw[start : int(offsets[-1]) if len(offsets) else 0].copy(),
+                   (offsets - start).astype(np.int64), skipped_bytes)  # fmt: skip
+
     def __repr__(self) -> str:
         return f"Pdus({len(self)} PDUs, framer {self.framer!r}, {int(self.damaged.sum())} damaged)"
 

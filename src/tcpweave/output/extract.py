@@ -13,8 +13,9 @@ N-th reuse of a 4-tuple) for drop-in use.
 Each file is written positionally from the mapped capture: one ``pwritev``
 per run of contiguous kept ranges, gaps left as holes (``--gaps fill``, sparse
 where the filesystem allows) or closed up (``--gaps omit``). The sha256 is
-computed over exactly the bytes of the file. Work is split by subdirectory over
-``jobs`` forked processes, which share the mapped capture.
+computed over exactly the bytes of the file. Each partition of a run writes its own
+streams (``extract_block`` a block at a time) and its part of streams.jsonl
+(``write_lines``); ``merge_lines`` puts the parts together in stream order.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import errno
 import hashlib
 import ipaddress
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from tcpweave.output._pool import LocalPool
+from tcpweave.output._kernels import gather_ranges
 from tcpweave.output.streams import BlockColumns, Direction, Gathered, StreamViews, note_reads
 
 STREAMS_PER_DIR = 1000
@@ -293,63 +295,66 @@ def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> 
     return _write_runs(fd, got.runs_of(k), length, "fill")
 
 
-_Block = tuple[int, int, Path, str, str, "str | None"]
+#: streams whose streams.jsonl lines are merged at a time
+MERGE_STREAMS = 1 << 13
 
 
-def _worker_here(
-    views: StreamViews, lo: int, hi: int, out_dir: Path, layout: str, gaps: str, ledger: str | None
-) -> tuple[bytes, tuple[int, ...]]:
-    text, _streams, counts = extract_block(views, lo, hi, out_dir, layout, gaps, None, ledger)
-    return text, counts
+def write_lines(path: str, texts: list[bytes], keys: list[int]) -> None:
+    """A part of streams.jsonl: ``path`` holds the lines (in stream order) and
+    ``path.index`` each line's stream and end; ``path`` appears (by rename) last."""
+    lines = b"".join(texts)
+    ends = np.flatnonzero(np.frombuffer(lines, np.uint8) == ord("\n")) + 1
+    np.stack([np.asarray(keys, np.int64), ends]).tofile(path + ".index")
+    with open(path + ".tmp", "wb") as f:
+        f.write(lines)
+    os.replace(path + ".tmp", path)
 
 
-def extract(
-    views: StreamViews,
-    out_dir: Path,
-    layout: str = "tcpweave",
-    gaps: str = "fill",
-    jobs: int = 1,
-    progress: Callable[[int], None] | None = None,
-    ledger_dir: str | None = None,
-) -> ExtractSummary:
-    """Write all streams under ``out_dir`` with ``streams.jsonl``; returns a summary.
+def merge_lines(parts: list[str], out: str) -> None:
+    """streams.jsonl from its parts (``write_lines``), in stream order.
 
-    Streams go in blocks of 1000 (one subdirectory each); with ``jobs`` > 1 the
-    blocks are shared out to forked workers, and ``streams.jsonl`` is written in
-    stream order as blocks complete. Each block lists the files it makes in a ledger
-    file under ``ledger_dir`` first (output/outdir.py).
+    The lines of MERGE_STREAMS streams at a time are read from every part, put in order
+    (stable: c2s before s2c) and copied out by one kernel call.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tick = progress or (lambda n: None)
-    blocks: list[_Block] = [
-        (lo, min(lo + STREAMS_PER_DIR, len(views)), out_dir, layout, gaps,
-         os.path.join(ledger_dir, f"block-{lo:09d}") if ledger_dir else None)
-        for lo in range(0, len(views), STREAMS_PER_DIR)
-    ]  # fmt: skip
-    summary = ExtractSummary(streams=len(views))
-    with open(out_dir / "streams.jsonl", "wb") as f:
-        for text, counts in _run_blocks(views, blocks, jobs):
-            f.write(text)
-            summary.add(counts)
-            tick(STREAMS_PER_DIR)
-    return summary
+    index = {}
+    for k, path in enumerate(parts):
+        keys, ends = np.fromfile(path + ".index", np.int64).reshape(2, -1)
+        index[k] = (keys, np.concatenate(([0], ends)))
+    top = max((int(k[-1]) + 1 for k, _ in index.values() if len(k)), default=0)
+    files = {k: open(path, "rb", buffering=0) for k, path in enumerate(parts)}
+    try:
+        with open(out, "wb") as f:
+            for a in range(0, top, MERGE_STREAMS):
+                f.write(_merged_window(index, files, a, a + MERGE_STREAMS))
+    finally:
+        for handle in files.values():
+            handle.close()
 
 
-def _run_blocks(
-    views: Any, blocks: list[_Block], jobs: int
-) -> Iterator[tuple[bytes, tuple[int, ...]]]:
-    """Each block's lines and counts, in block order; blocks are written by this process
-    and ``jobs - 1`` forked children, which inherit ``views`` (nothing is pickled to them)."""
-    args = [(k, views, *block) for k, block in enumerate(blocks)]
-    waiting: dict[int, tuple[bytes, tuple[int, ...]]] = {}
-    following = 0
-    with LocalPool(jobs) as pool:
-        for k, result in pool.map(_numbered, args):
-            waiting[k] = result
-            while following in waiting:
-                yield waiting.pop(following)
-                following += 1
-
-
-def _numbered(k: int, *block: Any) -> tuple[int, tuple[bytes, tuple[int, ...]]]:
-    return k, _worker_here(*block)
+def _merged_window(index: dict[int, Any], files: dict[int, Any], a: int, b: int) -> Any:
+    """The lines of streams ``a..b-1`` from every part, in stream order."""
+    spans = []
+    for p, (k, _ends) in index.items():
+        i, j = np.searchsorted(k, [a, b]).tolist()
+        if i < j:
+            spans.append((p, i, j))
+    size = sum(int(index[p][1][j] - index[p][1][i]) for p, i, j in spans)
+    joined = np.empty(size, np.uint8)
+    keys, starts, lengths = [], [], []
+    base = 0
+    for p, i, j in spans:
+        k, ends = index[p]
+        n = int(ends[j] - ends[i])
+        if os.preadv(files[p].fileno(), [joined[base : base + n].data], int(ends[i])) != n:
+            raise OSError(f"{files[p].name}: shorter than its index says")
+        keys.append(k[i:j])
+        starts.append(ends[i:j] - ends[i] + base)
+        lengths.append(np.diff(ends[i : j + 1]))
+        base += n
+    out = np.empty(size, np.uint8)
+    if spans:
+        order = np.argsort(np.concatenate(keys), kind="stable")
+        length = np.concatenate(lengths)[order]
+        at = np.concatenate(([0], np.cumsum(length)[:-1]))
+        gather_ranges(joined, np.concatenate(starts)[order], length, at, out)
+    return out.data

@@ -199,14 +199,25 @@ def _node(packets: PacketTable, row: int, src: bool) -> Node:
 
 
 def follow(
-    packets: PacketTable, flows: Flows, sources: Sequence[Source], stream: int
+    packets: PacketTable,
+    flows: Flows,
+    sources: Sequence[Source],
+    stream: int,
+    header_cut: np.ndarray | None = None,
 ) -> FollowStream:
-    """The chunks Wireshark's Follow TCP Stream shows for ``stream``, in its order."""
+    """The chunks Wireshark's Follow TCP Stream shows for ``stream``, in its order.
+    ``header_cut`` marks the rows whose frame the capture cut inside the TCP header (by
+    default worked out from the capture files in ``sources``)."""
+
     if not 0 <= stream < flows.n_streams:
         return FollowStream(stream, None)
     p = packets
     rows = np.flatnonzero(flows.stream == stream)
-    tapped = [r for r in rows.tolist() if not _header_cut(p, sources, r)]
+    if header_cut is None:
+        cut = {r: _header_cut(p, sources, r) for r in rows.tolist()}
+    else:
+        cut = dict(zip(rows.tolist(), header_cut[rows].tolist(), strict=True))
+    tapped = [r for r in rows.tolist() if not cut[r]]
     if not tapped:  # no frame reached the tap: tshark knows no endpoints
         return FollowStream(stream, None)
     first = tapped[0]  # node 0 is the source of the first frame the tap sees
@@ -219,7 +230,7 @@ def follow(
     for row, node in zip(rows.tolist(), node_of.tolist(), strict=True):
         flags = int(p.flags[row])
         rel_seq, rel_ack = rel.segment(node, int(p.seq[row]), int(p.ack[row]), flags)
-        if _header_cut(p, sources, row):  # tshark gives up on the options: no tap
+        if cut[row]:  # tshark gives up on the options: no tap
             continue
         start = int(p.payload_offset[row])
         buf = sources[int(p.file[row])].buffer

@@ -51,8 +51,11 @@ class Plan:
 
     def to_arrow(self, table: str = "rows") -> pa.Table:
         """One of the plan's tables (rows, directions, gaps, conflicts) as Arrow; fate and gap
-        reason are given as their strings."""
+        reason are given as their strings. The rows' ``dir`` (their place in the
+        ``directions`` table, an index internal to this plan) is left out."""
         cols = dict(getattr(self, table))
+        if table == "rows":
+            cols.pop("dir", None)
         if "fate" in cols:
             cols["fate"] = np.array([str(Fate(int(v))) for v in cols["fate"]], dtype=object)
         if "reason" in cols:

@@ -34,9 +34,10 @@ _HEADER = struct.Struct("<Q")
 
 
 class LocalPool:
-    """``map(fn, args)`` over this process and ``jobs - 1`` forked children."""
+    """``map(fn, args)`` over this process and ``jobs - 1`` forked children (``jobs`` 1:
+    this process alone). Children inherit this process's memory: ``args`` are not pickled."""
 
-    local = True
+    shares_memory = True
 
     def __init__(self, jobs: int) -> None:
         self.workers = max(jobs, 1)  # processes, this one included

@@ -27,21 +27,27 @@ def _run(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
 
 def _load_kernels() -> int:
     """On a worker: import every stage so that numba loads the cached kernels once."""
+    from tcpweave import run  # noqa: F401 -- imports every stage
     from tcpweave._jit import REGISTRY
-    from tcpweave.output import partitions  # noqa: F401 -- imports every stage
 
     return len(REGISTRY)
 
 
 class DaskPool:
-    """An executor over a ``dask.distributed.Client`` (or a scheduler address to connect to)."""
+    """An executor over a ``dask.distributed.Client`` (or a scheduler address to connect to):
+    tasks and their results are pickled; the workers share no memory with this process."""
+
+    shares_memory = False
 
     def __init__(self, client: Any) -> None:
         self._given = client
+        self.workers = 1
         self.client: Any = None
         self._owned = False
 
     def __enter__(self) -> DaskPool:
+        if self.client is not None:  # entered already (by the run and by its caller)
+            return self
         try:
             from dask.distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -76,5 +82,6 @@ class DaskPool:
                 fut.release()
 
     def __exit__(self, *exc: object) -> None:
-        if self._owned:
+        if self._owned and self.client is not None:
             self.client.close()
+            self.client = None
