@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from numba.typed import List as TypedList
 
 import tcpweave
 from sessions import Session
@@ -35,7 +34,6 @@ EXERCISED = {
     ("tcpweave.framing", "frame_runs"),
     ("tcpweave.framing", "attribute_pdus"),
     ("tcpweave.framing", "gather_pdus"),
-    ("tcpweave.framing", "gather_rows"),
 }
 
 QUICK = settings(max_examples=8, deadline=None, database=None)
@@ -286,14 +284,3 @@ def test_frame_runs_matches_reference(d: dict[str, np.ndarray], framer: object, 
 @FULL
 def test_attribute_and_gather_match_references(d: dict[str, np.ndarray], framer: object) -> None:
     _attribute_and_gather(d, framer)
-
-
-@pytest.mark.quick
-def test_gather_rows_matches_reference() -> None:
-    bufs = [np.arange(50, dtype=np.uint8), np.arange(100, 140, dtype=np.uint8)]
-    rows = (np.array([1, 0, 1]), np.array([3, 10, 0]), np.array([5, 0, 7]))
-    outs = []
-    for func, lists in ((_kernels.gather_rows, TypedList(bufs)), (_reference.gather_rows, bufs)):
-        out = np.zeros(12, np.uint8)
-        outs.append((int(func(lists, *rows, out)), out.tolist()))
-    assert outs[0] == outs[1] == (12, [103, 104, 105, 106, 107, 100, 101, 102, 103, 104, 105, 106])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import TypeVar
 
+import numpy as np
+
 from tcpweave.errors import UsageError
 
 __all__ = [
@@ -68,7 +70,13 @@ class Fate(IntEnum):
 
     @property
     def kept(self) -> bool:
+        """Do the range's bytes go into the stream?"""
         return self in (Fate.NEW, Fate.OVERLAP_CONFLICT_KEPT)
+
+    @classmethod
+    def kept_in(cls, fates: np.ndarray) -> np.ndarray:
+        """Mask of a fate column: True where the fate is ``kept``."""
+        return np.isin(fates, [int(f) for f in cls if f.kept])
 
 
 class GapReason(IntEnum):

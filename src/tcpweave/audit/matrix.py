@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from tcpweave._jit import buffer_list
 from tcpweave.capture import Source
-from tcpweave.decode.table import FIN, RST, PacketTable
+from tcpweave.decode.table import FIN, FLAG_LETTERS, RST, PacketTable, flag_string
 from tcpweave.enums import Checksum, Fate
 from tcpweave.flows import Flows
 from tcpweave.reassembly import Plan
@@ -41,7 +41,6 @@ MAX_SCAN_BYTES = 1 << 30
 #: payloads counted between two calls of ``build_matrix``'s ``release`` (the capture pages
 #: read for them, a few KiB each, are then dropped: a worker's resident pages stay bounded)
 RELEASE_EVERY = 4096
-_FLAG_LETTERS = "FSRPAUECN"
 
 MATRIX_COLUMNS = (
     "stream", "direction", "frame", "ts_ns", "missing_len", "payload_len", "occurrences",
@@ -119,10 +118,6 @@ class MatrixWriter:
         self._out.close()
 
 
-def _flag_string(flags: int) -> str:
-    return "".join(c for i, c in enumerate(_FLAG_LETTERS) if flags >> i & 1) or "."
-
-
 MATRIX_SCHEMA = pa.schema([
     ("stream", pa.int64()), ("direction", pa.string()), ("frame", pa.int64()),
     ("ts_ns", pa.int64()), ("missing_len", pa.int64()), ("payload_len", pa.int64()),
@@ -131,7 +126,7 @@ MATRIX_SCHEMA = pa.schema([
     ("fate", pa.string()),
 ])  # fmt: skip
 _DIRECTIONS = pa.array(["c2s", "s2c"])
-_FLAG_NAMES = pa.array([_flag_string(f) for f in range(1 << len(_FLAG_LETTERS))])
+_FLAG_NAMES = pa.array([flag_string(f) for f in range(1 << len(FLAG_LETTERS))])
 _FATE_NAMES = pa.array([str(f) for f in sorted(Fate)])
 
 
@@ -220,7 +215,7 @@ def _occurrences(
     out = np.full(len(order), -1, np.int64)
     has = np.flatnonzero(packets.payload_caplen[order] > 0)
     rows = plan.rows
-    kept = np.flatnonzero((rows["fate"] == Fate.NEW) | (rows["fate"] == Fate.OVERLAP_CONFLICT_KEPT))
+    kept = np.flatnonzero(Fate.kept_in(rows["fate"]))
     kept_keys = rows["stream"][kept] * 2 + rows["direction"][kept]
     slots = np.append(dir_keys, np.iinfo(np.int64).max)
     kept_bounds = np.searchsorted(kept_keys, slots).astype(np.int64)

@@ -18,15 +18,9 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.cli.guard import note_damage, verbosity
-from tcpweave.decode.table import PACKET_COLUMNS, format_address
+from tcpweave.decode.table import PACKET_COLUMNS, flag_string, format_address
 
-_FLAG_LETTERS = "FSRPAUECN"  # FIN SYN RST PSH ACK URG ECE CWR AE, bit 0 upwards
 _MAX_ERRORS_SHOWN = 20
-
-
-def flag_string(flags: int) -> str:
-    """Flags as letters in bit order (e.g. ``SA`` for SYN+ACK), ``.`` when none is set."""
-    return "".join(c for i, c in enumerate(_FLAG_LETTERS) if flags >> i & 1) or "."
 
 
 PACKET_FIELDS = [name for name, _, _ in PACKET_COLUMNS] + ["stream", "session", "direction"]

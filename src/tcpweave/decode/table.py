@@ -66,6 +66,13 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = (
     0x080,
     0x100,
 )
+#: one letter per TCP flag, bit 0 (FIN) upwards: FIN SYN RST PSH ACK URG ECE CWR AE
+FLAG_LETTERS = "FSRPAUECN"
+
+
+def flag_string(flags: int) -> str:
+    """Flags as letters in bit order (e.g. ``SA`` for SYN+ACK), ``.`` when none is set."""
+    return "".join(c for i, c in enumerate(FLAG_LETTERS) if flags >> i & 1) or "."
 
 
 def empty_packets(n: int, zeroed: bool = True) -> Any:

@@ -302,17 +302,3 @@ def gather_pdus(
             copied += hi - lo
             k += 1
     return copied
-
-
-@kernel
-def gather_rows(bufs, row_file, row_start, row_len, out):  # type: ignore[no-untyped-def]
-    """Concatenate the payload ranges of plan rows (from their capture files) into ``out``.
-    Returns the number of bytes written."""
-    pos = 0
-    for i in range(row_file.size):
-        src = bufs[row_file[i]]
-        s = row_start[i]
-        for j in range(row_len[i]):
-            out[pos + j] = src[s + j]
-        pos += row_len[i]
-    return pos

@@ -102,11 +102,3 @@ def gather_pdus(
                 data[dst : dst + hi - lo] = buf[src : src + hi - lo]
                 copied += hi - lo
     return copied
-
-
-def gather_rows(bufs, row_file, row_start, row_len, out):  # type: ignore[no-untyped-def]
-    pos = 0
-    for f, s, n in zip(row_file, row_start, row_len, strict=True):
-        out[pos : pos + n] = bufs[f][s : s + n]
-        pos += n
-    return pos

@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tcpweave._jit import buffer_list
 from tcpweave.errors import UsageError
 from tcpweave.framing import _kernels as k
 from tcpweave.framing import _spec as S
 from tcpweave.framing.api import Answer, Framer, Need, PduState, Skip
 from tcpweave.framing.generic import GenericFramer
-from tcpweave.output.streams import StreamViews
+from tcpweave.output.streams import StreamViews, kept_run_starts
 
 __all__ = ["Pdu", "Pdus", "frame", "walk"]
 
@@ -320,19 +319,9 @@ def _batch(views: StreamViews, streams: np.ndarray) -> _Batch:
         "ts_ns": views.packets.ts_ns[kept["row"][row_idx]],
     }
     buf = np.empty(int(length.sum()), np.uint8)
-    k.gather_rows(
-        buffer_list([src.buffer for src in views.sources]),
-        kept["file"][row_idx],
-        kept["payload_start"][row_idx],
-        length,
-        buf,
-    )
-    # a run starts at each row that does not continue the previous one of its direction
     pos = np.concatenate(([0], np.cumsum(length)[:-1])) if len(length) else length
-    new_dir = np.zeros(len(offset), np.bool_)
-    new_dir[dir_rows[:-1][counts > 0]] = True
-    prev_end = np.concatenate(([-1], (offset + length)[:-1])) if len(offset) else offset
-    starts = np.flatnonzero(new_dir | (offset != prev_end))
+    views.copy_kept(row_idx, pos, buf)
+    starts = kept_run_starts(offset, length, dir_rows[:-1][counts > 0])
     run_len = np.add.reduceat(length, starts) if len(starts) else starts
     dir_runs = np.searchsorted(starts, dir_rows).astype(np.int64)
     info = _direction_info(views, slots)

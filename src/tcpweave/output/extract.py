@@ -25,7 +25,7 @@ import errno
 import hashlib
 import ipaddress
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 
 from tcpweave.output._kernels import gather_ranges
-from tcpweave.output.streams import BlockColumns, Direction, Gathered, StreamViews, note_reads
+from tcpweave.output.streams import BlockColumns, Gathered, StreamViews
 
 STREAMS_PER_DIR = 1000
 
@@ -88,13 +88,6 @@ def tcpflow_name(session: int, src: str, sport: int, dst: str, dport: int) -> st
 
 #: a stream file is always new: one that exists is never overwritten (output/outdir.py)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-
-
-def _noted(d: Direction) -> Iterator[tuple[int, int, list[Any]]]:
-    """``d.runs()``, counting the payloads read from the mapped capture (see note_reads)."""
-    for run in d.runs(max_views=_IOV_MAX):
-        yield run
-        note_reads(len(run[2]), d._sources)
 
 
 def _write_runs(fd: int, runs: Iterable[tuple[int, int, list[Any]]], length: int, gaps: str) -> str:
@@ -185,7 +178,8 @@ def extract_block(
                 if j < g0 + got.fits:
                     sha = _write_gathered(fd, got, j - g0, length[j], fill)
                 else:  # larger than a gather: read in place
-                    sha = _write_runs(fd, _noted(views.direction(cols, j)), length[j], gaps)
+                    runs = views.direction(cols, j).runs(max_views=_IOV_MAX)
+                    sha = _write_runs(fd, runs, length[j], gaps)
             finally:
                 if fd >= 0:
                     os.close(fd)

@@ -25,16 +25,22 @@ GATHER_BYTES = 64 << 20
 #: this many payloads are read, the capture's pages are unmapped from this process (they
 #: stay in the page cache), so that its resident set stays below about 64 KiB times this.
 DROP_PAGES_AFTER = 2048
-_READS = [0]
 
 
-def note_reads(n: int, sources: list[Any]) -> None:
-    """Count ``n`` payloads read from ``sources``; unmap their pages every DROP_PAGES_AFTER."""
-    _READS[0] += n
-    if _READS[0] >= DROP_PAGES_AFTER:
-        for src in sources:
-            src.drop_pages()
-        _READS[0] = 0
+class PageKeeper:
+    """Counts the payloads read from ``sources`` and unmaps their pages every
+    DROP_PAGES_AFTER (one per StreamViews: the code that reads the pages drops them)."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+        self.reads = 0
+
+    def note(self, n: int) -> None:
+        self.reads += n
+        if self.reads >= DROP_PAGES_AFTER:
+            for src in self.sources:
+                src.drop_pages()
+            self.reads = 0
 
 
 def join_runs(runs: Iterable[tuple[int, int, list[Any]]], length: int, gaps: str) -> bytes:
@@ -101,6 +107,7 @@ class Direction:
     _rows: Any = None  # (kept plan rows, lo, hi): this direction's slice, sorted by offset
     _sources: list[Source] = field(default_factory=list, repr=False)
     _packets: Any = None
+    _pages: PageKeeper | None = field(default=None, repr=False)
 
     def bytes(self, gaps: str = "fill") -> bytes:
         """The stream: gaps zero-filled (offsets = relative sequence numbers) or omitted."""
@@ -111,7 +118,8 @@ class Direction:
 
         The views point into the mapped capture: nothing is copied. A run of more than
         ``max_views`` ranges comes as consecutive pieces (memory stays bounded on long
-        directions; ``max_views`` is also what one ``pwritev`` call takes).
+        directions; ``max_views`` is also what one ``pwritev`` call takes). The pages
+        read are counted by the views' PageKeeper, which unmaps them now and then.
         """
         run: list[memoryview] = []
         run_start = run_end = 0
@@ -123,9 +131,15 @@ class Direction:
                 continue
             if run:
                 yield run_start, run_end - run_start, run
+                self._noted(len(run))
             run, run_start, run_end = [view], offset, offset + length
         if run:
             yield run_start, run_end - run_start, run
+            self._noted(len(run))
+
+    def _noted(self, n: int) -> None:
+        if self._pages is not None:
+            self._pages.note(n)
 
     def memoryview(self, gaps: str = "fill") -> memoryview:
         return memoryview(self.bytes(gaps))
@@ -235,7 +249,7 @@ class StreamViews:
     def __init__(self, packets: PacketTable, flows: Flows, plan: Plan, sources: list[Source]):
         self.packets, self.flows, self.plan, self.sources = packets, flows, plan, sources
         rows = plan.rows
-        kept = (rows["fate"] == Fate.NEW) | (rows["fate"] == Fate.OVERLAP_CONFLICT_KEPT)
+        kept = Fate.kept_in(rows["fate"])
         cols = ("stream", "direction", "frame", "row", "stream_offset", "payload_start", "file",
                 "length", "fate")  # fmt: skip
         self.kept_rows = {name: rows[name][kept] for name in cols}
@@ -247,6 +261,7 @@ class StreamViews:
         keys = plan.directions["stream"] * 2 + plan.directions["direction"]
         self.slot_dir[keys] = np.arange(len(keys))
         self._addresses: dict[bytes, str] = {}  # printed form of each raw address met
+        self.pages = PageKeeper(sources)
 
     def __len__(self) -> int:
         return self.flows.n_streams
@@ -286,7 +301,8 @@ class StreamViews:
         c, s = cols.ends[j // 2]
         src, dst = (c, s) if j % 2 == 0 else (s, c)
         out = Direction("c2s" if j % 2 == 0 else "s2c", src[0], src[1], dst[0], dst[1],
-                        _sources=self.sources, _packets=self.packets)  # fmt: skip
+                        _sources=self.sources, _packets=self.packets,
+                        _pages=self.pages)  # fmt: skip
         if cols.info["packets"][j]:
             _fill(out, cols.info, j)
             rb, gb, cb = cols.row_bounds, cols.gap_bounds, cols.conflict_bounds
@@ -320,13 +336,10 @@ class StreamViews:
         length = kr["length"][lo : lo + n]
         for a in range(0, n, DROP_PAGES_AFTER):  # pages read are dropped between the calls
             b = min(a + DROP_PAGES_AFTER, n)
-            self._copy(slice(lo + a, lo + b), cum[a:b], out)
-            note_reads(b - a, self.sources)
+            self.copy_kept(slice(lo + a, lo + b), cum[a:b], out)
+            self.pages.note(b - a)
         offset = kr["stream_offset"][lo : lo + n]
-        first = np.zeros(n, np.bool_)
-        first[bounds[:fits][bounds[:fits] < n]] = True  # a direction's first row starts a run
-        first[1:] |= offset[1:] != offset[:-1] + length[:-1]
-        starts = np.flatnonzero(first)
+        starts = kept_run_starts(offset, length, bounds[:fits])
         run_len = np.diff(np.append(cum[starts], cum[n]))
         runs = list(
             zip(offset[starts].tolist(), run_len.tolist(), cum[starts].tolist(), strict=True)
@@ -350,9 +363,9 @@ class StreamViews:
             out.append((a, b) if sent_by_client[i] else (b, a))
         return out
 
-    def _copy(self, rows: slice, at: np.ndarray, out: np.ndarray) -> None:
-        """Copy the payloads of kept ``rows`` to their places ``at`` in ``out``, one kernel call
-        per source they come from."""
+    def copy_kept(self, rows: slice | np.ndarray, at: np.ndarray, out: np.ndarray) -> None:
+        """Copy the payloads of kept ``rows`` (a slice or indexes of ``kept_rows``) to their
+        places ``at`` in ``out``, one kernel call per source they come from."""
         kr = self.kept_rows
         file, start, length = kr["file"][rows], kr["payload_start"][rows], kr["length"][rows]
         buffers = [src.buffer for src in self.sources]
@@ -362,6 +375,16 @@ class StreamViews:
         for f in np.unique(file).tolist():
             mine = file == f
             gather_ranges(buffers[f], start[mine], length[mine], at[mine], out)
+
+
+def kept_run_starts(offset: np.ndarray, length: np.ndarray, direction_starts: np.ndarray) -> Any:
+    """Where the runs of contiguous kept bytes start, in kept rows sorted by direction then
+    offset: at each direction's first row (``direction_starts``) and at each row that does
+    not continue the one before it."""
+    first = np.zeros(len(offset), np.bool_)
+    first[direction_starts[direction_starts < len(offset)]] = True
+    first[1:] |= offset[1:] != offset[:-1] + length[:-1]
+    return np.flatnonzero(first)
 
 
 def build_streams(

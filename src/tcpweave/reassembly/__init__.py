@@ -290,7 +290,7 @@ def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _kept_mask(fate: np.ndarray) -> np.ndarray:
-    return np.asarray((fate == Fate.NEW) | (fate == Fate.OVERLAP_CONFLICT_KEPT))
+    return Fate.kept_in(fate)
 
 
 def _directions_table(
