@@ -1,16 +1,18 @@
 """tcpweave: packet captures to the exact TCP byte streams the endpoints exchanged.
 
-The whole public surface lives here: :func:`open`, :class:`Capture`, the enums,
-the errors and the framer API (``Capture.pdus``).
+The whole public surface lives here: :func:`open`, :func:`extract`,
+:class:`Capture`, every type their results are made of, the enums, the errors, the
+framer API (``Capture.pdus``) and the engine (:class:`Run`, :class:`Settings`).
 """
 
 from __future__ import annotations
 
 from tcpweave._capture_api import Capture, CaptureStats, extract, open
-from tcpweave.audit import Audit, Reason, birthday_probability
+from tcpweave.audit import Audit, Matrix, Reason, birthday_probability
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
 from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, LinkType, Policy
-from tcpweave.errors import CaptureError, TcpweaveError, UsageError
+from tcpweave.errors import CaptureError, Interrupted, SignalReceived, TcpweaveError, UsageError
+from tcpweave.flows import Flows
 from tcpweave.framing import (
     Delimited,
     Dns,
@@ -27,33 +29,63 @@ from tcpweave.framing import (
     Tls,
     VarintLength,
 )
+from tcpweave.output.extract import ExtractSummary
+from tcpweave.output.streams import (
+    BlockColumns,
+    Chunk,
+    Conflict,
+    Direction,
+    Gap,
+    Gathered,
+    Stream,
+    StreamViews,
+)
+from tcpweave.reassembly import Plan
+from tcpweave.run import Partition, Run, Settings
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
     "Audit",
+    "BlockColumns",
     "Capture",
     "CaptureError",
     "CaptureStats",
     "Checksum",
     "ChecksumMode",
+    "Chunk",
+    "Conflict",
     "Delimited",
+    "Direction",
     "Dns",
+    "ExtractSummary",
     "Fate",
     "FixedSize",
+    "Flows",
     "Framer",
+    "Gap",
     "GapReason",
+    "Gathered",
     "Http",
+    "Interrupted",
     "LengthPrefixed",
     "LinkType",
+    "Matrix",
     "Modbus",
     "Need",
     "PacketTable",
+    "Partition",
     "Pdu",
     "PduState",
     "Pdus",
+    "Plan",
     "Policy",
     "Reason",
+    "Run",
+    "Settings",
+    "SignalReceived",
     "Skip",
+    "Stream",
+    "StreamViews",
     "TcpweaveError",
     "Tls",
     "UsageError",
