@@ -91,9 +91,22 @@ def plan(
     dir_of_row = np.empty(len(key), np.int64)
     dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
     drop_bad = _drop_bad(packets, dir_of_row, dir_keys, n_dirs, checksums)
-    close_frame = _close_frames(packets, flows, order, dir_start, dir_of_row, dir_keys)
+    base = np.zeros(n_dirs, np.int64)
+    high = np.zeros(n_dirs, np.int64)
+    k.direction_extents(
+        order,
+        dir_start,
+        packets.seq,
+        packets.flags,
+        packets.payload_len,
+        base,
+        high,
+        np.empty(len(order), np.int64),
+    )
+    close_frame = _close_frames(packets, flows, dir_of_row, dir_keys, base, high)
+    receivers = _receivers(packets, order, dir_start, dir_keys, base)
     raw, conflicts_raw, dirs = _run(
-        packets, order, dir_start, drop_bad, close_frame, policy, sources, n_dirs
+        packets, order, dir_start, drop_bad, close_frame, receivers, policy, sources, n_dirs
     )
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
@@ -113,25 +126,26 @@ def _run(
     dir_start: np.ndarray,
     drop_bad: np.ndarray,
     close_frame: np.ndarray,
+    receivers: np.ndarray,
     policy: Policy,
     sources: list[Source],
     n_dirs: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Call the kernel, growing its outputs until they are large enough."""
+    """Call the kernel, growing its outputs and scratch arrays until they are large enough."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
-    capacity = n + n // 4 + 16  # most segments give one row; grown on demand
-    piece_capacity = 2 * per_dir + 16
+    # most segments give one row, one piece and one arrival run; grown on demand
+    sizes = {k.FULL_PLAN: n + n // 4 + 16, k.FULL_CONFLICTS: n // 4 + 16}
+    sizes |= {k.FULL_PIECES: per_dir + per_dir // 2 + 16, k.FULL_RUNS: per_dir + 16}
     bufs = buffer_list([src.buffer for src in sources])
-    max_payload = int(packets.payload_caplen.max()) if n else 0
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
     plen, pcap = packets.payload_len, packets.payload_caplen
     while True:
-        plan_arr = np.empty((k.N_PLAN_COLS, capacity), np.int64)
-        conflicts = np.empty((k.N_CONFLICT_COLS, capacity // 4 + 16), np.int64)
+        plan_arr = np.empty((k.N_PLAN_COLS, sizes[k.FULL_PLAN]), np.int64)
+        conflicts = np.empty((k.N_CONFLICT_COLS, sizes[k.FULL_CONFLICTS]), np.int64)
         dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
-        counts = np.zeros(3, np.int64)
+        counts = np.zeros(k.N_COUNTS, np.int64)
         k.plan_directions(
             order,
             dir_start,
@@ -146,6 +160,7 @@ def _run(
             packets.tcp_checksum,
             drop_bad,
             close_frame,
+            receivers,
             int(policy),
             NEW_WINS,
             bufs,
@@ -153,20 +168,22 @@ def _run(
             conflicts,
             dirs,
             counts,
-            np.empty((3, piece_capacity), np.int64),
-            np.empty((3, piece_capacity), np.int64),
-            np.empty((2, piece_capacity), np.int64),
-            np.empty(max_payload + 1, np.uint8),
+            np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
+            np.empty((k.N_PIECE_COLS, sizes[k.FULL_PIECES]), np.int64),
+            np.empty((k.N_SEG_COLS, per_dir), np.int64),
+            np.empty((k.N_RUN_COLS, sizes[k.FULL_RUNS]), np.int64),
             np.empty(n, np.int64),
         )
-        if not counts[k.K_FULL]:  # copies, so the over-allocated arrays are freed
+        full = int(counts[k.K_FULL])
+        if not full:  # copies, so the over-allocated arrays are freed
             return (
                 plan_arr[:, : counts[k.K_PLAN]].copy(),
                 conflicts[:, : counts[k.K_CONFLICTS]].copy(),
                 dirs,
             )
-        capacity *= 2
-        piece_capacity *= 2
+        for bit in sizes:
+            if full & bit:
+                sizes[bit] *= 2
 
 
 def _drop_bad(
@@ -216,10 +233,10 @@ def _peer_index(dir_keys: np.ndarray) -> np.ndarray:
 def _close_frames(
     packets: PacketTable,
     flows: Flows,
-    order: np.ndarray,
-    dir_start: np.ndarray,
     dir_of_row: np.ndarray,
     dir_keys: np.ndarray,
+    base: np.ndarray,
+    high: np.ndarray,
 ) -> np.ndarray:
     """Per direction: frame of the session's first acceptable reset (data after it is not placed).
 
@@ -232,18 +249,6 @@ def _close_frames(
     ignored it.
     """
     n_dirs = len(dir_keys)
-    base = np.zeros(n_dirs, np.int64)
-    high = np.zeros(n_dirs, np.int64)
-    k.direction_extents(
-        order,
-        dir_start,
-        packets.seq,
-        packets.flags,
-        packets.payload_len,
-        base,
-        high,
-        np.empty(len(order), np.int64),
-    )
     rst = np.flatnonzero(((packets.flags & RST) != 0) & (packets.tcp_checksum != Checksum.BAD))
     first_rst = np.full(flows.n_streams, np.iinfo(np.int64).max)
     peer = _peer_index(dir_keys) if n_dirs else np.zeros(0, np.int64)
@@ -261,16 +266,38 @@ def _close_frames(
     return np.asarray(first_rst[dir_keys // 2])
 
 
+def _receivers(
+    packets: PacketTable,
+    order: np.ndarray,
+    dir_start: np.ndarray,
+    dir_keys: np.ndarray,
+    base: np.ndarray,
+) -> np.ndarray:
+    """Per direction: the highest ACK and largest scaled window its receiver sent (see
+    ``receiver_windows``); the window is -1 where the receiver has no packet."""
+    out = np.zeros((k.N_RCV_COLS, len(dir_keys)), np.int64)
+    if len(dir_keys):
+        k.receiver_windows(
+            order,
+            dir_start,
+            _peer_index(dir_keys),
+            base,
+            packets.ack,
+            packets.flags,
+            packets.window,
+            packets.wscale,
+            out,
+        )
+    return out
+
+
 def _signed(v: int) -> int:
     return v - 2**32 if v >= 2**31 else v
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
     """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies)."""
-    live = np.flatnonzero(raw[k.P_FATE] != k.F_RETIRED)
-    order = np.lexsort((raw[k.P_FRAME, live], raw[k.P_OFFSET, live], raw[k.P_DIR, live]))
-    take = live[order]
-    del live, order
+    take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
     d = raw[k.P_DIR, take].astype(np.int32)
     return {
         "frame": raw[k.P_FRAME, take],
