@@ -131,59 +131,48 @@ def _run(
     sources: list[Source],
     n_dirs: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Call the kernel, growing its outputs and scratch arrays until they are large enough."""
+    """Call the kernel (it grows its outputs and scratch arrays where they are too small)."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
-    # most segments give one row, one piece and one arrival run; grown on demand
-    sizes = {k.FULL_PLAN: n + n // 4 + 16, k.FULL_CONFLICTS: n // 4 + 16}
-    sizes |= {k.FULL_PIECES: per_dir + per_dir // 2 + 16, k.FULL_RUNS: per_dir + 16}
-    bufs = buffer_list([src.buffer for src in sources])
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
     plen, pcap = packets.payload_len, packets.payload_caplen
-    while True:
-        plan_arr = np.empty((k.N_PLAN_COLS, sizes[k.FULL_PLAN]), np.int64)
-        conflicts = np.empty((k.N_CONFLICT_COLS, sizes[k.FULL_CONFLICTS]), np.int64)
-        dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
-        counts = np.zeros(k.N_COUNTS, np.int64)
-        k.plan_directions(
-            order,
-            dir_start,
-            seq,
-            flags,
-            plen,
-            pcap,
-            packets.payload_offset,
-            packets.file,
-            packets.frame,
-            packets.ts_ns,
-            packets.tcp_checksum,
-            drop_bad,
-            close_frame,
-            receivers,
-            int(policy),
-            NEW_WINS,
-            bufs,
-            plan_arr,
-            conflicts,
-            dirs,
-            counts,
-            np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
-            np.empty((k.N_PIECE_COLS, sizes[k.FULL_PIECES]), np.int64),
-            np.empty((k.N_SEG_COLS, per_dir), np.int64),
-            np.empty((k.N_RUN_COLS, sizes[k.FULL_RUNS]), np.int64),
-            np.empty(n, np.int64),
-        )
-        full = int(counts[k.K_FULL])
-        if not full:  # copies, so the over-allocated arrays are freed
-            return (
-                plan_arr[:, : counts[k.K_PLAN]].copy(),
-                conflicts[:, : counts[k.K_CONFLICTS]].copy(),
-                dirs,
-            )
-        for bit in sizes:
-            if full & bit:
-                sizes[bit] *= 2
+    dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
+    counts = np.zeros(k.N_COUNTS, np.int64)
+    plan_arr, conflicts = k.plan_directions(
+        order,
+        dir_start,
+        seq,
+        flags,
+        plen,
+        pcap,
+        packets.payload_offset,
+        packets.file,
+        packets.frame,
+        packets.ts_ns,
+        packets.tcp_checksum,
+        drop_bad,
+        close_frame,
+        receivers,
+        int(policy),
+        NEW_WINS,
+        buffer_list([src.buffer for src in sources]),
+        np.empty((k.N_PLAN_COLS, n + n // 4 + 16), np.int64),  # most segments: one row
+        np.empty((k.N_CONFLICT_COLS, 16), np.int64),
+        dirs,
+        counts,
+        np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
+        np.empty((k.N_PIECE_COLS, per_dir + 16), np.int64),
+        np.empty((k.N_SEG_COLS, per_dir), np.int64),
+        np.empty((k.N_RUN_COLS, per_dir + 16), np.int64),
+        np.empty(n, np.int64),
+    )
+    # copies, so that the over-allocated arrays are freed
+    return (
+        plan_arr[:, : counts[k.K_PLAN]].copy(),
+        conflicts[:, : counts[k.K_CONFLICTS]].copy(),
+        dirs,
+    )
 
 
 def _drop_bad(

@@ -52,11 +52,9 @@ N_CONFLICT_COLS = 5
 # per-direction facts
 D_BASE, D_SYN, D_FIN_END, D_RST, D_PACKETS, D_OOO, D_HIGH, D_FIRST_TS, D_LAST_TS = range(9)
 N_DIR_COLS = 9
-# counters / status; K_PIECES and K_RUNS are the current direction's scratch in use
-K_PLAN, K_CONFLICTS, K_FULL, K_PIECES, K_RUNS = range(5)
-N_COUNTS = 5
-# bits of counts[K_FULL]: which output or scratch array was too small
-FULL_PLAN, FULL_CONFLICTS, FULL_PIECES, FULL_RUNS = 1, 2, 4, 8
+# counters: rows and records written; pieces and arrival runs of the current direction
+K_PLAN, K_CONFLICTS, K_PIECES, K_RUNS = range(4)
+N_COUNTS = 4
 # what the capture shows of a direction's receiver (``receiver_windows``)
 RCV_ACK, RCV_WND = range(2)
 N_RCV_COLS = 2
@@ -103,8 +101,23 @@ def _unwrap(seq32, high):  # type: ignore[no-untyped-def]
 
 
 @helper
+def _room(a, need):  # type: ignore[no-untyped-def]
+    """``a``, or a larger copy (at least doubled) when it has fewer than ``need`` columns.
+
+    The plan's size is not known before its bytes are placed (overlaps can add rows,
+    records and pieces), so the kernel grows its arrays where a segment needs more.
+    """
+    if need <= a.shape[1]:
+        return a
+    out = np.empty((a.shape[0], max(need, 2 * a.shape[1])), a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+@helper
 def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # type: ignore[no-untyped-def]
-    """Append a plan row, or extend the previous one when it continues it exactly."""
+    """Append a plan row (``plan`` has room), or extend the previous one when it continues
+    it exactly."""
     n = counts[K_PLAN]
     if n > 0:
         q = n - 1
@@ -116,9 +129,6 @@ def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # ty
         ):
             plan[P_LEN, q] += length
             return
-    if n >= plan.shape[1]:
-        counts[K_FULL] |= FULL_PLAN
-        return
     plan[P_FRAME, n] = frame
     plan[P_ROW, n] = row
     plan[P_DIR, n] = d
@@ -132,11 +142,8 @@ def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # ty
 
 @helper
 def _conflict(conflicts, counts, d, offset, length, kept_row, dropped_row):  # type: ignore[no-untyped-def]
-    """Append a conflict record; its index, or -1 when ``conflicts`` is full."""
+    """Append a conflict record (``conflicts`` has room); returns its index."""
     n = counts[K_CONFLICTS]
-    if n >= conflicts.shape[1]:
-        counts[K_FULL] |= FULL_CONFLICTS
-        return -1
     conflicts[C_DIR, n] = d
     conflicts[C_OFFSET, n] = offset
     conflicts[C_LEN, n] = length
@@ -445,9 +452,11 @@ def _resolve(  # type: ignore[no-untyped-def]
     ne,
 ):
     """First visit: compare the segment's bytes [ns, ne) (tiles e0..e1-1) with the bytes held
-    and append its conflict records. Returns (holes, records won)."""
+    and append its conflict records (at most EXACT_CONFLICTS + e1 - e0 of them: past the
+    exact ones, one per cell). Returns (holes, records won)."""
     a = bufs[pfile[row]]
     a_at = poff[row] - ns  # where stream offset x of the segment is in its buffer
+    b, b_file = a, pfile[row]  # the held copy's buffer (looked up when its file changes)
     holes, won, cell, prev_v = 0, 0, 0, -1
     rec, n_rec, rec_cell, rec_held, rec_v, rec_end = -1, 0, -1, -1, -1, np.int64(-1)
     for e in range(e0, e1):
@@ -464,7 +473,8 @@ def _resolve(  # type: ignore[no-untyped-def]
         while k != NIL:
             o = pieces[N_OWNER, k]
             held = segtab[S_ROW, o]
-            b = bufs[pfile[held]]
+            if pfile[held] != b_file:
+                b, b_file = bufs[pfile[held]], pfile[held]
             b_at = poff[held] - segtab[S_NS, o]
             x, end = pieces[N_START, k], pieces[N_END, k]
             while x < end:
@@ -481,8 +491,6 @@ def _resolve(  # type: ignore[no-untyped-def]
                 else:
                     kept, dropped = (row, held) if v else (held, row)
                     rec = _conflict(conflicts, counts, d, x, y - x, kept, dropped)
-                    if rec < 0:
-                        return holes, won
                     n_rec += 1
                     won += v
                     rec_cell, rec_held, rec_v = cell, held, v
@@ -590,52 +598,22 @@ def _settle(tiles, pieces, runs, counts, conflicts, r0, r1, j, row, e0, e1, ns, 
                     pieces[N_START, k],
                     pieces[N_END, k],
                 )
-                r_won = _take_won(pieces, counts, conflicts, r_won, r1, row, j, k)
+                if r_won < r1:
+                    r_won = _take_won(pieces, counts, conflicts, r_won, r1, row, j, k)
                 k = nxt
         _cover(tiles, e, ns, ne)
     return added
 
 
 @helper
-def _place(  # type: ignore[no-untyped-def]
-    tiles,
-    nb,
-    pieces,
-    segtab,
-    runs,
-    conflicts,
-    counts,
-    bufs,
-    poff,
-    pfile,
-    policy,
-    new_wins,
-    d,
-    m,
-    row,
-    ns,
-    ne,
-):
-    """Place the captured bytes [ns, ne) of packet ``row`` as placed segment m; returns the
-    bytes newly held (0 with counts[K_FULL] set when some array is too small)."""
-    e0 = np.searchsorted(tiles[T_START, :nb], ns)
-    e1 = np.searchsorted(tiles[T_START, :nb], ne)
-    r0 = counts[K_CONFLICTS]
-    holes, won = _resolve(
-        tiles, pieces, segtab, conflicts, counts, bufs, poff, pfile, policy, new_wins, d, row,
-        e0, e1, ns, ne,
-    )  # fmt: skip
-    r1 = counts[K_CONFLICTS]
-    if counts[K_PIECES] + holes + 2 * won > pieces.shape[1]:
-        counts[K_FULL] |= FULL_PIECES
-    if counts[K_RUNS] + 2 * (holes + r1 - r0) + 1 > runs.shape[1]:
-        counts[K_FULL] |= FULL_RUNS
-    if counts[K_FULL]:
-        return np.int64(0)
+def _place(tiles, pieces, segtab, runs, conflicts, counts, r0, m, row, e0, e1, ns, ne):  # type: ignore[no-untyped-def]
+    """Settle packet ``row``'s bytes [ns, ne) as placed segment m, its records being r0.. (the
+    arrays have room); returns the bytes newly held."""
     segtab[S_ROW, m] = row
     segtab[S_NS, m] = ns
     lo = counts[K_RUNS]
     segtab[S_RUN_LO, m] = lo
+    r1 = counts[K_CONFLICTS]
     added = _settle(tiles, pieces, runs, counts, conflicts, r0, r1, m, row, e0, e1, ns, ne)
     segtab[S_RUN_HI, m] = counts[K_RUNS]
     if counts[K_RUNS] == lo + 1 and runs[A_FATE, lo] == F_SAME:
@@ -727,8 +705,9 @@ def plan_directions(  # type: ignore[no-untyped-def]
 ):
     """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
 
-    Sets bits of ``counts[K_FULL]`` (and stops) when an output or scratch array is full:
-    the caller retries with larger ones. Returns the number of plan rows.
+    Returns the arrays of plan rows and conflict records (``plan`` and ``conflicts``, or
+    larger copies where they were too small; as ``pieces`` and ``runs``, they grow here);
+    ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how much of them is filled.
     """
     for d in range(dir_start.size - 1):
         lo, hi = dir_start[d], dir_start[d + 1]
@@ -749,6 +728,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
         )
         dirs[D_FIN_END, d] = fin
         nb = _cut_tiles(order, lo, hi, seq64, base, flags, pcap, fin, tiles)
+        starts = tiles[T_START, :nb]
         counts[K_PIECES] = 0
         counts[K_RUNS] = 0
         m = 0
@@ -761,6 +741,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
                 dirs[D_RST, d] = 1
             if plen[i] == 0:
                 continue
+            plan = _room(plan, counts[K_PLAN] + 2)
             bad = drop and tcp_ck[i] == CK_BAD
             fate = _unplaced_fate(f, frame[i], close, bad, ns, high_end, plen[i], held, limit, fin)
             if fate >= 0:
@@ -770,10 +751,18 @@ def plan_directions(  # type: ignore[no-untyped-def]
             if fin >= 0:
                 cap_end, wire_end = min(cap_end, fin), min(wire_end, fin)
             if cap_end > ns:
-                added = _place(
-                    tiles, nb, pieces, segtab, runs, conflicts, counts, bufs, poff, pfile,
-                    policy, new_wins, d, m, i, ns, cap_end,
+                e0, e1 = np.searchsorted(starts, ns), np.searchsorted(starts, cap_end)
+                conflicts = _room(conflicts, counts[K_CONFLICTS] + EXACT_CONFLICTS + e1 - e0)
+                r0 = counts[K_CONFLICTS]
+                holes, won = _resolve(
+                    tiles, pieces, segtab, conflicts, counts, bufs, poff, pfile, policy, new_wins,
+                    d, i, e0, e1, ns, cap_end,
                 )  # fmt: skip
+                pieces = _room(pieces, counts[K_PIECES] + holes + 2 * won)
+                runs = _room(runs, counts[K_RUNS] + 2 * (holes + counts[K_CONFLICTS] - r0) + 1)
+                added = _place(
+                    tiles, pieces, segtab, runs, conflicts, counts, r0, m, i, e0, e1, ns, cap_end
+                )
                 m += 1
                 held += added
                 if added > 0 and ns < high_end:
@@ -786,16 +775,13 @@ def plan_directions(  # type: ignore[no-untyped-def]
                 cut = wire_end - cap_end
                 _emit(plan, counts, frame[i], i, d, cap_end, -1, pfile[i], cut, F_TRUNCATED)
             high_end = max(high_end, wire_end)
-            if counts[K_FULL]:
-                return counts[K_PLAN]
         _sort_pieces(tiles, nb, pieces, segtab, m)
+        plan = _room(plan, counts[K_PLAN] + counts[K_RUNS] + 2 * counts[K_PIECES])
         for j in range(m):
             _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile)
-        if counts[K_FULL]:
-            return counts[K_PLAN]
         dirs[D_OOO, d] = ooo
         dirs[D_HIGH, d] = high_end
-    return counts[K_PLAN]
+    return plan, conflicts
 
 
 @helper

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # the layout shared with reassembly/__init__.py (plan, conflict and direction columns)
 P_FRAME, P_ROW, P_DIR, P_OFFSET, P_START, P_FILE, P_LEN, P_FATE = range(8)
 C_DIR, C_OFFSET, C_LEN, C_KEPT, C_DROPPED = range(5)
 D_BASE, D_SYN, D_FIN_END, D_RST, D_PACKETS, D_OOO, D_HIGH, D_FIRST_TS, D_LAST_TS = range(9)
-K_PLAN, K_CONFLICTS, K_FULL = range(3)
+K_PLAN, K_CONFLICTS = range(2)
 RCV_ACK, RCV_WND = range(2)
 
 # tcpweave.enums.Fate
@@ -433,9 +435,10 @@ def plan_directions(  # type: ignore[no-untyped-def]
 ):
     """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
 
-    Sets ``counts[K_FULL]`` when ``plan`` or ``conflicts`` is too small (the caller retries
-    with larger arrays). Returns the number of plan rows. ``tiles``, ``pieces``, ``segtab``,
-    ``runs`` and ``seq64`` are the kernel's scratch space, unused here.
+    Returns the arrays of plan rows and conflict records (``plan`` and ``conflicts`` when they
+    are large enough, else new ones); ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how
+    many there are. ``tiles``, ``pieces``, ``segtab``, ``runs`` and ``seq64`` are the kernel's
+    scratch space, unused here.
     """
     all_rows, all_conflicts = [], []
     for di in range(len(dir_start) - 1):
@@ -470,17 +473,15 @@ def plan_directions(  # type: ignore[no-untyped-def]
         all_rows += rows
         all_conflicts += confl
     if len(all_rows) > plan.shape[1]:
-        counts[K_FULL] |= 1
+        plan = np.empty((plan.shape[0], len(all_rows)), plan.dtype)
     if len(all_conflicts) > conflicts.shape[1]:
-        counts[K_FULL] |= 2
-    if counts[K_FULL]:
-        return counts[K_PLAN]
+        conflicts = np.empty((conflicts.shape[0], len(all_conflicts)), conflicts.dtype)
     for n, row in enumerate(all_rows):
         plan[:, n] = row
     for n, conflict in enumerate(all_conflicts):
         conflicts[:, n] = conflict
     counts[K_PLAN], counts[K_CONFLICTS] = len(all_rows), len(all_conflicts)
-    return len(all_rows)
+    return plan, conflicts
 
 
 def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
