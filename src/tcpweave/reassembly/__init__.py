@@ -2,9 +2,22 @@
 
 ``plan`` walks each direction (packets grouped by stream and direction, in
 capture order) with the ``plan_directions`` kernel and returns the plan table
--- one row per byte range of a segment with its fate -- plus per-direction
-facts, gaps and conflicts. Payload bytes stay in the capture: a plan row
-points at them (file, payload_start).
+-- one row per maximal run of one segment's bytes with one fate -- plus
+per-direction facts, gaps and conflicts. Payload bytes stay in the capture: a
+plan row points at them (file, payload_start).
+
+The rules (docs/reassembly-rules.md, with their sources):
+
+* Window (RFC 9293 §3.10.7.4): a data segment is outside when it starts at or
+  beyond max(highest ACK its receiver sent in the whole capture, end of the
+  sender's bytes shown without a hole from offset 0) + the largest window the
+  receiver advertised, scaled as RFC 7323 §2.2-2.3 say, + 1 MiB. Only when the
+  receiver has no packet at all: more than 1 GiB past the furthest end placed.
+* FIN (RFC 9293 §3.10.7.4, FIN check): bytes at or beyond the lowest acceptable
+  FIN are ``after-fin``, whatever the arrival order; the direction ends there.
+* Conflicts: every byte that differs from the copy held is in a record; a
+  segment's first 8 records are exact, later ones gather its differing bytes per
+  run of held bytes with one verdict, so that records and rows stay O(packets).
 """
 
 from __future__ import annotations
@@ -32,10 +45,14 @@ class Plan:
     """The reassembly plan and what it found, as numpy columns.
 
     ``rows``: frame, row (packet-table row), stream, direction, stream_offset,
-    payload_start, file, length, fate -- sorted by stream, direction, offset.
+    payload_start, file, length, fate -- sorted by stream, direction, offset. A row is a
+    maximal run of one segment's bytes with one fate; each captured payload byte is in
+    exactly one row.
     ``directions``: one row per (stream, direction) seen.
     ``gaps``: stream, direction, offset, length, reason.
-    ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame.
+    ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame (the frames
+    at ``offset``; a segment's records past its eighth may span equal bytes and other
+    frames, see docs/reassembly-rules.md).
     """
 
     rows: dict[str, np.ndarray]
