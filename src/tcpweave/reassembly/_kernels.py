@@ -325,6 +325,7 @@ def _window_limit(  # type: ignore[no-untyped-def]
     if rcv_wnd < 0:
         return np.int64(-1)
     k = 0
+    furthest = np.int64(-1)  # the furthest start of a data segment or FIN
     for j in range(lo, hi):
         i = order[j]
         ns = seq64[j] - base + (1 if flags[i] & SYN else 0)
@@ -333,6 +334,10 @@ def _window_limit(  # type: ignore[no-untyped-def]
             scratch[0, k] = ns
             scratch[1, k] = ns + plen[i]
             k += 1
+        if plen[i] > 0 or flags[i] & FIN:
+            furthest = max(furthest, ns)
+    if furthest < max(rcv_ack, 0) + rcv_wnd + SLACK:
+        return max(rcv_ack, 0) + rcv_wnd + SLACK  # everything is inside: no need for the rest
     scratch[0, :k].sort()
     scratch[1, :k].sort()
     # the hole-free prefix: sweep starts and ends in offset order (a start before an end at
