@@ -724,3 +724,31 @@ def test_conflict_records_past_the_exact_ones(policy: Policy) -> None:
     text = stream_bytes(p, sources)[0, 0]
     new_wins = policy in (Policy.LAST, Policy.SOLARIS)  # same start, same end
     assert bytes(text[x] for x in range(40)) == (other if new_wins else held)
+
+
+SLACK = 1 << 20
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("client_ws", [None, -1, 0, 7, 14])
+@pytest.mark.parametrize("server_ws", [None, -1, 7, 15])
+def test_window_limit_matches_reference(client_ws: int | None, server_ws: int | None) -> None:
+    """Kernel and reference on both sides of the window limit, for every combination of
+    Window Scale options (None: that SYN not captured; -1: captured without the option)."""
+    segs = []
+    if client_ws is not None:
+        segs.append(Seg(0, 0, b"", 0, SYN, Checksum.OK, 0, wscale=client_ws))
+    if server_ws is not None:
+        segs.append(Seg(1, 0, b"", 0, SYN | ACK, Checksum.OK, 1, wscale=server_ws))
+    segs.append(Seg(1, 1, b"", 0, ACK, Checksum.OK, 6, window=1024))  # acks "hello"
+    segs.append(_data(1, b"hello"))
+    # RFC 7323 §2.2: no scaling when a captured SYN lacks the option; a SYN not captured gets
+    # the benefit of the doubt (the server's own shift, or 14 when its SYN is missing)
+    shift = 14 if server_ws is None else min(server_ws, 14)
+    shift = 0 if -1 in (client_ws, server_ws) else shift
+    syn_window = 65535 if server_ws is not None else 0  # a SYN's window is never scaled
+    limit = 5 + max(syn_window, 1024 << shift) + SLACK
+    segs += [_data(1 + limit - 1, b"i"), _data(1 + limit, b"out")]
+    p = check_against_reference(_session(*segs))
+    fates = dict(zip(p.rows["stream_offset"].tolist(), p.rows["fate"].tolist(), strict=True))
+    assert (fates[limit - 1], fates[limit]) == (Fate.NEW, Fate.OUTSIDE_WINDOW)
