@@ -301,8 +301,7 @@ def _window_limit(  # type: ignore[no-untyped-def]
     order,
     lo,
     hi,
-    seq64,
-    base,
+    offsets,
     flags,
     plen,
     frame,
@@ -328,7 +327,7 @@ def _window_limit(  # type: ignore[no-untyped-def]
     furthest = np.int64(-1)  # the furthest start of a data segment or FIN
     for j in range(lo, hi):
         i = order[j]
-        ns = seq64[j] - base + (1 if flags[i] & SYN else 0)
+        ns = offsets[j]
         bad = drop and tcp_ck[i] == CK_BAD
         if plen[i] > 0 and ns >= 0 and _counts_for_stream(flags[i], frame[i], close, bad):
             scratch[0, k] = ns
@@ -358,7 +357,7 @@ def _window_limit(  # type: ignore[no-untyped-def]
 
 
 @helper
-def _fin_position(order, lo, hi, seq64, base, flags, plen, frame, tcp_ck, drop, close, limit):  # type: ignore[no-untyped-def]
+def _fin_position(order, lo, hi, offsets, flags, plen, frame, tcp_ck, drop, close, limit):  # type: ignore[no-untyped-def]
     """Offset of the sender's FIN (the lowest of its acceptable FINs), or -1.
 
     RFC 9293 §3.10.7.4 (eighth, check the FIN bit): the FIN takes the sequence number after
@@ -370,7 +369,7 @@ def _fin_position(order, lo, hi, seq64, base, flags, plen, frame, tcp_ck, drop, 
     top = np.int64(0)
     for j in range(lo, hi):
         i = order[j]
-        ns = seq64[j] - base + (1 if flags[i] & SYN else 0)
+        ns = offsets[j]
         bad = drop and tcp_ck[i] == CK_BAD
         if flags[i] & FIN and ns >= 0 and _counts_for_stream(flags[i], frame[i], close, bad):
             ok = ns < limit if limit >= 0 else abs(ns - top) <= WINDOW
@@ -383,13 +382,13 @@ def _fin_position(order, lo, hi, seq64, base, flags, plen, frame, tcp_ck, drop, 
 
 
 @helper
-def _cut_tiles(order, lo, hi, seq64, base, flags, pcap, fin, tiles):  # type: ignore[no-untyped-def]
+def _cut_tiles(order, lo, hi, offsets, pcap, fin, tiles):  # type: ignore[no-untyped-def]
     """Cut the direction's offsets into tiles at every segment boundary; returns the number of
     boundaries (tile e is [tiles[T_START, e], tiles[T_START, e + 1]))."""
     k = 0
     for j in range(lo, hi):
         i = order[j]
-        ns = seq64[j] - base + (1 if flags[i] & SYN else 0)
+        ns = offsets[j]
         end = ns + pcap[i]
         if fin >= 0:
             end = min(end, fin)
@@ -722,17 +721,16 @@ def plan_directions(  # type: ignore[no-untyped-def]
         dirs[D_PACKETS, d] = hi - lo
         dirs[D_FIRST_TS, d] = ts_ns[order[lo]]
         dirs[D_LAST_TS, d] = ts_ns[order[hi - 1]]
+        for j in range(lo, hi):  # from here on: the stream offset of each first payload byte
+            seq64[j] -= base - (1 if flags[order[j]] & SYN else 0)
         drop, close = drop_bad[d], close_frame[d]
         rcv_ack, rcv_wnd = receivers[RCV_ACK, d], receivers[RCV_WND, d]
         limit = _window_limit(
-            order, lo, hi, seq64, base, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd,
-            segtab,
-        )  # fmt: skip
-        fin = _fin_position(
-            order, lo, hi, seq64, base, flags, plen, frame, tcp_ck, drop, close, limit
+            order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd, segtab
         )
+        fin = _fin_position(order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, limit)
         dirs[D_FIN_END, d] = fin
-        nb = _cut_tiles(order, lo, hi, seq64, base, flags, pcap, fin, tiles)
+        nb = _cut_tiles(order, lo, hi, seq64, pcap, fin, tiles)
         starts = tiles[T_START, :nb]
         counts[K_PIECES] = 0
         counts[K_RUNS] = 0
@@ -741,7 +739,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
         for j in range(lo, hi):
             i = order[j]
             f = flags[i]
-            ns = seq64[j] - base + (1 if f & SYN else 0)
+            ns = seq64[j]
             if f & RST:
                 dirs[D_RST, d] = 1
             if plen[i] == 0:
