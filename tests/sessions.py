@@ -35,6 +35,7 @@ from craft import (
     SYN,
     ChecksumSpec,
     Tcp,
+    TcpOption,
     ethernet,
     ipv4,
     ipv6,
@@ -159,6 +160,7 @@ class Session:
         ack: int | None = None,
         seq: int | None = None,
         window: int = 65535,
+        options: tuple[TcpOption, ...] = (),
         checksum: ChecksumSpec = "good",
         snap: int | None = None,
         label: str | None = None,
@@ -167,14 +169,25 @@ class Session:
         """Add one segment; ``offset`` is relative to ISN + 1 (``seq`` overrides it).
 
         ``ack`` defaults to the peer's ISN + 1 + everything the peer has sent so far
-        (when ACK is set). ``snap`` cuts the captured frame to that many bytes.
+        (when ACK is set). ``snap`` cuts the captured frame to that many bytes; ``options``
+        are TCP options (craft.WScale, ...).
         """
         raw_seq = self.seq_of(from_client, offset) if seq is None else seq % MOD
         if ack is None:
             ack = self.seq_of(not from_client, self._next[not from_client]) if flags & ACK else 0
         src, dst = (self.client, self.server) if from_client else (self.server, self.client)
         sp, dp = (self.cport, self.sport) if from_client else (self.sport, self.cport)
-        tcp = Tcp(sp, dp, raw_seq, ack % MOD, flags, window, payload=data, checksum=checksum)
+        tcp = Tcp(
+            sp,
+            dp,
+            raw_seq,
+            ack % MOD,
+            flags,
+            window,
+            options=options,
+            payload=data,
+            checksum=checksum,
+        )
         if self.version == 4:
             ip = ipv4(src, dst, tcp, ident=len(self.trace.frames) + 1, df=True)
         else:

@@ -27,6 +27,7 @@ which registered kernels are covered here.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from tcpweave.flows import _reference as flow_reference
 from tcpweave.reassembly import Plan, plan
 from tcpweave.reassembly import _kernels as plan_kernels
 from tcpweave.reassembly import _reference as plan_reference
+from tcpweave.reassembly._policy import NEW_WINS
 
 EXERCISED = {
     ("tcpweave.flows", "number_tuples"),
@@ -56,6 +58,7 @@ EXERCISED = {
     ("tcpweave.reassembly", "plan_directions"),
     ("tcpweave.reassembly", "list_gaps"),
     ("tcpweave.reassembly", "direction_extents"),
+    ("tcpweave.reassembly", "receiver_windows"),
 }
 
 QUICK = settings(
@@ -88,6 +91,8 @@ class Seg:
     flags: int
     checksum: int
     ack: int  # relative to the peer's ISN
+    window: int = 65535  # the window field
+    wscale: int = -1  # the Window Scale option's shift (-1: no option)
 
 
 @dataclasses.dataclass
@@ -119,6 +124,7 @@ def build(session: Session) -> tuple[PacketTable, list[Any]]:
         cols.seq[i] = (session.isn[s.direction] + s.rel) % 2**32
         cols.ack[i] = (session.isn[1 - s.direction] + s.ack) % 2**32  # relative to the peer
         cols.flags[i], cols.tcp_checksum[i] = s.flags, s.checksum
+        cols.window[i], cols.wscale[i] = s.window, s.wscale
         cols.payload_offset[i] = len(files[f])
         cols.payload_len[i], cols.payload_caplen[i] = s.wire_len, len(s.payload)
         files[f] += s.payload + b"\xee" * 2
@@ -139,24 +145,38 @@ def direction_segments(draw: st.DrawFn, direction: int, syn_first: bool) -> list
     def ack() -> int:
         return draw(st.sampled_from([0, 1, 7, 500]))
 
+    def window() -> dict[str, int]:
+        return {"window": draw(st.sampled_from([65535, 0, 1, 100]))}
+
+    def options() -> dict[str, int]:  # a SYN's Window Scale option (RFC 7323)
+        return window() | {"wscale": draw(st.sampled_from([-1, 0, 7, 14, 15]))}
+
     syn = SYN if direction == 0 else SYN | ACK
     if syn_first and draw(st.booleans()):
         data = truth[: draw(st.sampled_from([0, 0, 3]))]
-        segs.append(Seg(direction, 0, data, len(data), syn, checksum(), ack()))
+        segs.append(Seg(direction, 0, data, len(data), syn, checksum(), ack(), **options()))
         furthest = len(data)
     for _ in range(draw(st.integers(0, 10))):
-        kind = draw(st.sampled_from(["data"] * 8 + ["dup", "keepalive", "far", "syn", "isn"]))
-        flags = ACK | draw(st.sampled_from([0] * 8 + [PSH] * 4 + [FIN] * 2 + [RST]))
+        kinds = ["data"] * 8 + ["dup", "keepalive", "far", "syn", "isn", "noisy"]
+        kind = draw(st.sampled_from(kinds))
+        flags = ACK | draw(st.sampled_from([0] * 10 + [PSH] * 5 + [FIN] + [RST]))
         if kind == "dup" and segs:
             segs.append(draw(st.sampled_from(segs)))
             continue
         if kind in ("syn", "isn") and not syn_first:  # a late SYN, or one with another ISN
             rel = 0 if kind == "syn" else draw(st.sampled_from([-(2**31), -5, 3, 2**31 - 1]))
-            segs.append(Seg(direction, rel, b"", 0, syn, checksum(), ack()))
+            segs.append(Seg(direction, rel, b"", 0, syn, checksum(), ack(), **options()))
             continue
         if kind == "keepalive":  # seq = next - 1, zero or one garbage byte
             data = draw(st.sampled_from([b"", b"z"]))
             segs.append(Seg(direction, furthest, data, len(data), ACK, checksum(), ack()))
+            continue
+        if kind == "noisy":  # two copies of their own: many conflict records (past EXACT_CONFLICTS)
+            for _ in range(2):
+                start = draw(st.integers(0, 4))
+                noise = st.lists(st.sampled_from(b"ab"), min_size=24, max_size=STREAM_LEN + 8)
+                data = bytes(draw(noise))
+                segs.append(Seg(direction, 1 + start, data, len(data), flags, checksum(), ack()))
             continue
         start = draw(st.integers(-3, STREAM_LEN - 4))
         length = draw(st.integers(0, 12))
@@ -167,7 +187,8 @@ def direction_segments(draw: st.DrawFn, direction: int, syn_first: bool) -> list
                 data[draw(st.integers(0, len(data) - 1))] = draw(st.sampled_from(b"xy"))
         captured = draw(st.sampled_from([length] * 5 + [0, length // 2]))
         rel = 1 + start + (FAR if kind == "far" else 0) * draw(st.sampled_from([1, -1]))
-        segs.append(Seg(direction, rel, bytes(data[:captured]), length, flags, checksum(), ack()))
+        seg = Seg(direction, rel, bytes(data[:captured]), length, flags, checksum(), ack())
+        segs.append(dataclasses.replace(seg, **window()))
         furthest = max(furthest, start + length)
     return segs
 
@@ -208,6 +229,7 @@ def references() -> Iterator[None]:
         mock.patch.object(plan_kernels, "plan_directions", plan_reference.plan_directions),
         mock.patch.object(plan_kernels, "list_gaps", plan_reference.list_gaps),
         mock.patch.object(plan_kernels, "direction_extents", plan_reference.direction_extents),
+        mock.patch.object(plan_kernels, "receiver_windows", plan_reference.receiver_windows),
     ):
         yield
 
@@ -339,31 +361,54 @@ def check_invariants(p: Plan, packets: PacketTable, sources: list[Any]) -> None:
         row, start, length = int(r["row"][i]), int(r["payload_start"][i]), int(r["length"][i])
         cut = start < 0
         at = int(packets.payload_caplen[row]) if cut else start - int(packets.payload_offset[row])
-        assert not cut or at + length == packets.payload_len[row], f"truncated row {i}"
+        assert not cut or at + length <= packets.payload_len[row], f"truncated row {i}"
         for k in range(length):
             seen[row, at + k] += 1
     rows_of = range(len(packets))
     captured = Counter((i, k) for i in rows_of for k in range(int(packets.payload_caplen[i])))
     assert +(captured - seen) == Counter(), f"bytes in no row: {captured - seen}"
     assert max(seen.values(), default=1) == 1, f"bytes in two rows: {seen.most_common(3)}"
-    # conflicts only where bytes differ
-    by_frame = {}
-    for i in range(len(r["row"])):
-        if r["payload_start"][i] >= 0:
-            by_frame.setdefault(int(r["frame"][i]), []).append(i)
+    check_conflicts(p, sources)
 
-    def byte_of(frame: int, offset: int) -> int:
-        for i in by_frame[frame]:
-            if r["stream_offset"][i] <= offset < r["stream_offset"][i] + r["length"][i]:
-                buf = sources[int(r["file"][i])].buffer
-                return int(buf[r["payload_start"][i] + offset - r["stream_offset"][i]])
-        raise AssertionError(f"frame {frame} has no byte at {offset}")
 
-    c = p.conflicts
+PLACED = [Fate.NEW, Fate.RETRANSMISSION, Fate.OVERLAP_SAME, Fate.OVERLAP_CONFLICT_KEPT]
+PLACED.append(Fate.OVERLAP_CONFLICT_DROPPED)
+
+
+def check_conflicts(p: Plan, sources: list[Any]) -> None:
+    """Every offset where two placed copies differ lies in a conflict record; every kept or
+    dropped byte of a conflict does too; a record starts on bytes that differ, and the first
+    EXACT_CONFLICTS - 1 records of a segment hold nothing but differing bytes (the next one
+    may gather the rest of its overlap, docs/reassembly-rules.md)."""
+    r, c = p.rows, p.conflicts
+    values: dict[tuple[int, int], set[int]] = {}
+    copies: dict[tuple[int, int], int] = {}  # (frame, offset) -> byte
+    in_conflict: dict[tuple[int, int], set[int]] = {}  # (stream, direction) -> offsets
     for i in range(len(c["offset"])):
-        for x in range(int(c["offset"][i]), int(c["offset"][i] + c["length"][i])):
-            kept, dropped = int(c["kept_frame"][i]), int(c["dropped_frame"][i])
-            assert byte_of(kept, x) != byte_of(dropped, x), f"conflict at {x}: same bytes"
+        key = (int(c["stream"][i]), int(c["direction"][i]))
+        start = int(c["offset"][i])
+        in_conflict.setdefault(key, set()).update(range(start, start + int(c["length"][i])))
+    for i in np.flatnonzero(np.isin(r["fate"], PLACED)):
+        key = (int(r["stream"][i]), int(r["direction"][i]))
+        buf = sources[int(r["file"][i])].buffer
+        for k in range(int(r["length"][i])):
+            x = int(r["stream_offset"][i]) + k
+            byte = int(buf[int(r["payload_start"][i]) + k])
+            values.setdefault((*key, x), set()).add(byte)
+            copies[int(r["frame"][i]), x] = byte
+            if r["fate"][i] in (Fate.OVERLAP_CONFLICT_KEPT, Fate.OVERLAP_CONFLICT_DROPPED):
+                assert x in in_conflict.get(key, ()), f"{Fate(int(r['fate'][i]))} byte at {x}"
+    for (stream, direction, x), seen in values.items():
+        if len(seen) > 1:
+            assert x in in_conflict.get((stream, direction), ()), f"unreported conflict at {x}"
+    nth: Counter[int] = Counter()  # records are listed segment by segment, in offset order
+    for i in np.argsort(c["offset"], kind="stable"):
+        kept, dropped = int(c["kept_frame"][i]), int(c["dropped_frame"][i])
+        start, end = int(c["offset"][i]), int(c["offset"][i] + c["length"][i])
+        nth[max(kept, dropped)] += 1  # the later frame is the segment whose record it is
+        exact = nth[max(kept, dropped)] < plan_kernels.EXACT_CONFLICTS
+        for x in range(start, end) if exact else (start,):
+            assert copies[kept, x] != copies[dropped, x], f"conflict at {x}: same bytes"
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -598,3 +643,112 @@ def test_conflict_covers_only_differing_bytes(policy: Policy) -> None:
     assert p.conflicts["offset"].tolist() == [0] and p.conflicts["length"].tolist() == [1]
     same = p.rows["fate"] == Fate.OVERLAP_SAME
     assert p.rows["stream_offset"][same].tolist() == [1]
+
+
+# ------------------------------------------------------------------- overlaps at any count
+
+
+@st.composite
+def overlap_storms(draw: st.DrawFn) -> Session:
+    """One direction: a SYN, then segments anywhere in [0, 40) with bytes of their own from a
+    two-letter alphabet (equal and differing bytes interleaved: many conflict records, past
+    EXACT_CONFLICTS), in random order, under a random policy and ISN."""
+    segs = [Seg(0, 0, b"", 0, SYN, Checksum.OK, 0)]
+    for _ in range(draw(st.integers(1, 12))):
+        start = draw(st.integers(0, 36))
+        length = draw(st.integers(1, 40 - start))
+        data = bytes(draw(st.lists(st.sampled_from(b"ab"), min_size=length, max_size=length)))
+        segs.append(_data(1 + start, data))
+    return _session(*segs, policy=draw(ALL_POLICIES), isn=draw(ISNS))
+
+
+@pytest.mark.quick
+@QUICK
+@given(overlap_storms())
+def test_overlap_storm_matches_reference_quick(session: Session) -> None:
+    check_against_reference(session)
+
+
+@FULL
+@given(overlap_storms())
+def test_overlap_storm_matches_reference(session: Session) -> None:
+    p = check_against_reference(session)
+    packets, sources = build(session)
+    check_invariants(p, packets, sources)
+
+
+def _verdict_of(policy: Policy, new: tuple[int, int], old: tuple[int, int]) -> bool:
+    """docs/overlap-policies.md: the new segment wins against one earlier segment?"""
+
+    def case(a: int, b: int) -> int:
+        return 0 if a < b else (1 if a == b else 2)
+
+    return bool(NEW_WINS[policy, case(new[0], old[0]), case(new[1], old[1])])
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("policy", list(Policy))
+def test_two_extents_decide_every_policy(policy: Policy) -> None:
+    """The kernel keeps, per tile, two of the earlier segments covering it: the one starting
+    first (of those, the one ending last) and the one ending last (of those, the one starting
+    first); the verdict against those two must be the verdict against all of them. Checked
+    for every set of up to three earlier extents over offsets 0..5 covering byte 2."""
+    extents = [(a, b) for a in range(6) for b in range(a + 1, 7) if a <= 2 < b]
+    news = [(a, b) for a in range(6) for b in range(a + 1, 7) if a <= 2 < b]
+    for n in (1, 2, 3):
+        for olds in itertools.combinations(extents, n):
+            first = min(olds, key=lambda e: (e[0], -e[1]))
+            last = max(olds, key=lambda e: (e[1], -e[0]))
+            for new in news:
+                every = all(_verdict_of(policy, new, o) for o in olds)
+                two = _verdict_of(policy, new, first) and _verdict_of(policy, new, last)
+                assert every == two, (policy, new, olds)
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("policy", [Policy.FIRST, Policy.LAST, Policy.LINUX, Policy.SOLARIS])
+def test_conflict_records_past_the_exact_ones(policy: Policy) -> None:
+    """A segment that differs from the bytes held at every other byte: its first
+    EXACT_CONFLICTS records are exact (one differing byte each); the rest of that overlap is
+    one record, from the next differing byte to the last one (equal bytes inside)."""
+    held = b"x" * 40
+    other = bytes(b"y"[0] if k % 2 == 0 else b"x"[0] for k in range(40))  # differs at even k
+    session = _session(Seg(0, 0, b"", 0, SYN, Checksum.OK, 0), _data(1, held), _data(1, other))
+    session = dataclasses.replace(session, policy=policy)
+    p = check_against_reference(session)
+    packets, sources = build(session)
+    check_invariants(p, packets, sources)
+    exact = plan_kernels.EXACT_CONFLICTS
+    spans = list(zip(p.conflicts["offset"].tolist(), p.conflicts["length"].tolist(), strict=True))
+    assert spans == [(2 * k, 1) for k in range(exact - 1)] + [(2 * (exact - 1), 40 - 2 * exact + 1)]
+    text = stream_bytes(p, sources)[0, 0]
+    new_wins = policy in (Policy.LAST, Policy.SOLARIS)  # same start, same end
+    assert bytes(text[x] for x in range(40)) == (other if new_wins else held)
+
+
+SLACK = 1 << 20
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("client_ws", [None, -1, 0, 7, 14])
+@pytest.mark.parametrize("server_ws", [None, -1, 7, 15])
+def test_window_limit_matches_reference(client_ws: int | None, server_ws: int | None) -> None:
+    """Kernel and reference on both sides of the window limit, for every combination of
+    Window Scale options (None: that SYN not captured; -1: captured without the option)."""
+    segs = []
+    if client_ws is not None:
+        segs.append(Seg(0, 0, b"", 0, SYN, Checksum.OK, 0, wscale=client_ws))
+    if server_ws is not None:
+        segs.append(Seg(1, 0, b"", 0, SYN | ACK, Checksum.OK, 1, wscale=server_ws))
+    segs.append(Seg(1, 1, b"", 0, ACK, Checksum.OK, 6, window=1024))  # acks "hello"
+    segs.append(_data(1, b"hello"))
+    # RFC 7323 §2.2: no scaling when a captured SYN lacks the option; a SYN not captured gets
+    # the benefit of the doubt (the server's own shift, or 14 when its SYN is missing)
+    shift = 14 if server_ws is None else min(server_ws, 14)
+    shift = 0 if -1 in (client_ws, server_ws) else shift
+    syn_window = 65535 if server_ws is not None else 0  # a SYN's window is never scaled
+    limit = 5 + max(syn_window, 1024 << shift) + SLACK
+    segs += [_data(1 + limit - 1, b"i"), _data(1 + limit, b"out")]
+    p = check_against_reference(_session(*segs))
+    fates = dict(zip(p.rows["stream_offset"].tolist(), p.rows["fate"].tolist(), strict=True))
+    assert (fates[limit - 1], fates[limit]) == (Fate.NEW, Fate.OUTSIDE_WINDOW)

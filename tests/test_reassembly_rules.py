@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tcpweave
+from craft import WScale
 from sessions import ACK, FIN, PSH, SYN, Session, Trace, script_name
 from tcpweave import Fate, GapReason
 from tcpweave.cli.app import app
@@ -357,6 +358,105 @@ def test_segment_beyond_window_is_not_placed(tmp_path: Path, isn: int) -> None:
         assert fates_of(cap, far.frame) == [(5 + (1 << 30) + 1000, 12, Fate.OUTSIDE_WINDOW)]
 
 
+# The receiver's window (docs/reassembly-rules.md): a client segment is outside when it
+# starts at or beyond max(highest server ACK, end of the client's hole-free bytes) + the
+# largest window the server advertised (scaled when both SYNs carried Window Scale, RFC 7323
+# §2.2-2.3; never the window of the SYN-ACK itself) + SLACK.
+SLACK = 1 << 20
+
+
+def _windowed(client_ws: int | None, server_ws: int | None) -> tuple[Session, int]:
+    """Handshake with the given Window Scale options, "hello" acknowledged by a server that
+    advertises 1024 (its SYN-ACK says 65535); returns the session and the window in bytes
+    that the rule must use (1024 << shift, or the SYN-ACK's 65535 unscaled)."""
+    s = Session()
+    s.syn(options=() if client_ws is None else (WScale(client_ws),))
+    s.synack(options=() if server_ws is None else (WScale(server_ws),))
+    s.ack_c()
+    s.c(0, b"hello")
+    s.ack_s(window=1024)
+    shift = server_ws if client_ws is not None and server_ws is not None else 0
+    return s, max(65535, 1024 << min(shift or 0, 14))
+
+
+@pytest.mark.parametrize(
+    ("client_ws", "server_ws"),
+    [(7, 7), (None, 7), (7, None), (0, 0), (14, 14), (7, 15)],
+    ids=["both-7", "client-none", "server-none", "both-0", "both-14", "15-means-14"],
+)
+def test_window_from_the_receivers_scaled_window(
+    tmp_path: Path, client_ws: int | None, server_ws: int | None
+) -> None:
+    """A segment starting one byte before the limit is placed (a gap before it); one starting
+    at the limit is outside the window. Scaling applies only when both SYNs carried the option,
+    and a shift above 14 counts as 14 (RFC 7323 §2.3)."""
+    s, window = _windowed(client_ws, server_ws)
+    limit = 5 + window + SLACK
+    inside = s.c(limit - 1, b"in")
+    outside = s.c(limit, b"out")
+    with opened(s, tmp_path / "wnd.pcap") as cap:
+        st = only(cap.streams())
+        assert fates_of(cap, inside.frame) == [(limit - 1, 2, Fate.NEW)]
+        assert fates_of(cap, outside.frame) == [(limit, 3, Fate.OUTSIDE_WINDOW)]
+        assert st.c2s.length == limit + 1
+        assert [(g.offset, g.length) for g in st.c2s.gaps] == [(5, limit - 6)]
+
+
+def test_syn_window_is_never_scaled(tmp_path: Path) -> None:
+    """Both SYNs carry Window Scale 7; the SYN-ACK's window field (65535) is not scaled
+    (RFC 7323 §2.2), so the server's largest window is 1024 << 7 = 131072, not 65535 << 7."""
+    s, window = _windowed(7, 7)
+    assert window == 131072
+    beyond = s.c(5 + 4 * window + SLACK, b"beyond")  # inside, were the SYN-ACK scaled
+    with opened(s, tmp_path / "synwnd.pcap") as cap:
+        assert [f for _, _, f in fates_of(cap, beyond.frame)] == [Fate.OUTSIDE_WINDOW]
+        assert only(cap.streams()).c2s.length == 5
+
+
+def test_acknowledged_segment_is_never_outside(tmp_path: Path) -> None:
+    """A sparse capture: a client segment 300 MB ahead, far beyond the server's window, but
+    the server acknowledged it (so it was accepted); the bytes between are a gap."""
+    s, _ = _windowed(None, None)
+    far = s.c(300_000_000, b"far ahead")
+    s.ack_s()  # acknowledges 300_000_009
+    with opened(s, tmp_path / "acked.pcap") as cap:
+        st = only(cap.streams())
+        assert fates_of(cap, far.frame) == [(300_000_000, 9, Fate.NEW)]
+        assert st.c2s.length == 300_000_009
+        assert [(g.offset, g.length) for g in st.c2s.gaps] == [(5, 300_000_000 - 5)]
+
+
+def test_hole_free_bytes_move_the_window(tmp_path: Path) -> None:
+    """The server is seen at the handshake only (its ACKs were not captured): the client's
+    bytes without a hole from offset 0 show how far it must have received (RCV.NXT), so a
+    long contiguous transfer is placed, and a segment a window and SLACK past its end is not."""
+    s = Session()
+    s.handshake()
+    step = 60_000
+    for k in range(40):  # 2.4 MB, each segment captured short (8 bytes of 60,000)
+        s.c(k * step, b"%08d" % k + bytes(step - 8), snap=14 + 20 + 20 + 8)
+    end = 40 * step
+    near = s.c(end + 65535 + SLACK - 1, b"near")
+    beyond = s.c(end + 2 * (65535 + SLACK), b"beyond")
+    with opened(s, tmp_path / "contiguous.pcap") as cap:
+        assert [f for _, _, f in fates_of(cap, near.frame)] == [Fate.NEW]
+        assert [f for _, _, f in fates_of(cap, beyond.frame)] == [Fate.OUTSIDE_WINDOW]
+        assert only(cap.streams()).c2s.length == end + 65535 + SLACK + 3
+
+
+def test_receiver_unseen_falls_back_to_1_gib(tmp_path: Path) -> None:
+    """Only the client's packets were captured: nothing shows the server's window, so a
+    segment is outside only more than 1 GiB past the furthest end placed."""
+    t = Trace()
+    s = t.session()
+    s.c(0, b"hello")
+    near = s.c(5 + (1 << 30) - 10, b"near")
+    far = s.c(5 + (1 << 30) - 6 + (1 << 30) + 1000, b"far")
+    with opened(t, tmp_path / "oneway.pcap") as cap:
+        assert [f for _, _, f in fates_of(cap, near.frame)] == [Fate.NEW]
+        assert [f for _, _, f in fates_of(cap, far.frame)] == [Fate.OUTSIDE_WINDOW]
+
+
 # --------------------------------------------------------------------------- probes
 
 
@@ -498,6 +598,75 @@ def test_rst_payload_and_data_after_rst(tmp_path: Path) -> None:
         assert fates_of(cap, rst.frame) == [(0, 13, Fate.RST_DATA)]
         assert fates_of(cap, late.frame) == [(17, 16, Fate.AFTER_CLOSE)]
         assert st.c2s.length == 17 and st.c2s.gaps == []
+
+
+def test_data_beyond_fin_is_not_stream(tmp_path: Path) -> None:
+    """RFC 9293 §3.10.7.4 (check the FIN bit): bytes beyond the sender's FIN are discarded.
+    Arrival: SYN, "hello", FIN at 5, " evil" at 5, then "hello" again (a retransmission of
+    bytes before the FIN stays one)."""
+    s = Session()
+    s.handshake()
+    s.c(0, b"hello")
+    s.fin_c(5)
+    evil = s.c(5, b" evil")
+    again = s.c(0, b"hello")
+    with opened(s, tmp_path / "afterfin.pcap") as cap:
+        st = only(cap.streams())
+        assert st.c2s.bytes() == b"hello"
+        assert (st.c2s.length, st.c2s.close, st.c2s.gaps) == (5, "fin", [])
+        assert fates_of(cap, evil.frame) == [(5, 5, Fate.AFTER_FIN)]
+        assert fates_of(cap, again.frame) == [(0, 5, Fate.RETRANSMISSION)]
+        assert str(Fate.AFTER_FIN) == "after-fin"
+        fates = cap.plan().to_arrow()["fate"].to_pylist()
+        assert fates.count("after-fin") == 1
+
+
+def test_segment_across_the_fin_is_cut_there(tmp_path: Path) -> None:
+    """FIN|data "bye" (FIN at 3), then "e, and more" at 2: the part before the FIN (byte 2)
+    is a retransmission (as the captured part of a truncated segment is), bytes 3.. are after
+    the FIN; one captured short past the FIN leaves no gap."""
+    s = Session()
+    s.handshake()
+    s.c(0, b"bye", PSH | ACK | FIN)
+    cross = s.c(2, b"e, and more")
+    cut = s.c(1, b"ye and more", snap=14 + 20 + 20 + 4)  # "ye a" captured, FIN at 3
+    with opened(s, tmp_path / "cross.pcap") as cap:
+        st = only(cap.streams())
+        assert (st.c2s.bytes(), st.c2s.length, st.c2s.close) == (b"bye", 3, "fin")
+        assert st.c2s.gaps == []
+        assert fates_of(cap, cross.frame) == [(2, 1, Fate.RETRANSMISSION), (3, 10, Fate.AFTER_FIN)]
+        assert fates_of(cap, cut.frame) == [(1, 2, Fate.RETRANSMISSION), (3, 2, Fate.AFTER_FIN)]
+
+
+def test_fin_seen_before_the_data_it_follows(tmp_path: Path) -> None:
+    """ACK-before-data at the capture point: the FIN at 10 arrives first, then the bytes
+    before it (placed), then bytes beyond it (not placed)."""
+    s = Session()
+    s.handshake()
+    s.fin_c(10)
+    first = s.c(0, b"0123456789")
+    late = s.c(10, b"late")
+    with opened(s, tmp_path / "finfirst.pcap") as cap:
+        st = only(cap.streams())
+        assert (st.c2s.bytes(), st.c2s.close) == (b"0123456789", "fin")
+        assert fates_of(cap, first.frame) == [(0, 10, Fate.NEW)]
+        assert fates_of(cap, late.frame) == [(10, 4, Fate.AFTER_FIN)]
+
+
+def test_truncated_bytes_before_the_fin_are_a_truncated_gap(tmp_path: Path) -> None:
+    """A segment [0, 10) captured to 3 bytes, FIN at 6: bytes 3..6 are a truncated gap, and
+    nothing is claimed beyond the FIN."""
+    s = Session()
+    s.handshake()
+    seg = s.c(0, b"abcdefghij", snap=14 + 20 + 20 + 3)
+    s.fin_c(6)
+    with opened(s, tmp_path / "truncfin.pcap") as cap:
+        st = only(cap.streams())
+        assert fates_of(cap, seg.frame) == [(0, 3, Fate.NEW), (3, 3, Fate.TRUNCATED)]
+        assert [(g.offset, g.length, g.reason) for g in st.c2s.gaps] == [
+            (3, 3, GapReason.TRUNCATED)
+        ]
+        assert st.c2s.length == 6
 
 
 # --------------------------------------------------------------------------- checksums

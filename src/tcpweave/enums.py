@@ -57,13 +57,14 @@ class Fate(IntEnum):
     OVERLAP_SAME = 2  # part already held, same bytes
     OVERLAP_CONFLICT_KEPT = 3  # bytes differ from another version; this one kept (policy)
     OVERLAP_CONFLICT_DROPPED = 4  # bytes differ; the other version kept
-    OUTSIDE_WINDOW = 5  # more than 1 GiB away from anything the direction has seen
+    OUTSIDE_WINDOW = 5  # starts where the receiver could not have accepted it (RFC 9293 §3.10.7.4)
     BAD_CHECKSUM = 6  # dropped for its TCP checksum (see the checksum mode)
     AFTER_CLOSE = 7  # data seen after the session was reset
     RST_DATA = 8  # payload of an RST segment (diagnostic text, not stream data, RFC 9293 §3.5.3)
     KEEPALIVE = 9  # keep-alive probe byte (seq = next - 1)
     TRUNCATED = 10  # bytes the segment carried on the wire but the capture cut off
     BEFORE_START = 11  # before the direction's first byte (sequence below ISN + 1)
+    AFTER_FIN = 12  # beyond the sender's FIN: not stream data (RFC 9293 §3.10.7.4, FIN check)
 
     def __str__(self) -> str:
         return self.name.lower().replace("_", "-")

@@ -2,9 +2,22 @@
 
 ``plan`` walks each direction (packets grouped by stream and direction, in
 capture order) with the ``plan_directions`` kernel and returns the plan table
--- one row per byte range of a segment with its fate -- plus per-direction
-facts, gaps and conflicts. Payload bytes stay in the capture: a plan row
-points at them (file, payload_start).
+-- one row per maximal run of one segment's bytes with one fate -- plus
+per-direction facts, gaps and conflicts. Payload bytes stay in the capture: a
+plan row points at them (file, payload_start).
+
+The rules (docs/reassembly-rules.md, with their sources):
+
+* Window (RFC 9293 §3.10.7.4): a data segment is outside when it starts at or
+  beyond max(highest ACK its receiver sent in the whole capture, end of the
+  sender's bytes shown without a hole from offset 0) + the largest window the
+  receiver advertised, scaled as RFC 7323 §2.2-2.3 say, + 1 MiB. Only when the
+  receiver has no packet at all: more than 1 GiB past the furthest end placed.
+* FIN (RFC 9293 §3.10.7.4, FIN check): bytes at or beyond the lowest acceptable
+  FIN are ``after-fin``, whatever the arrival order; the direction ends there.
+* Conflicts: every byte that differs from the copy held is in a record; a
+  segment's first 8 records are exact, later ones gather its differing bytes per
+  run of held bytes with one verdict, so that records and rows stay O(packets).
 """
 
 from __future__ import annotations
@@ -32,10 +45,14 @@ class Plan:
     """The reassembly plan and what it found, as numpy columns.
 
     ``rows``: frame, row (packet-table row), stream, direction, stream_offset,
-    payload_start, file, length, fate -- sorted by stream, direction, offset.
+    payload_start, file, length, fate -- sorted by stream, direction, offset. A row is a
+    maximal run of one segment's bytes with one fate; each captured payload byte is in
+    exactly one row.
     ``directions``: one row per (stream, direction) seen.
     ``gaps``: stream, direction, offset, length, reason.
-    ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame.
+    ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame (the frames
+    at ``offset``; a segment's records past its eighth may span equal bytes and other
+    frames, see docs/reassembly-rules.md).
     """
 
     rows: dict[str, np.ndarray]
@@ -94,9 +111,22 @@ def plan(
     dir_of_row = np.empty(len(key), np.int64)
     dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
     drop_bad = _drop_bad(packets, dir_of_row, dir_keys, n_dirs, checksums)
-    close_frame = _close_frames(packets, flows, order, dir_start, dir_of_row, dir_keys)
+    base = np.zeros(n_dirs, np.int64)
+    high = np.zeros(n_dirs, np.int64)
+    k.direction_extents(
+        order,
+        dir_start,
+        packets.seq,
+        packets.flags,
+        packets.payload_len,
+        base,
+        high,
+        np.empty(len(order), np.int64),
+    )
+    close_frame = _close_frames(packets, flows, dir_of_row, dir_keys, base, high)
+    receivers = _receivers(packets, order, dir_start, dir_keys, base)
     raw, conflicts_raw, dirs = _run(
-        packets, order, dir_start, drop_bad, close_frame, policy, sources, n_dirs
+        packets, order, dir_start, drop_bad, close_frame, receivers, policy, sources, n_dirs
     )
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
@@ -116,60 +146,53 @@ def _run(
     dir_start: np.ndarray,
     drop_bad: np.ndarray,
     close_frame: np.ndarray,
+    receivers: np.ndarray,
     policy: Policy,
     sources: list[Source],
     n_dirs: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Call the kernel, growing its outputs until they are large enough."""
+    """Call the kernel (it grows its outputs and scratch arrays where they are too small)."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
-    capacity = n + n // 4 + 16  # most segments give one row; grown on demand
-    piece_capacity = 2 * per_dir + 16
-    bufs = buffer_list([src.buffer for src in sources])
-    max_payload = int(packets.payload_caplen.max()) if n else 0
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
     plen, pcap = packets.payload_len, packets.payload_caplen
-    while True:
-        plan_arr = np.empty((k.N_PLAN_COLS, capacity), np.int64)
-        conflicts = np.empty((k.N_CONFLICT_COLS, capacity // 4 + 16), np.int64)
-        dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
-        counts = np.zeros(3, np.int64)
-        k.plan_directions(
-            order,
-            dir_start,
-            seq,
-            flags,
-            plen,
-            pcap,
-            packets.payload_offset,
-            packets.file,
-            packets.frame,
-            packets.ts_ns,
-            packets.tcp_checksum,
-            drop_bad,
-            close_frame,
-            int(policy),
-            NEW_WINS,
-            bufs,
-            plan_arr,
-            conflicts,
-            dirs,
-            counts,
-            np.empty((3, piece_capacity), np.int64),
-            np.empty((3, piece_capacity), np.int64),
-            np.empty((2, piece_capacity), np.int64),
-            np.empty(max_payload + 1, np.uint8),
-            np.empty(n, np.int64),
-        )
-        if not counts[k.K_FULL]:  # copies, so the over-allocated arrays are freed
-            return (
-                plan_arr[:, : counts[k.K_PLAN]].copy(),
-                conflicts[:, : counts[k.K_CONFLICTS]].copy(),
-                dirs,
-            )
-        capacity *= 2
-        piece_capacity *= 2
+    dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
+    counts = np.zeros(k.N_COUNTS, np.int64)
+    plan_arr, conflicts = k.plan_directions(
+        order,
+        dir_start,
+        seq,
+        flags,
+        plen,
+        pcap,
+        packets.payload_offset,
+        packets.file,
+        packets.frame,
+        packets.ts_ns,
+        packets.tcp_checksum,
+        drop_bad,
+        close_frame,
+        receivers,
+        int(policy),
+        NEW_WINS,
+        buffer_list([src.buffer for src in sources]),
+        np.empty((k.N_PLAN_COLS, n + n // 4 + 16), np.int64),  # most segments: one row
+        np.empty((k.N_CONFLICT_COLS, 16), np.int64),
+        dirs,
+        counts,
+        np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
+        np.empty((k.N_PIECE_COLS, per_dir + 16), np.int64),
+        np.empty((k.N_SEG_COLS, per_dir), np.int64),
+        np.empty((k.N_RUN_COLS, per_dir + 16), np.int64),
+        np.empty(n, np.int64),
+    )
+    # copies, so that the over-allocated arrays are freed
+    return (
+        plan_arr[:, : counts[k.K_PLAN]].copy(),
+        conflicts[:, : counts[k.K_CONFLICTS]].copy(),
+        dirs,
+    )
 
 
 def _drop_bad(
@@ -219,10 +242,10 @@ def _peer_index(dir_keys: np.ndarray) -> np.ndarray:
 def _close_frames(
     packets: PacketTable,
     flows: Flows,
-    order: np.ndarray,
-    dir_start: np.ndarray,
     dir_of_row: np.ndarray,
     dir_keys: np.ndarray,
+    base: np.ndarray,
+    high: np.ndarray,
 ) -> np.ndarray:
     """Per direction: frame of the session's first acceptable reset (data after it is not placed).
 
@@ -235,18 +258,6 @@ def _close_frames(
     ignored it.
     """
     n_dirs = len(dir_keys)
-    base = np.zeros(n_dirs, np.int64)
-    high = np.zeros(n_dirs, np.int64)
-    k.direction_extents(
-        order,
-        dir_start,
-        packets.seq,
-        packets.flags,
-        packets.payload_len,
-        base,
-        high,
-        np.empty(len(order), np.int64),
-    )
     rst = np.flatnonzero(((packets.flags & RST) != 0) & (packets.tcp_checksum != Checksum.BAD))
     first_rst = np.full(flows.n_streams, np.iinfo(np.int64).max)
     peer = _peer_index(dir_keys) if n_dirs else np.zeros(0, np.int64)
@@ -264,16 +275,38 @@ def _close_frames(
     return np.asarray(first_rst[dir_keys // 2])
 
 
+def _receivers(
+    packets: PacketTable,
+    order: np.ndarray,
+    dir_start: np.ndarray,
+    dir_keys: np.ndarray,
+    base: np.ndarray,
+) -> np.ndarray:
+    """Per direction: the highest ACK and largest scaled window its receiver sent (see
+    ``receiver_windows``); the window is -1 where the receiver has no packet."""
+    out = np.zeros((k.N_RCV_COLS, len(dir_keys)), np.int64)
+    if len(dir_keys):
+        k.receiver_windows(
+            order,
+            dir_start,
+            _peer_index(dir_keys),
+            base,
+            packets.ack,
+            packets.flags,
+            packets.window,
+            packets.wscale,
+            out,
+        )
+    return out
+
+
 def _signed(v: int) -> int:
     return v - 2**32 if v >= 2**31 else v
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
     """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies)."""
-    live = np.flatnonzero(raw[k.P_FATE] != k.F_RETIRED)
-    order = np.lexsort((raw[k.P_FRAME, live], raw[k.P_OFFSET, live], raw[k.P_DIR, live]))
-    take = live[order]
-    del live, order
+    take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
     d = raw[k.P_DIR, take].astype(np.int32)
     return {
         "frame": raw[k.P_FRAME, take],

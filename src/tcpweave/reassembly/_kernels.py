@@ -1,22 +1,40 @@
 """Kernels that build the reassembly plan, one direction at a time.
 
-Theory of operation. A direction's packets are walked twice in capture order.
-The first walk unwraps 32-bit sequence numbers to 64 bits (each one is placed
-within ±2^31 of the highest seen so far, RFC 9293 §3.4 arithmetic) and fixes
-offset 0: ISN + 1 when the SYN was captured, else the lowest sequence number
-near the first data segment. The second walk places each segment's captured
-bytes. Bytes not held yet are taken; where bytes are already held, the
-"do they differ?" check is separate from the keep rule (as in Zeek's
-Reassem.cc): equal bytes are a retransmission, different bytes are always
-reported as a conflict, and the overlap policy table (``_policy.NEW_WINS``,
-applied against every earlier segment covering a byte) decides which copy is
-kept. Held bytes are kept as disjoint pieces sorted by offset, each the whole
-range of one plan row; when a piece loses bytes its row is retired (length 0)
-and re-issued as the parts that survived and the part that was dropped.
+Theory of operation. A direction's packets are walked in capture order. The first
+walk unwraps 32-bit sequence numbers to 64 bits (each one is placed within ±2^31 of
+the highest seen so far, RFC 9293 §3.4 arithmetic) and fixes offset 0: ISN + 1 when
+the SYN was captured, else the lowest sequence number near the first data segment.
+Two facts are then taken from the whole capture before any byte is placed (placement
+never waits on ACKs): the window limit (``receiver_windows`` and ``_window_limit``:
+a segment starting at or beyond it could not have been accepted) and the FIN
+position (``_fin_position``: bytes from there on are not stream data).
 
-Everything is int64 and column-major 2-D arrays, so that helpers receive a
-handful of arrays rather than a tuple of columns (numba counts references to
-every array handed to a function).
+The second walk places each segment's captured bytes. The direction's stream is cut
+into *tiles* at every segment boundary (known up front), so that the set of
+segments covering a byte is the same all across a tile. A tile holds a short list of
+*pieces* (byte ranges and the segment that owns them) and a summary of the segments
+that covered it (the two extreme extents the policy table needs, see ``_verdict``).
+A segment visits the tiles it spans twice: once to compare its bytes with the bytes
+held (the "do they differ?" check, separate from the keep rule as in Zeek's
+Reassem.cc) and write its conflict records, once more to take the holes and the runs
+it won and to note what it found (its *arrival runs*: new, same, kept, dropped).
+The work of a segment is O(log n + tiles and pieces it spans + bytes compared); there
+is nothing per (segment x earlier segment) and nothing is rebuilt.
+
+A conflict record is a maximal run of one segment's bytes that differ from the bytes
+held, against one held frame, resolved one way; a segment's first EXACT_CONFLICTS
+records are exact, after that its differing bytes within one *cell* (a run of held
+bytes with one policy verdict, ended by a hole) join the cell's current record, equal
+bytes between them included (the winner of that record takes them all). So records,
+pieces and rows stay O(packets) whatever the overlaps.
+
+Plan rows are written at the end of the direction: a row is a maximal run of one
+segment's bytes with one fate, from its arrival runs and the pieces it still owns
+(a byte it took and later lost to a differing copy is dropped).
+
+Everything is int64 and column-major 2-D arrays, so that helpers receive a handful of
+arrays rather than a tuple of columns (numba counts references to every array handed
+to a function).
 """
 
 from __future__ import annotations
@@ -34,19 +52,40 @@ N_CONFLICT_COLS = 5
 # per-direction facts
 D_BASE, D_SYN, D_FIN_END, D_RST, D_PACKETS, D_OOO, D_HIGH, D_FIRST_TS, D_LAST_TS = range(9)
 N_DIR_COLS = 9
-# counters / status
-K_PLAN, K_CONFLICTS, K_FULL = range(3)
+# counters: rows and records written; pieces and arrival runs of the current direction
+K_PLAN, K_CONFLICTS, K_PIECES, K_RUNS = range(4)
+N_COUNTS = 4
+# what the capture shows of a direction's receiver (``receiver_windows``)
+RCV_ACK, RCV_WND = range(2)
+N_RCV_COLS = 2
+# tiles: start offset, first piece, the two extreme covering extents (``_verdict``)
+T_START, T_FIRST, T_W1S, T_W1E, T_W2S, T_W2E = range(6)
+N_TILE_COLS = 6
+# pieces: byte range, owner (placed segment), next piece of the tile, owner-sorted list
+N_START, N_END, N_OWNER, N_NEXT, N_SORT = range(5)
+N_PIECE_COLS = 5
+# placed segments: packet row, offset, arrival runs, pieces kept at the end
+S_ROW, S_NS, S_RUN_LO, S_RUN_HI, S_KEPT_LO, S_KEPT_HI = range(6)
+N_SEG_COLS = 6
+# arrival runs: byte range and what the segment found there
+A_START, A_END, A_FATE = range(3)
+N_RUN_COLS = 3
 
 # fates (tcpweave.enums.Fate)
 F_NEW, F_RETRANS, F_SAME, F_KEPT, F_DROPPED = 0, 1, 2, 3, 4
 F_WINDOW, F_BADSUM, F_AFTER_CLOSE, F_RST_DATA, F_KEEPALIVE, F_TRUNCATED, F_BEFORE = range(5, 12)
-F_RETIRED = -1
+F_AFTER_FIN = 12
 
-FIN, SYN, RST = 0x001, 0x002, 0x004
+FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 CK_BAD = 2
-WINDOW = np.int64(1) << 30  # a segment further than 1 GiB from what was seen is not placed
+WINDOW = np.int64(1) << 30  # receiver unseen: a segment 1 GiB past the furthest end is not placed
+SLACK = np.int64(1) << 20  # beyond what the receiver showed (window updates not captured)
+MAX_SHIFT = 14  # RFC 7323 §2.3: a larger shift.cnt is used as 14
+EXACT_CONFLICTS = 8  # exact conflict records per segment before its overlaps are summarised
 HALF = np.int64(1) << 31
 MOD = np.int64(1) << 32
+NIL = -1
+FAR = np.int64(1) << 62  # "no extent yet" in a tile summary
 
 # geometry cases (reassembly._policy)
 BEFORE, SAME, AFTER = 0, 1, 2
@@ -62,8 +101,23 @@ def _unwrap(seq32, high):  # type: ignore[no-untyped-def]
 
 
 @helper
+def _room(a, need):  # type: ignore[no-untyped-def]
+    """``a``, or a larger copy (at least doubled) when it has fewer than ``need`` columns.
+
+    The plan's size is not known before its bytes are placed (overlaps can add rows,
+    records and pieces), so the kernel grows its arrays where a segment needs more.
+    """
+    if need <= a.shape[1]:
+        return a
+    out = np.empty((a.shape[0], max(need, 2 * a.shape[1])), a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+@helper
 def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # type: ignore[no-untyped-def]
-    """Append a plan row, or extend the previous one when it continues it exactly."""
+    """Append a plan row (``plan`` has room), or extend the previous one when it continues
+    it exactly."""
     n = counts[K_PLAN]
     if n > 0:
         q = n - 1
@@ -72,14 +126,9 @@ def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # ty
             and plan[P_FATE, q] == fate
             and plan[P_OFFSET, q] + plan[P_LEN, q] == offset
             and (start < 0 or plan[P_START, q] + plan[P_LEN, q] == start)
-            and fate != F_NEW
-            and fate != F_KEPT
         ):
             plan[P_LEN, q] += length
-            return q
-    if n >= plan.shape[1]:
-        counts[K_FULL] = 1
-        return -1
+            return
     plan[P_FRAME, n] = frame
     plan[P_ROW, n] = row
     plan[P_DIR, n] = d
@@ -89,32 +138,19 @@ def _emit(plan, counts, frame, row, d, offset, start, file, length, fate):  # ty
     plan[P_LEN, n] = length
     plan[P_FATE, n] = fate
     counts[K_PLAN] = n + 1
+
+
+@helper
+def _conflict(conflicts, counts, d, offset, length, kept_row, dropped_row):  # type: ignore[no-untyped-def]
+    """Append a conflict record (``conflicts`` has room); returns its index."""
+    n = counts[K_CONFLICTS]
+    conflicts[C_DIR, n] = d
+    conflicts[C_OFFSET, n] = offset
+    conflicts[C_LEN, n] = length
+    conflicts[C_KEPT, n] = kept_row
+    conflicts[C_DROPPED, n] = dropped_row
+    counts[K_CONFLICTS] = n + 1
     return n
-
-
-@helper
-def _same_bytes(bufs, file_a, start_a, file_b, start_b, n):  # type: ignore[no-untyped-def]
-    a = bufs[file_a]
-    b = bufs[file_b]
-    for i in range(n):
-        if a[start_a + i] != b[start_b + i]:
-            return False
-    return True
-
-
-@helper
-def _equality_run(bufs, file_a, start_a, file_b, start_b, n):  # type: ignore[no-untyped-def]
-    """Length of the leading run of bytes that all agree (or all differ), and whether they agree.
-
-    A conflict covers only the bytes that differ: identical bytes are never conflicts.
-    """
-    a = bufs[file_a]
-    b = bufs[file_b]
-    same = a[start_a] == b[start_b]
-    i = 1
-    while i < n and (a[start_a + i] == b[start_b + i]) == same:
-        i += 1
-    return i, same
 
 
 @helper
@@ -123,254 +159,29 @@ def _case(a, b):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _policy_mask(mask, ns, ne, segs, n_segs, max_len, policy, new_wins):  # type: ignore[no-untyped-def]
-    """mask[i] = 1 where the new segment's byte ns+i wins against every earlier covering segment."""
-    for i in range(ne - ns):
-        mask[i] = 1
-    hi = np.searchsorted(segs[0, :n_segs], ne)  # earlier segments starting before ne
-    j = hi - 1
-    while j >= 0 and segs[0, j] + max_len > ns:
-        os_, oe = segs[0, j], segs[1, j]
-        if oe > ns and not new_wins[policy, _case(ns, os_), _case(ne, oe)]:
-            for x in range(max(os_, ns), min(oe, ne)):
-                mask[x - ns] = 0
-        j -= 1
+def _verdict(tiles, e, ns, ne, policy, new_wins):  # type: ignore[no-untyped-def]
+    """1 when the new segment [ns, ne) wins tile e against every earlier segment covering it.
+
+    docs/overlap-policies.md: "A byte takes the new value only if every earlier segment that
+    covers it says N". The tile keeps two of those segments: the one starting first (of
+    those, the one ending last) and the one ending last (of those, the one starting first).
+    For every policy of the table, the verdict of all covering segments is the verdict of
+    these two (tests/test_plan_properties.py checks it exhaustively on small extents).
+    """
+    w1 = new_wins[policy, _case(ns, tiles[T_W1S, e]), _case(ne, tiles[T_W1E, e])]
+    w2 = new_wins[policy, _case(ns, tiles[T_W2S, e]), _case(ne, tiles[T_W2E, e])]
+    return 1 if w1 and w2 else 0
 
 
 @helper
-def _remember_segment(segs, n_segs, ns, ne):  # type: ignore[no-untyped-def]
-    """Insert [ns, ne) into the start-sorted segment list unless that extent is already there."""
-    pos = np.searchsorted(segs[0, :n_segs], ns)
-    k = pos
-    while k < n_segs and segs[0, k] == ns:
-        if segs[1, k] == ne:
-            return n_segs
-        k += 1
-    if n_segs >= segs.shape[1]:
-        return n_segs
-    for m in range(n_segs, pos, -1):
-        segs[0, m] = segs[0, m - 1]
-        segs[1, m] = segs[1, m - 1]
-    segs[0, pos] = ns
-    segs[1, pos] = ne
-    return n_segs + 1
-
-
-@helper
-def _push(tmp, n_tmp, start, end, row, counts):  # type: ignore[no-untyped-def]
-    if n_tmp >= tmp.shape[1]:
-        counts[K_FULL] = 1
-        return n_tmp
-    tmp[0, n_tmp] = start
-    tmp[1, n_tmp] = end
-    tmp[2, n_tmp] = row
-    return n_tmp + 1
-
-
-@helper
-def _run_end(mask, const, c, b, ns):  # type: ignore[no-untyped-def]
-    """End of the run of equal policy verdicts starting at c (and its verdict)."""
-    if const >= 0:
-        return b, const
-    m = mask[c - ns]
-    e = c + 1
-    while e < b and mask[e - ns] == m:
-        e += 1
-    return e, m
-
-
-@helper
-def _conflict(conflicts, counts, d, offset, length, kept_row, dropped_row):  # type: ignore[no-untyped-def]
-    n = counts[K_CONFLICTS]
-    if n >= conflicts.shape[1]:
-        counts[K_FULL] = 1
-        return
-    conflicts[C_DIR, n] = d
-    conflicts[C_OFFSET, n] = offset
-    conflicts[C_LEN, n] = length
-    conflicts[C_KEPT, n] = kept_row
-    conflicts[C_DROPPED, n] = dropped_row
-    counts[K_CONFLICTS] = n + 1
-
-
-@helper
-def _loses_bytes(plan, bufs, mask, const, prow, ps, a, b, ns, file, pstart):  # type: ignore[no-untyped-def]
-    """Does the held piece lose any byte in [a, b) to the new segment?"""
-    c = a
-    while c < b:
-        e, m = _run_end(mask, const, c, b, ns)
-        if m and not _same_bytes(
-            bufs, file, pstart + (c - ns), plan[P_FILE, prow], plan[P_START, prow] + (c - ps), e - c
-        ):
-            return True
-        c = e
-    return False
-
-
-@helper
-def _overlap_piece(  # type: ignore[no-untyped-def]
-    plan,
-    counts,
-    conflicts,
-    tmp,
-    n_tmp,
-    bufs,
-    mask,
-    const,
-    frame,
-    row,
-    d,
-    file,
-    pstart,
-    ns,
-    ps,
-    pe,
-    prow,
-    a,
-    b,
-):
-    """Resolve the new segment against one held piece over [a, b); returns the new n_tmp."""
-    p_frame, p_row, p_file = plan[P_FRAME, prow], plan[P_ROW, prow], plan[P_FILE, prow]
-    p_start, p_fate = plan[P_START, prow], plan[P_FATE, prow]
-    replace = _loses_bytes(plan, bufs, mask, const, prow, ps, a, b, ns, file, pstart)
-    if replace:  # the piece's row is re-issued as the parts that survive and the part dropped
-        plan[P_LEN, prow] = 0
-        plan[P_FATE, prow] = F_RETIRED
-        if ps < a:
-            r = _emit(plan, counts, p_frame, p_row, d, ps, p_start, p_file, a - ps, p_fate)
-            n_tmp = _push(tmp, n_tmp, ps, a, r, counts)
-    else:
-        n_tmp = _push(tmp, n_tmp, ps, pe, prow, counts)
-    c = a
-    while c < b:
-        e, m = _run_end(mask, const, c, b, ns)
-        new_at = pstart + (c - ns)
-        old_at = p_start + (c - ps)
-        run, same = _equality_run(bufs, file, new_at, p_file, old_at, e - c)
-        e = c + run
-        if same:
-            _emit(plan, counts, frame, row, d, c, new_at, file, e - c, F_SAME)
-            if replace:
-                r = _emit(plan, counts, p_frame, p_row, d, c, old_at, p_file, e - c, p_fate)
-                n_tmp = _push(tmp, n_tmp, c, e, r, counts)
-        elif m:
-            _conflict(conflicts, counts, d, c, e - c, row, p_row)
-            _emit(plan, counts, p_frame, p_row, d, c, old_at, p_file, e - c, F_DROPPED)
-            r = _emit(plan, counts, frame, row, d, c, new_at, file, e - c, F_KEPT)
-            n_tmp = _push(tmp, n_tmp, c, e, r, counts)
-        else:
-            _conflict(conflicts, counts, d, c, e - c, p_row, row)
-            _emit(plan, counts, frame, row, d, c, new_at, file, e - c, F_DROPPED)
-            if replace:
-                r = _emit(plan, counts, p_frame, p_row, d, c, old_at, p_file, e - c, p_fate)
-                n_tmp = _push(tmp, n_tmp, c, e, r, counts)
-        c = e
-    if replace and b < pe:
-        r = _emit(plan, counts, p_frame, p_row, d, b, p_start + (b - ps), p_file, pe - b, p_fate)
-        n_tmp = _push(tmp, n_tmp, b, pe, r, counts)
-    return n_tmp
-
-
-@helper
-def _place(  # type: ignore[no-untyped-def]
-    plan,
-    counts,
-    conflicts,
-    pieces,
-    n_pieces,
-    tmp,
-    mask,
-    const,
-    bufs,
-    frame,
-    row,
-    d,
-    file,
-    pstart,
-    ns,
-    ne,
-):
-    """Place the captured bytes [ns, ne) of one segment; returns (pieces held, new bytes)."""
-    if n_pieces == 0 or ns >= pieces[1, n_pieces - 1]:  # beyond everything held: append
-        if n_pieces >= pieces.shape[1]:
-            counts[K_FULL] = 1
-            return n_pieces, 0
-        r = _emit(plan, counts, frame, row, d, ns, pstart, file, ne - ns, F_NEW)
-        pieces[0, n_pieces] = ns
-        pieces[1, n_pieces] = ne
-        pieces[2, n_pieces] = r
-        return n_pieces + 1, ne - ns
-    first_plan_row = counts[K_PLAN]
-    p0 = np.searchsorted(pieces[1, :n_pieces], ns, side="right")  # first piece ending after ns
-    p = p0
-    n_tmp = 0
-    added = 0
-    x = ns
-    while p < n_pieces and pieces[0, p] < ne:
-        ps, pe, prow = pieces[0, p], pieces[1, p], pieces[2, p]
-        if ps > x:  # a hole before this piece: new bytes
-            r = _emit(plan, counts, frame, row, d, x, pstart + (x - ns), file, ps - x, F_NEW)
-            n_tmp = _push(tmp, n_tmp, x, ps, r, counts)
-            added += ps - x
-        a = max(ps, ns)
-        b = min(pe, ne)
-        n_tmp = _overlap_piece(
-            plan,
-            counts,
-            conflicts,
-            tmp,
-            n_tmp,
-            bufs,
-            mask,
-            const,
-            frame,
-            row,
-            d,
-            file,
-            pstart,
-            ns,
-            ps,
-            pe,
-            prow,
-            a,
-            b,
-        )
-        x = b
-        p += 1
-    if x < ne:
-        r = _emit(plan, counts, frame, row, d, x, pstart + (x - ns), file, ne - x, F_NEW)
-        n_tmp = _push(tmp, n_tmp, x, ne, r, counts)
-        added += ne - x
-    n_new = n_pieces - (p - p0) + n_tmp
-    if n_new > pieces.shape[1] or counts[K_FULL]:
-        counts[K_FULL] = 1
-        return n_pieces, added
-    _splice(pieces, n_pieces, p0, p, tmp, n_tmp)
-    if (
-        added == 0
-        and counts[K_PLAN] == first_plan_row + 1
-        and plan[P_FATE, first_plan_row] == F_SAME
-        and plan[P_LEN, first_plan_row] == ne - ns
-    ):
-        plan[P_FATE, first_plan_row] = F_RETRANS  # the whole segment was already held, same bytes
-    return n_new, added
-
-
-@helper
-def _splice(pieces, n_pieces, p0, p1, tmp, n_tmp):  # type: ignore[no-untyped-def]
-    """Replace pieces[p0:p1] by tmp[:n_tmp], shifting the tail."""
-    shift = n_tmp - (p1 - p0)
-    if shift > 0:
-        for m in range(n_pieces - 1, p1 - 1, -1):
-            for c in range(3):
-                pieces[c, m + shift] = pieces[c, m]
-    elif shift < 0:
-        for m in range(p1, n_pieces):
-            for c in range(3):
-                pieces[c, m + shift] = pieces[c, m]
-    for t in range(n_tmp):
-        for c in range(3):
-            pieces[c, p0 + t] = tmp[c, t]
+def _cover(tiles, e, ns, ne):  # type: ignore[no-untyped-def]
+    """Note that the segment [ns, ne) now covers tile e (its summary of covering extents)."""
+    if ns < tiles[T_W1S, e] or (ns == tiles[T_W1S, e] and ne > tiles[T_W1E, e]):
+        tiles[T_W1S, e] = ns
+        tiles[T_W1E, e] = ne
+    if ne > tiles[T_W2E, e] or (ne == tiles[T_W2E, e] and ns < tiles[T_W2S, e]):
+        tiles[T_W2S, e] = ns
+        tiles[T_W2E, e] = ne
 
 
 @helper
@@ -416,8 +227,192 @@ def direction_extents(order, dir_start, seq, flags, plen, base, high, seq64):  #
     return dir_start.size - 1
 
 
+# ------------------------------------------------------------------------------ receivers
+
+
 @helper
-def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held):  # type: ignore[no-untyped-def]
+def _syn_shift(order, lo, hi, flags, wscale):  # type: ignore[no-untyped-def]
+    """Window scale shift of the first SYN of rows order[lo:hi]: -2 no SYN, -1 no option."""
+    for j in range(lo, hi):
+        i = order[j]
+        if flags[i] & SYN:
+            return np.int64(wscale[i]) if wscale[i] >= 0 else np.int64(-1)
+    return np.int64(-2)
+
+
+@helper
+def _window_shift(sender, receiver):  # type: ignore[no-untyped-def]
+    """The shift of the receiver's window field, from the two SYNs' Window Scale options.
+
+    RFC 7323 §2.2: scaling is in force only when both SYNs carried the option (a captured
+    SYN without it: 0). A SYN not captured is given the benefit of the doubt: the
+    receiver's own shift when its SYN was seen, else the largest allowed (§2.3).
+    """
+    if sender == -1 or receiver == -1:
+        return 0
+    if receiver == -2:
+        return MAX_SHIFT
+    return min(receiver, MAX_SHIFT)
+
+
+@kernel
+def receiver_windows(order, dir_start, peer, base, ack, flags, window, wscale, out):  # type: ignore[no-untyped-def]
+    """Per direction d: what the capture shows of its receiver (the direction ``peer[d]``).
+
+    ``out[RCV_ACK, d]``: the highest acknowledgement number the receiver sent, as an offset
+    of d (unwrapped: the first near d's offset 0, each next near the highest so far; 0 when
+    it sent none). ``out[RCV_WND, d]``: the largest window it advertised, scaled (RFC 7323
+    §2.3; never the window field of a SYN); -1 when the receiver has no packet at all.
+    """
+    for d in range(dir_start.size - 1):
+        out[RCV_ACK, d] = 0
+        out[RCV_WND, d] = -1
+        p = peer[d]
+        if p < 0:
+            continue
+        lo, hi = dir_start[p], dir_start[p + 1]
+        own = _syn_shift(order, dir_start[d], dir_start[d + 1], flags, wscale)
+        shift = _window_shift(own, _syn_shift(order, lo, hi, flags, wscale))
+        anchor = MOD + np.int64(base[d])
+        top = np.int64(-1)
+        wnd = np.int64(0)
+        for j in range(lo, hi):
+            i = order[j]
+            if flags[i] & ACK:
+                top = max(top, _unwrap(ack[i], anchor if top < 0 else top))
+            w = np.int64(window[i])
+            wnd = max(wnd, w if flags[i] & SYN else w << shift)
+        out[RCV_ACK, d] = top - anchor if top >= 0 else 0
+        out[RCV_WND, d] = wnd
+    return dir_start.size - 1
+
+
+# -------------------------------------------------------------------- before placement
+
+
+@helper
+def _counts_for_stream(f, frame, close, bad):  # type: ignore[no-untyped-def]
+    """May this segment carry stream bytes at all (not a reset, not after it, not a bad sum)?"""
+    return not f & RST and frame <= close and not bad
+
+
+@helper
+def _window_limit(  # type: ignore[no-untyped-def]
+    order,
+    lo,
+    hi,
+    offsets,
+    flags,
+    plen,
+    frame,
+    tcp_ck,
+    drop,
+    close,
+    rcv_ack,
+    rcv_wnd,
+    scratch,
+):
+    """The offset from which a segment of this direction is outside the window; -1: unknown.
+
+    RFC 9293 §3.10.7.4: a segment is acceptable when it starts within RCV.NXT ..
+    RCV.NXT + RCV.WND. RCV.NXT is at least the highest acknowledgement the receiver sent
+    (in the whole capture), and at least the end of the sender's bytes the capture shows
+    without a hole from offset 0 (a receiver whose ACKs were not captured got them too);
+    RCV.WND is at most the largest window it advertised, plus SLACK for updates not seen.
+    A receiver with no packet in the capture (``rcv_wnd`` -1) gives no limit.
+    """
+    if rcv_wnd < 0:
+        return np.int64(-1)
+    k = 0
+    furthest = np.int64(-1)  # the furthest start of a data segment or FIN
+    for j in range(lo, hi):
+        i = order[j]
+        ns = offsets[j]
+        bad = drop and tcp_ck[i] == CK_BAD
+        if plen[i] > 0 and ns >= 0 and _counts_for_stream(flags[i], frame[i], close, bad):
+            scratch[0, k] = ns
+            scratch[1, k] = ns + plen[i]
+            k += 1
+        if plen[i] > 0 or flags[i] & FIN:
+            furthest = max(furthest, ns)
+    if furthest < max(rcv_ack, 0) + rcv_wnd + SLACK:
+        return max(rcv_ack, 0) + rcv_wnd + SLACK  # everything is inside: no need for the rest
+    scratch[0, :k].sort()
+    scratch[1, :k].sort()
+    # the hole-free prefix: sweep starts and ends in offset order (a start before an end at
+    # the same offset: touching segments leave no hole); it ends where nothing covers
+    reach = np.int64(0)
+    cover, a, b = 0, 0, 0
+    while b < k:
+        if a < k and scratch[0, a] <= scratch[1, b]:
+            if cover == 0 and scratch[0, a] > reach:
+                break
+            cover += 1
+            a += 1
+        else:
+            cover -= 1
+            reach = scratch[1, b]
+            b += 1
+    return max(rcv_ack, reach) + rcv_wnd + SLACK
+
+
+@helper
+def _fin_position(order, lo, hi, offsets, flags, plen, frame, tcp_ck, drop, close, limit):  # type: ignore[no-untyped-def]
+    """Offset of the sender's FIN (the lowest of its acceptable FINs), or -1.
+
+    RFC 9293 §3.10.7.4 (eighth, check the FIN bit): the FIN takes the sequence number after
+    its data; nothing beyond it is stream. A FIN counts where a data segment would (not on a
+    reset, not after it, not with a bad checksum that is dropped), within the window: below
+    ``limit``, or, with the receiver unseen, within 1 GiB of the furthest end so far.
+    """
+    fin = np.int64(-1)
+    top = np.int64(0)
+    for j in range(lo, hi):
+        i = order[j]
+        ns = offsets[j]
+        bad = drop and tcp_ck[i] == CK_BAD
+        if flags[i] & FIN and ns >= 0 and _counts_for_stream(flags[i], frame[i], close, bad):
+            ok = ns < limit if limit >= 0 else abs(ns - top) <= WINDOW
+            if ok and (fin < 0 or ns + plen[i] < fin):
+                fin = ns + plen[i]
+        end = ns + plen[i]
+        if abs(end - top) <= WINDOW:
+            top = max(top, end)
+    return fin
+
+
+@helper
+def _cut_tiles(order, lo, hi, offsets, pcap, fin, tiles):  # type: ignore[no-untyped-def]
+    """Cut the direction's offsets into tiles at every segment boundary; returns the number of
+    boundaries (tile e is [tiles[T_START, e], tiles[T_START, e + 1]))."""
+    k = 0
+    for j in range(lo, hi):
+        i = order[j]
+        ns = offsets[j]
+        end = ns + pcap[i]
+        if fin >= 0:
+            end = min(end, fin)
+        if end > ns:
+            tiles[T_START, k] = ns
+            tiles[T_START, k + 1] = end
+            k += 2
+    tiles[T_START, :k].sort()
+    nb = 0
+    for t in range(k):
+        if nb == 0 or tiles[T_START, t] != tiles[T_START, nb - 1]:
+            tiles[T_START, nb] = tiles[T_START, t]
+            nb += 1
+    for e in range(nb):
+        tiles[T_FIRST, e] = NIL
+        tiles[T_W1S, e] = FAR
+        tiles[T_W1E, e] = -FAR
+        tiles[T_W2S, e] = FAR
+        tiles[T_W2E, e] = -FAR
+    return nb
+
+
+@helper
+def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held, limit, fin):  # type: ignore[no-untyped-def]
     """Why a data segment is not placed, or -1 when it is."""
     if f & RST:
         return F_RST_DATA
@@ -427,13 +422,260 @@ def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held):  # typ
         return F_BADSUM
     if ns < 0:
         return F_BEFORE
-    if ns > high_end + WINDOW:
+    if (ns >= limit) if limit >= 0 else (ns > high_end + WINDOW):
         return F_WINDOW
+    if 0 <= fin <= ns:
+        return F_AFTER_FIN
     if plen <= 1 and not f & (SYN | FIN) and held > 0 and held == high_end and ns == high_end - 1:
         # RFC 9293 §3.8.4: a probe repeats the byte before SND.NXT, once all data is through
         # (with a hole before it, a 1-byte segment there is data, not a probe)
         return F_KEEPALIVE
     return -1
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+@helper
+def _resolve(  # type: ignore[no-untyped-def]
+    tiles,
+    pieces,
+    segtab,
+    conflicts,
+    counts,
+    bufs,
+    poff,
+    pfile,
+    policy,
+    new_wins,
+    d,
+    row,
+    e0,
+    e1,
+    ns,
+    ne,
+):
+    """First visit: compare the segment's bytes [ns, ne) (tiles e0..e1-1) with the bytes held
+    and append its conflict records (at most EXACT_CONFLICTS + e1 - e0 of them: past the
+    exact ones, one per cell). Returns (holes, records won)."""
+    a = bufs[pfile[row]]
+    a_at = poff[row] - ns  # where stream offset x of the segment is in its buffer
+    b, b_file = a, pfile[row]  # the held copy's buffer (looked up when its file changes)
+    holes, won, cell, prev_v = 0, 0, 0, -1
+    rec, n_rec, rec_cell, rec_held, rec_v, rec_end = -1, 0, -1, -1, -1, np.int64(-1)
+    for e in range(e0, e1):
+        k = tiles[T_FIRST, e]
+        if k == NIL:
+            holes += 1
+            cell += 1
+            prev_v = -1
+            continue
+        v = _verdict(tiles, e, ns, ne, policy, new_wins)
+        if v != prev_v:
+            cell += 1
+            prev_v = v
+        while k != NIL:
+            o = pieces[N_OWNER, k]
+            held = segtab[S_ROW, o]
+            if pfile[held] != b_file:
+                b, b_file = bufs[pfile[held]], pfile[held]
+            b_at = poff[held] - segtab[S_NS, o]
+            x, end = pieces[N_START, k], pieces[N_END, k]
+            while x < end:
+                while x < end and a[a_at + x] == b[b_at + x]:
+                    x += 1
+                if x == end:
+                    break
+                y = x + 1
+                while y < end and a[a_at + y] != b[b_at + y]:
+                    y += 1
+                exact = rec_end == x and rec_held == held and rec_v == v
+                if rec >= 0 and (exact or (n_rec >= EXACT_CONFLICTS and rec_cell == cell)):
+                    conflicts[C_LEN, rec] = y - conflicts[C_OFFSET, rec]
+                else:
+                    kept, dropped = (row, held) if v else (held, row)
+                    rec = _conflict(conflicts, counts, d, x, y - x, kept, dropped)
+                    n_rec += 1
+                    won += v
+                    rec_cell, rec_held, rec_v = cell, held, v
+                rec_end = y
+                x = y
+            k = pieces[N_NEXT, k]
+    return holes, won
+
+
+@helper
+def _arrive(runs, counts, lo, start, end, fate):  # type: ignore[no-untyped-def]
+    """Append an arrival run of the segment whose runs begin at ``lo`` (joining a touching one)."""
+    n = counts[K_RUNS]
+    if n > lo and runs[A_FATE, n - 1] == fate and runs[A_END, n - 1] == start:
+        runs[A_END, n - 1] = end
+        return
+    runs[A_START, n] = start
+    runs[A_END, n] = end
+    runs[A_FATE, n] = fate
+    counts[K_RUNS] = n + 1
+
+
+@helper
+def _arrive_held(runs, counts, lo, conflicts, r, r1, row, start, end):  # type: ignore[no-untyped-def]
+    """Arrival runs over held bytes [start, end): kept or dropped inside a record, else same.
+    ``r`` is the cursor into the segment's records r..r1-1; returns it."""
+    pos = start
+    while pos < end:
+        while r < r1 and conflicts[C_OFFSET, r] + conflicts[C_LEN, r] <= pos:
+            r += 1
+        if r < r1 and conflicts[C_OFFSET, r] <= pos:
+            stop = min(conflicts[C_OFFSET, r] + conflicts[C_LEN, r], end)
+            fate = F_KEPT if conflicts[C_KEPT, r] == row else F_DROPPED
+        else:
+            stop = end if r >= r1 else min(conflicts[C_OFFSET, r], end)
+            fate = F_SAME
+        _arrive(runs, counts, lo, pos, stop, fate)
+        pos = stop
+    return r
+
+
+@helper
+def _take_won(pieces, counts, conflicts, r, r1, row, j, k):  # type: ignore[no-untyped-def]
+    """Give segment j the parts of piece k that its won records cover (splitting the piece).
+    ``r`` is the cursor into the segment's records r..r1-1; returns it."""
+    end, owner, after = pieces[N_END, k], pieces[N_OWNER, k], pieces[N_NEXT, k]
+    pos = pieces[N_START, k]
+    cur = NIL
+    while pos < end:
+        while r < r1 and (
+            conflicts[C_KEPT, r] != row or conflicts[C_OFFSET, r] + conflicts[C_LEN, r] <= pos
+        ):
+            r += 1
+        if r < r1 and conflicts[C_OFFSET, r] <= pos:
+            stop, who = min(conflicts[C_OFFSET, r] + conflicts[C_LEN, r], end), j
+        else:
+            stop, who = (end if r >= r1 else min(conflicts[C_OFFSET, r], end)), owner
+        if cur == NIL:
+            cur = k
+        elif pieces[N_OWNER, cur] != who:
+            n = counts[K_PIECES]
+            counts[K_PIECES] = n + 1
+            pieces[N_START, n] = pos
+            pieces[N_NEXT, n] = after
+            pieces[N_NEXT, cur] = n
+            cur = n
+        pieces[N_END, cur] = stop
+        pieces[N_OWNER, cur] = who
+        pos = stop
+    return r
+
+
+@helper
+def _settle(tiles, pieces, runs, counts, conflicts, r0, r1, j, row, e0, e1, ns, ne):  # type: ignore[no-untyped-def]
+    """Second visit: take the holes and the runs won, write the arrival runs, note the
+    segment's extent in every tile it spans. Returns the bytes newly held."""
+    added = np.int64(0)
+    lo = counts[K_RUNS]
+    r_won = r0
+    r_any = r0
+    for e in range(e0, e1):
+        k = tiles[T_FIRST, e]
+        if k == NIL:  # bytes not held yet are taken
+            start, end = tiles[T_START, e], tiles[T_START, e + 1]
+            k = counts[K_PIECES]
+            counts[K_PIECES] = k + 1
+            pieces[N_START, k] = start
+            pieces[N_END, k] = end
+            pieces[N_OWNER, k] = j
+            pieces[N_NEXT, k] = NIL
+            tiles[T_FIRST, e] = k
+            _arrive(runs, counts, lo, start, end, F_NEW)
+            added += end - start
+        else:
+            while k != NIL:
+                nxt = pieces[N_NEXT, k]
+                r_any = _arrive_held(
+                    runs,
+                    counts,
+                    lo,
+                    conflicts,
+                    r_any,
+                    r1,
+                    row,
+                    pieces[N_START, k],
+                    pieces[N_END, k],
+                )
+                if r_won < r1:
+                    r_won = _take_won(pieces, counts, conflicts, r_won, r1, row, j, k)
+                k = nxt
+        _cover(tiles, e, ns, ne)
+    return added
+
+
+@helper
+def _place(tiles, pieces, segtab, runs, conflicts, counts, r0, m, row, e0, e1, ns, ne):  # type: ignore[no-untyped-def]
+    """Settle packet ``row``'s bytes [ns, ne) as placed segment m, its records being r0.. (the
+    arrays have room); returns the bytes newly held."""
+    segtab[S_ROW, m] = row
+    segtab[S_NS, m] = ns
+    lo = counts[K_RUNS]
+    segtab[S_RUN_LO, m] = lo
+    r1 = counts[K_CONFLICTS]
+    added = _settle(tiles, pieces, runs, counts, conflicts, r0, r1, m, row, e0, e1, ns, ne)
+    segtab[S_RUN_HI, m] = counts[K_RUNS]
+    if counts[K_RUNS] == lo + 1 and runs[A_FATE, lo] == F_SAME:
+        runs[A_FATE, lo] = F_RETRANS  # the whole segment was already held, same bytes
+    return added
+
+
+# ---------------------------------------------------------------------------- plan rows
+
+
+@helper
+def _sort_pieces(tiles, nb, pieces, segtab, m):  # type: ignore[no-untyped-def]
+    """List every piece in pieces[N_SORT] by owner, then offset; S_KEPT_LO/HI bound each
+    placed segment's share."""
+    for j in range(m):
+        segtab[S_KEPT_HI, j] = 0
+    for e in range(nb - 1):
+        k = tiles[T_FIRST, e]
+        while k != NIL:
+            segtab[S_KEPT_HI, pieces[N_OWNER, k]] += 1
+            k = pieces[N_NEXT, k]
+    total = 0
+    for j in range(m):
+        segtab[S_KEPT_LO, j] = total
+        total += segtab[S_KEPT_HI, j]
+        segtab[S_KEPT_HI, j] = segtab[S_KEPT_LO, j]
+    for e in range(nb - 1):
+        k = tiles[T_FIRST, e]
+        while k != NIL:
+            o = pieces[N_OWNER, k]
+            pieces[N_SORT, segtab[S_KEPT_HI, o]] = k
+            segtab[S_KEPT_HI, o] += 1
+            k = pieces[N_NEXT, k]
+
+
+@helper
+def _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile):  # type: ignore[no-untyped-def]
+    """The plan rows of placed segment j: its arrival runs, where a byte it took (new, kept)
+    but no longer owns is dropped (a later, differing copy won it)."""
+    i = segtab[S_ROW, j]
+    at = poff[i] - segtab[S_NS, j]
+    q, q_end = segtab[S_KEPT_LO, j], segtab[S_KEPT_HI, j]
+    for r in range(segtab[S_RUN_LO, j], segtab[S_RUN_HI, j]):
+        start, end, fate = runs[A_START, r], runs[A_END, r], runs[A_FATE, r]
+        if fate != F_NEW and fate != F_KEPT:
+            _emit(plan, counts, frame[i], i, d, start, at + start, pfile[i], end - start, fate)
+            continue
+        pos = start
+        while pos < end:
+            while q < q_end and pieces[N_END, pieces[N_SORT, q]] <= pos:
+                q += 1
+            k = pieces[N_SORT, q] if q < q_end else NIL
+            if k != NIL and pieces[N_START, k] <= pos:
+                stop, f = min(pieces[N_END, k], end), fate
+            else:
+                stop, f = (end if k == NIL else min(pieces[N_START, k], end)), F_DROPPED
+            _emit(plan, counts, frame[i], i, d, pos, at + pos, pfile[i], stop - pos, f)
+            pos = stop
 
 
 @kernel
@@ -451,6 +693,7 @@ def plan_directions(  # type: ignore[no-untyped-def]
     tcp_ck,
     drop_bad,
     close_frame,
+    receivers,
     policy,
     new_wins,
     bufs,
@@ -458,84 +701,90 @@ def plan_directions(  # type: ignore[no-untyped-def]
     conflicts,
     dirs,
     counts,
+    tiles,
     pieces,
-    tmp,
-    segs,
-    mask,
+    segtab,
+    runs,
     seq64,
 ):
     """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
 
-    Sets ``counts[K_FULL]`` (and stops) when an output is full: the caller
-    retries with larger arrays. Returns the number of plan rows.
+    Returns the arrays of plan rows and conflict records (``plan`` and ``conflicts``, or
+    larger copies where they were too small; as ``pieces`` and ``runs``, they grow here);
+    ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how much of them is filled.
     """
-    const = 0 if policy == 0 else (1 if policy == 1 else -1)  # FIRST never, LAST always
     for d in range(dir_start.size - 1):
         lo, hi = dir_start[d], dir_start[d + 1]
         base, syn = _direction_base(order, lo, hi, seq, flags, plen, seq64)
         dirs[D_BASE, d] = base & (MOD - 1)
         dirs[D_SYN, d] = syn
-        dirs[D_FIN_END, d] = -1
         dirs[D_PACKETS, d] = hi - lo
         dirs[D_FIRST_TS, d] = ts_ns[order[lo]]
         dirs[D_LAST_TS, d] = ts_ns[order[hi - 1]]
-        n_pieces = 0
-        n_segs = 0
-        max_len = np.int64(0)
-        high_end = np.int64(0)
-        held = np.int64(0)  # bytes held so far (their ranges never shrink)
-        ooo = 0
+        for j in range(lo, hi):  # from here on: the stream offset of each first payload byte
+            seq64[j] -= base - (1 if flags[order[j]] & SYN else 0)
+        drop, close = drop_bad[d], close_frame[d]
+        rcv_ack, rcv_wnd = receivers[RCV_ACK, d], receivers[RCV_WND, d]
+        limit = _window_limit(
+            order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd, segtab
+        )
+        fin = _fin_position(order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, limit)
+        dirs[D_FIN_END, d] = fin
+        nb = _cut_tiles(order, lo, hi, seq64, pcap, fin, tiles)
+        starts = tiles[T_START, :nb]
+        counts[K_PIECES] = 0
+        counts[K_RUNS] = 0
+        m = 0
+        high_end, held, ooo = np.int64(0), np.int64(0), 0
         for j in range(lo, hi):
             i = order[j]
             f = flags[i]
-            ns = seq64[j] - base + (1 if f & SYN else 0)
+            ns = seq64[j]
             if f & RST:
                 dirs[D_RST, d] = 1
-            if f & FIN and abs(ns - high_end) <= WINDOW:
-                dirs[D_FIN_END, d] = max(dirs[D_FIN_END, d], ns + plen[i])
             if plen[i] == 0:
                 continue
-            ne = ns + pcap[i]
-            ne_wire = ns + plen[i]
-            bad = drop_bad[d] and tcp_ck[i] == CK_BAD
-            fate = _unplaced_fate(f, frame[i], close_frame[d], bad, ns, high_end, plen[i], held)
+            plan = _room(plan, counts[K_PLAN] + 2)
+            bad = drop and tcp_ck[i] == CK_BAD
+            fate = _unplaced_fate(f, frame[i], close, bad, ns, high_end, plen[i], held, limit, fin)
             if fate >= 0:
                 _emit(plan, counts, frame[i], i, d, ns, poff[i], pfile[i], pcap[i], fate)
-            elif ne > ns:
-                if const < 0:
-                    _policy_mask(mask, ns, ne, segs, n_segs, max_len, policy, new_wins)
-                    n_segs = _remember_segment(segs, n_segs, ns, ne)
-                    max_len = max(max_len, ne - ns)
-                n_pieces, added = _place(
-                    plan,
-                    counts,
-                    conflicts,
-                    pieces,
-                    n_pieces,
-                    tmp,
-                    mask,
-                    const,
-                    bufs,
-                    frame[i],
-                    i,
-                    d,
-                    pfile[i],
-                    poff[i],
-                    ns,
-                    ne,
+                continue
+            cap_end, wire_end = ns + pcap[i], ns + plen[i]
+            if fin >= 0:
+                cap_end, wire_end = min(cap_end, fin), min(wire_end, fin)
+            if cap_end > ns:
+                e0, e1 = np.searchsorted(starts, ns), np.searchsorted(starts, cap_end)
+                conflicts = _room(conflicts, counts[K_CONFLICTS] + EXACT_CONFLICTS + e1 - e0)
+                r0 = counts[K_CONFLICTS]
+                holes, won = _resolve(
+                    tiles, pieces, segtab, conflicts, counts, bufs, poff, pfile, policy, new_wins,
+                    d, i, e0, e1, ns, cap_end,
+                )  # fmt: skip
+                pieces = _room(pieces, counts[K_PIECES] + holes + 2 * won)
+                runs = _room(runs, counts[K_RUNS] + 2 * (holes + counts[K_CONFLICTS] - r0) + 1)
+                added = _place(
+                    tiles, pieces, segtab, runs, conflicts, counts, r0, m, i, e0, e1, ns, cap_end
                 )
+                m += 1
                 held += added
                 if added > 0 and ns < high_end:
                     ooo += 1
-            if fate < 0 and ne < ne_wire:
-                _emit(plan, counts, frame[i], i, d, ne, -1, pfile[i], ne_wire - ne, F_TRUNCATED)
-            if fate < 0:
-                high_end = max(high_end, ne_wire)
-            if counts[K_FULL]:
-                return counts[K_PLAN]
+            beyond = ns + pcap[i] - cap_end  # captured bytes beyond the FIN
+            if beyond > 0:
+                at = poff[i] + cap_end - ns
+                _emit(plan, counts, frame[i], i, d, cap_end, at, pfile[i], beyond, F_AFTER_FIN)
+            if cap_end < wire_end:
+                cut = wire_end - cap_end
+                _emit(plan, counts, frame[i], i, d, cap_end, -1, pfile[i], cut, F_TRUNCATED)
+            high_end = max(high_end, wire_end)
+        _sort_pieces(tiles, nb, pieces, segtab, m)
+        plan = _room(plan, counts[K_PLAN] + counts[K_RUNS] + 2 * counts[K_PIECES])
+        for j in range(m):
+            _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile)
         dirs[D_OOO, d] = ooo
         dirs[D_HIGH, d] = high_end
-    return counts[K_PLAN]
+    return plan, conflicts
 
 
 @helper
