@@ -273,7 +273,7 @@ def test_a_full_disk_fails_in_one_line_and_removes_the_spill(
 
 def test_a_killed_worker_fails_the_run(captures: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _extract(captures["a"], out, fault="write=child:sigkill")
+    done = _extract(captures["a"], out, fault="worker=child:sigkill")
     assert done.returncode == 1
     assert "worker process" in _one_line_error(done.stderr)
     assert _marker(out)["state"] == "failed"

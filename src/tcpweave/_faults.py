@@ -11,8 +11,11 @@ of ``fault.at("<point>")`` in a process perform ``<action>``:
 
 An action prefixed ``child:`` (``child:sigkill``) fires only in a forked worker, one
 prefixed ``driver:`` only in the process that started the run. Points are named after
-the phases of a run: ``decode``, ``sessions``, ``rank``, ``write``, ``merge``,
-``finish``. Unset (always, outside tests), ``at`` costs one dictionary lookup.
+the phases of a run, and each is passed by the driver at a fixed place, whatever the
+workers do: ``decode`` (each chunk routed), ``sessions`` (before the sessions are
+numbered), ``rank``, ``write`` (each partition reported written), ``merge``, ``finish``;
+``worker`` is passed by every forked worker as it starts. Unset (always, outside
+tests), ``at`` costs one dictionary lookup.
 """
 
 from __future__ import annotations

@@ -7,7 +7,14 @@ was wrong; misuse of the API or CLI is a :class:`UsageError`. Traffic anomalies
 
 from __future__ import annotations
 
-__all__ = ["CaptureError", "Interrupted", "SignalReceived", "TcpweaveError", "UsageError"]
+__all__ = [
+    "CaptureError",
+    "Interrupted",
+    "SignalReceived",
+    "TcpweaveError",
+    "UsageError",
+    "stop_signal",
+]
 
 
 class TcpweaveError(Exception):
@@ -60,3 +67,16 @@ class Interrupted(TcpweaveError):
 
     def __reduce__(self) -> tuple[type[Interrupted], tuple[int, int, list[int], int]]:
         return (Interrupted, (self.done, self.total, self.partial, self.signum))
+
+
+def stop_signal(exc: BaseException | None) -> int | None:
+    """The signal behind ``exc`` when it is, or was raised while handling, a Ctrl-C or a
+    stop signal (a signal landing inside a C extension can surface as another error --
+    numpy raises SystemError -- with the KeyboardInterrupt as its context); else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return getattr(exc, "signum", 2)
+        exc = exc.__cause__ or exc.__context__
+    return None

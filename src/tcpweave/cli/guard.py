@@ -36,7 +36,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tcpweave.errors import SignalReceived, TcpweaveError, UsageError
+from tcpweave.errors import SignalReceived, TcpweaveError, UsageError, stop_signal
 
 __all__ = [
     "EXIT_DAMAGED",
@@ -151,6 +151,9 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
             signum = getattr(exc, "signum", signal.SIGINT)
             raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
         except Exception as exc:
+            signum = stop_signal(exc)
+            if signum is not None:  # a signal that surfaced as another error
+                raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
             if os.environ.get("TCPWEAVE_DEBUG") or verbosity() > 0:
                 traceback.print_exc()
             raise fail(describe(exc), exit_code(exc)) from None

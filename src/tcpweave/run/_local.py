@@ -107,6 +107,7 @@ class _Batch:
             die_with_parent(parent)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child at once
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            fault.at("worker")  # every forked worker, before it takes a task
             for fd in self.children.values():
                 os.close(fd)
             while (i := self._claim()) is not None:

@@ -247,6 +247,7 @@ class Run:
             with np.load(path) as z:
                 self._ranks = [z[f"p{p}"] for p in parts]
             return self._ranks
+        fault.at("sessions")
         args = [(_session_firsts, p, self.state.layout, p, self.settings) for p in parts]
         firsts = dict(self._executor().map(_tagged, args, warm=self._warm_here(list(parts))))
         ranks = _rank([firsts[p] for p in parts])
@@ -335,7 +336,6 @@ class Run:
 
 def _session_firsts(layout: SpillLayout, p: int, settings: Settings) -> np.ndarray:
     """Task of step 2: frame of the first packet of each session of partition ``p``."""
-    fault.at("sessions")
     part = load(layout, p, settings)
     return np.asarray(part.packets.frame[part.flows.first_row])
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from tcpweave import _faults as fault
 from tcpweave.capture.inputs import check_distinct
-from tcpweave.errors import Interrupted
+from tcpweave.errors import Interrupted, stop_signal
 from tcpweave.output.extract import (
     STREAMS_PER_DIR,
     ExtractSummary,
@@ -65,7 +65,6 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
 
     The files an earlier, interrupted attempt at the partition made (its ledger lists
     them) are removed first: stream files are only ever created, never overwritten."""
-    fault.at("write")
     p = part.index
     ledger = os.path.join(job.ledger_dir, f"part-{p:05d}") if job.ledger_dir else None
     if ledger is not None and os.path.exists(ledger):
@@ -169,6 +168,11 @@ def extract(
         _close(run)
         raise Interrupted(0, total, signum=signum) from None
     except BaseException as exc:
+        signum = stop_signal(exc)
+        if signum is not None:  # a signal that surfaced as another error
+            claim.stopped("interrupted", f"stopped by signal {signum}", keep_work=True)
+            _close(run)
+            raise Interrupted(0, run.n_parts if run is not None else 0, signum=signum) from None
         claim.stopped("failed", _reason(exc), keep_work=False)
         _close(run)
         raise
@@ -193,6 +197,7 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
         for p, _counts in run.map(write_partition, job, todo=[p for p in parts if p not in done]):
             done.add(p)
             tick("write", len(ranks[p]), total, 0)
+            fault.at("write")  # here, in the driver, as each partition is reported written
     except KeyboardInterrupt as exc:
         done |= {p for p in parts if os.path.exists(job.part(p))}
         _merge(job, sorted(done), summary)
