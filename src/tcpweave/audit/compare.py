@@ -99,7 +99,7 @@ class Comparison:
             "A_p": self.A_p,
             "rows": [
                 {"status": r.status, "stream": r.stream, "direction": r.direction,
-                 "src": f"{r.key[0]}:{r.key[1]}", "dst": f"{r.key[2]}:{r.key[3]}",
+                 "src": r.key[0], "sport": r.key[1], "dst": r.key[2], "dport": r.key[3],
                  "theirs": r.theirs, "ours_len": r.ours_len, "theirs_len": r.theirs_len,
                  "first_difference": r.first_difference, "mixed_with": r.mixed_with}
                 for r in self.rows

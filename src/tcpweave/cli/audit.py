@@ -175,7 +175,8 @@ def _compare_table(d: dict[str, Any]) -> Table:
     for r in d["rows"]:
         if r["status"] == "identical":
             continue
-        t.add_row(r["status"], _s(r["stream"]), _s(r["direction"]), r["src"], r["dst"],
+        t.add_row(r["status"], _s(r["stream"]), _s(r["direction"]),
+                  render.endpoint(r["src"], r["sport"]), render.endpoint(r["dst"], r["dport"]),
                   _s(r["theirs"]), str(r["ours_len"]), str(r["theirs_len"]),
                   _s(r["first_difference"]), ",".join(map(str, r["mixed_with"])))  # fmt: skip
     return t

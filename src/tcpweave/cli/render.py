@@ -88,8 +88,8 @@ def packet_table(windows: Iterable[pa.Table], total: int) -> Table:
         table.add_row(
             str(row["frame"]),
             f"{row['ts_ns'] / 1e9:.6f}",
-            _endpoint(row["src"], row["sport"]),
-            _endpoint(row["dst"], row["dport"]),
+            endpoint(row["src"], row["sport"]),
+            endpoint(row["dst"], row["dport"]),
             flag_string(row["flags"]),
             str(row["seq"]),
             str(row["ack"]),
@@ -107,7 +107,9 @@ def packet_table(windows: Iterable[pa.Table], total: int) -> Table:
     return table
 
 
-def _endpoint(addr: str, port: int) -> str:
+def endpoint(addr: str, port: int) -> str:
+    """``addr:port`` as people write it (``[v6]:port``), escaped for a rich table cell: for
+    terminal tables only, never for data formats."""
     text = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
     return escape(text)
 
@@ -293,8 +295,8 @@ def stream_rows(part: Any) -> list[dict[str, Any]]:
             {
                 "stream": st.index,
                 "session": st.session,
-                "client": _endpoint(*st.client),
-                "server": _endpoint(*st.server),
+                "client": endpoint(*st.client),
+                "server": endpoint(*st.server),
                 "packets_c2s": c.packets,
                 "packets_s2c": s.packets,
                 "bytes_c2s": c.kept_bytes,
