@@ -10,7 +10,7 @@ from __future__ import annotations
 from tcpweave._capture_api import Capture, CaptureStats, extract, open
 from tcpweave.audit import Audit, Matrix, Reason, birthday_probability
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
-from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, LinkType, Policy
+from tcpweave.enums import Checksum, ChecksumMode, Close, Fate, GapReason, LinkType, Policy
 from tcpweave.errors import CaptureError, Interrupted, SignalReceived, TcpweaveError, UsageError
 from tcpweave.flows import Flows
 from tcpweave.framing import (
@@ -53,6 +53,7 @@ __all__ = [
     "Checksum",
     "ChecksumMode",
     "Chunk",
+    "Close",
     "Conflict",
     "Delimited",
     "Direction",

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from tcpweave.capture import Source
 from tcpweave.decode import DecodeStats
 from tcpweave.decode.table import PacketTable
@@ -20,6 +22,7 @@ from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import Flows
 from tcpweave.output.extract import ExtractSummary
+from tcpweave.output.sessions import session_table
 from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
@@ -82,6 +85,14 @@ class Capture:
         """Every session with both directions' bytes, chunks, gaps and conflicts."""
         part = self._part(policy, checksums)
         return build_streams(part.packets, part.flows, part.plan(), part.sources)
+
+    def sessions(
+        self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"
+    ) -> pa.Table:
+        """One row per session, as Arrow (schema ``tcpweave.output.sessions.SESSION_SCHEMA``):
+        endpoints, times, per-direction figures, close state and Zeek-style history."""
+        part = self._part(policy, checksums)
+        return session_table(part.packets, part.flows, part.plan())
 
     def stream_views(
         self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from tcpweave.errors import UsageError
 __all__ = [
     "Checksum",
     "ChecksumMode",
+    "Close",
     "Fate",
     "GapReason",
     "LinkType",
@@ -139,3 +140,43 @@ def parse_option(kind: type[E], value: str | E, option: str) -> E:
             return member
     choices = ", ".join(str(m) for m in kind)
     raise UsageError(f"{option} {value!r}: not one of {choices}")
+
+
+class Close(IntEnum):
+    """How a direction, or a whole session, ended (session table ``close_c2s``, ``close_s2c``,
+    ``close``; streams.jsonl ``close``). The rules are the two tables below the class."""
+
+    OPEN = 0
+    FIN = 1
+    HALF_CLOSED = 2  # a session only: one side sent a FIN, the other neither FIN nor RST
+    RST = 3
+
+    def __str__(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @staticmethod
+    def of_directions(rst: Any, fin: Any) -> np.ndarray:
+        """Each direction's state from its ``rst`` and ``fin`` flags (arrays or scalars)."""
+        rst_i = np.asarray(rst, np.bool_).astype(np.intp)
+        return np.asarray(_DIRECTION_RULE[rst_i, np.asarray(fin, np.bool_).astype(np.intp)])
+
+    @staticmethod
+    def of_sessions(c2s: Any, s2c: Any) -> np.ndarray:
+        """Each session's state from its two directions' states (arrays or scalars)."""
+        return np.asarray(_SESSION_RULE[np.asarray(c2s, np.intp), np.asarray(s2c, np.intp)])
+
+    @staticmethod
+    def direction_name(rst: Any, fin: Any) -> str:
+        """One direction's state as its string (the fast path of writers, one per file)."""
+        return _DIRECTION_NAMES[bool(rst)][bool(fin)]
+
+
+_O, _F, _H, _R = Close.OPEN, Close.FIN, Close.HALF_CLOSED, Close.RST
+#: a direction's state by [sent a reset][sent a FIN]: a reset outranks a FIN
+_DIRECTION_RULE = np.array([[_O, _F], [_R, _R]], np.int8)
+#: a session's state by [client's state][server's state]: a reset by either side ends it;
+#: a FIN from both sides is a close, from one side a half-close
+_SESSION_RULE = np.array(
+    [[_O, _H, _H, _R], [_H, _F, _H, _R], [_H, _H, _H, _R], [_R, _R, _R, _R]], np.int8
+)
+_DIRECTION_NAMES = [[str(Close(int(v))) for v in row] for row in _DIRECTION_RULE]

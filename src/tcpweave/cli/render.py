@@ -19,6 +19,7 @@ from rich.table import Table
 import tcpweave
 from tcpweave.cli.guard import note_damage, verbosity
 from tcpweave.decode.table import PACKET_COLUMNS, flag_string, format_address
+from tcpweave.output.sessions import session_table
 
 _MAX_ERRORS_SHOWN = 20
 
@@ -107,11 +108,15 @@ def packet_table(windows: Iterable[pa.Table], total: int) -> Table:
     return table
 
 
+def _endpoint_text(addr: str, port: int) -> str:
+    """``addr:port`` as people write it (``[v6]:port``, RFC 3986 §3.2.2): for data formats."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def endpoint(addr: str, port: int) -> str:
-    """``addr:port`` as people write it (``[v6]:port``), escaped for a rich table cell: for
-    terminal tables only, never for data formats."""
-    text = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-    return escape(text)
+    """``addr:port`` escaped for a rich table cell: for terminal tables only, never for data
+    formats."""
+    return escape(_endpoint_text(addr, port))
 
 
 def stats_summary(s: Any, files: int) -> Table:
@@ -232,109 +237,37 @@ def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table
 
 
 def partition_stream_rows(part: Any) -> list[dict[str, Any]]:
-    """``stream_rows`` of one partition, numbered with the capture's stream indexes."""
-    rows = stream_rows(part)
-    for row in rows:
-        row["stream"] = int(part.global_index[row["stream"]])
-    return rows
+    """The ``tcpweave streams`` rows of one partition (a capture read whole is one), numbered
+    with the capture's stream indexes: its session table, as rows."""
+    return session_rows(session_table(part.packets, part.flows, part.plan(), part.global_index))
 
 
-def _histories(cap: Any, retrans_rows: set[int]) -> dict[int, str]:
-    """Zeek-style history per stream: each event letter once per direction, in order of first
-    occurrence; upper case from the client, lower case from the server. S SYN, H SYN-ACK,
-    A pure ACK, D data, F FIN, R RST, C bad checksum, T retransmission, G content gap."""
-    p, f = cap.packets, cap.flows
-    seen: dict[int, set[str]] = {}
-    out: dict[int, list[str]] = {}
-    flags = p.flags.tolist()
-    plen = p.payload_len.tolist()
-    bad = (p.tcp_checksum == tcpweave.Checksum.BAD).tolist()
-    for i, (s, d) in enumerate(zip(f.stream.tolist(), f.direction.tolist(), strict=True)):
-        letters = []
-        fl = flags[i]
-        if fl & 0x012 == 0x002:
-            letters.append("S")
-        elif fl & 0x012 == 0x012:
-            letters.append("H")
-        if plen[i]:
-            letters.append("D")
-        elif fl & 0x010 and not fl & 0x007:
-            letters.append("A")
-        if fl & 0x001:
-            letters.append("F")
-        if fl & 0x004:
-            letters.append("R")
-        if bad[i]:
-            letters.append("C")
-        if i in retrans_rows:
-            letters.append("T")
-        have = seen.setdefault(s, set())
-        hist = out.setdefault(s, [])
-        for letter in letters:
-            c = letter if d == 0 else letter.lower()
-            if c not in have:
-                have.add(c)
-                hist.append(c)
-    return {s: "".join(h) for s, h in out.items()}
+def session_rows(table: Any) -> list[dict[str, Any]]:
+    """The session table as the rows of ``tcpweave streams`` (its jsonl/csv keys): both
+    directions' figures summed where the row has one column."""
+    col = {name: table.column(name).to_numpy(zero_copy_only=False) for name in _ROW_SOURCES}
+    out: dict[str, list[Any]] = {
+        "stream": col["stream"].tolist(),
+        "session": col["session"].tolist(),
+        "client": list(map(_endpoint_text, col["client_addr"], col["client_port"].tolist())),
+        "server": list(map(_endpoint_text, col["server_addr"], col["server_port"].tolist())),
+    }
+    for name in ("packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c"):
+        out[name] = col[name].tolist()
+    for name in _SUMMED:
+        out[name] = (col[f"{name}_c2s"] + col[f"{name}_s2c"]).tolist()
+    out["duration"] = np.round(col["duration_s"], 6).tolist()
+    out["close"] = table.column("close").to_pylist()
+    out["history"] = table.column("history").to_pylist()
+    return [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
 
 
-def stream_rows(part: Any) -> list[dict[str, Any]]:
-    """One row per session of a partition (a capture read whole is one)."""
-    plan = part.plan()
-    retrans = plan.rows["fate"] == tcpweave.Fate.RETRANSMISSION
-    hist = _histories(part, set(plan.rows["row"][retrans].tolist()))
-    rows = []
-    for st in part.views().block(0, part.flows.n_streams):
-        c, s = st.c2s, st.s2c
-        gap_letters = ("G" if c.gaps else "") + ("g" if s.gaps else "")
-        first = (
-            min(x for x in (c.first_ts_ns, s.first_ts_ns) if x) if (c.packets or s.packets) else 0
-        )
-        last = max(c.last_ts_ns, s.last_ts_ns)
-        rows.append(
-            {
-                "stream": st.index,
-                "session": st.session,
-                "client": endpoint(*st.client),
-                "server": endpoint(*st.server),
-                "packets_c2s": c.packets,
-                "packets_s2c": s.packets,
-                "bytes_c2s": c.kept_bytes,
-                "bytes_s2c": s.kept_bytes,
-                "retransmitted_bytes": _retrans_bytes(plan, st.index),
-                "out_of_order": _dir_value(plan, st.index, "out_of_order"),
-                "gaps": len(c.gaps) + len(s.gaps),
-                "gap_bytes": sum(g.length for g in c.gaps + s.gaps),
-                "conflicts": len(c.conflicts) + len(s.conflicts),
-                "duration": round((last - first) / 1e9, 6),
-                "close": _close_state(c.close, s.close),
-                "history": hist.get(st.index, "") + gap_letters,
-            }
-        )
-    return rows
-
-
-def _dir_value(plan: Any, stream: int, column: str) -> int:
-    total = 0
-    for d in (0, 1):
-        i = plan.direction_index(stream, d)
-        if i is not None:
-            total += int(plan.directions[column][i])
-    return total
-
-
-def _retrans_bytes(plan: Any, stream: int) -> int:
-    return _dir_value(plan, stream, "retransmitted_bytes")
-
-
-def _close_state(c2s: str, s2c: str) -> str:
-    if "rst" in (c2s, s2c):
-        return "rst"
-    if c2s == "fin" and s2c == "fin":
-        return "fin"
-    if "fin" in (c2s, s2c):
-        return "half-closed"
-    return "open"
+_SUMMED = ("retransmitted_bytes", "out_of_order", "gaps", "gap_bytes", "conflicts")
+_ROW_SOURCES = (
+    "stream", "session", "client_addr", "client_port", "server_addr", "server_port",
+    "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "duration_s",
+    *(f"{k}_{d}" for k in _SUMMED for d in ("c2s", "s2c")),
+)  # fmt: skip
 
 
 def streams_table(rows: list[dict[str, Any]]) -> Table:
@@ -351,8 +284,8 @@ def streams_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         table.add_row(
             str(r["stream"]),
-            r["client"],
-            r["server"],
+            escape(r["client"]),
+            escape(r["server"]),
             str(r["packets_c2s"]),
             str(r["packets_s2c"]),
             f"{r['bytes_c2s']:,}",

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tcpweave.enums import Close
 from tcpweave.output._kernels import gather_ranges
 from tcpweave.output.streams import BlockColumns, Gathered, StreamViews
 
@@ -267,7 +268,7 @@ def _record(
         "gap_list": gap_list,
         "conflicts": len(conflict_list),
         "conflict_list": conflict_list,
-        "close": "rst" if info["rst"][j] else ("fin" if info["fin"][j] else "open"),
+        "close": Close.direction_name(info["rst"][j], info["fin"][j]),
         "path": rel,
         "sha256": sha,
     }

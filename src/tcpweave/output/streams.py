@@ -11,7 +11,7 @@ import numpy as np
 
 from tcpweave.capture import Source
 from tcpweave.decode.table import PacketTable, format_address
-from tcpweave.enums import Fate, GapReason
+from tcpweave.enums import Close, Fate, GapReason
 from tcpweave.flows import Flows
 from tcpweave.output._kernels import gather_ranges
 from tcpweave.reassembly import Plan
@@ -99,7 +99,7 @@ class Direction:
     length: int = 0
     packets: int = 0
     kept_bytes: int = 0
-    close: str = "open"
+    close: str = str(Close.OPEN)
     first_ts_ns: int = 0
     last_ts_ns: int = 0
     gaps: list[Gap] = field(default_factory=list)
@@ -414,7 +414,7 @@ def _fill(out: Direction, info: dict[str, list[Any]], di: int) -> None:
     out.length = info["length"][di]
     out.packets = info["packets"][di]
     out.kept_bytes = info["bytes"][di]
-    out.close = "rst" if info["rst"][di] else ("fin" if info["fin"][di] else "open")
+    out.close = Close.direction_name(info["rst"][di], info["fin"][di])
     out.first_ts_ns = info["first_ts_ns"][di]
     out.last_ts_ns = info["last_ts_ns"][di]
 

@@ -48,7 +48,8 @@ class Plan:
     payload_start, file, length, fate -- sorted by stream, direction, offset. A row is a
     maximal run of one segment's bytes with one fate; each captured payload byte is in
     exactly one row.
-    ``directions``: one row per (stream, direction) seen.
+    ``directions``: one row per (stream, direction) seen (``drops_bad_checksums``: whether
+    its segments with a bad TCP checksum were dropped, by the checksum mode).
     ``gaps``: stream, direction, offset, length, reason.
     ``conflicts``: stream, direction, offset, length, kept_frame, dropped_frame (the frames
     at ``offset``; a segment's records past its eighth may span equal bytes and other
@@ -130,6 +131,7 @@ def plan(
     )
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
+    directions["drops_bad_checksums"] = drop_bad  # the checksum mode's verdict, per direction
     gaps = _gaps(rows, directions)
     directions["gaps"] = np.bincount(gaps["dir"], minlength=n_dirs) if n_dirs else np.zeros(0)
     conflicts = _conflicts_table(conflicts_raw, dir_keys, packets)
