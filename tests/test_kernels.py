@@ -27,6 +27,7 @@ import tcpweave.audit
 import tcpweave.capture
 import tcpweave.decode
 import tcpweave.flows
+import tcpweave.output
 import tcpweave.reassembly
 from conftest import corpus_captures
 from tcpweave._jit import REGISTRY
@@ -37,6 +38,7 @@ from tcpweave.decode.table import empty_packets
 from test_audit_kernels import EXERCISED as EXERCISED_BY_AUDIT_TESTS
 from test_framing_properties import EXERCISED as EXERCISED_BY_FRAMING_PROPERTIES
 from test_plan_properties import EXERCISED as EXERCISED_BY_PLAN_PROPERTIES
+from test_sessions import EXERCISED as EXERCISED_BY_SESSION_TESTS
 
 # imported for the kernels they register
 assert tcpweave.capture and tcpweave.decode and tcpweave.flows and tcpweave.reassembly
@@ -646,5 +648,5 @@ def test_every_kernel_is_exercised_here() -> None:
     """
     here = {PCAP_SCAN, PCAPNG_SCAN, DECODE, GATHER}
     exercised = here | EXERCISED_BY_PLAN_PROPERTIES | EXERCISED_BY_FRAMING_PROPERTIES
-    exercised |= EXERCISED_BY_AUDIT_TESTS
+    exercised |= EXERCISED_BY_AUDIT_TESTS | EXERCISED_BY_SESSION_TESTS
     assert set(REGISTRY) == exercised, sorted(set(REGISTRY))
