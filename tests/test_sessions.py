@@ -42,8 +42,12 @@ EXERCISED = {("tcpweave.output", "build_histories")}
 ref = importlib.import_module("tcpweave.output._reference")
 QUICK = settings(max_examples=15, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
-FULL = settings(max_examples=300, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+FULL = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # ------------------------------------------------------------------ kernel == reference
