@@ -100,8 +100,8 @@ class Direction:
     packets: int = 0
     kept_bytes: int = 0
     close: str = str(Close.OPEN)
-    first_ts_ns: int = 0
-    last_ts_ns: int = 0
+    first_ts_ns: int | None = None  # None: the direction carried no packet (0 is a time)
+    last_ts_ns: int | None = None
     gaps: list[Gap] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     _rows: Any = None  # (kept plan rows, lo, hi): this direction's slice, sorted by offset
