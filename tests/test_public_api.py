@@ -24,6 +24,7 @@ PINNED = [
     "Checksum",
     "ChecksumMode",
     "Chunk",
+    "Close",
     "Conflict",
     "Delimited",
     "Direction",

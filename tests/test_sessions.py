@@ -546,13 +546,13 @@ def test_streams_rows_have_plain_ipv6_endpoints(tmp_path: Path) -> None:
     assert (row["client"], row["server"]) == ("[2001:db8::1]:40000", "[2001:db8::2]:80")
 
 
-def _partition_table(view: Any) -> pa.Table:
-    return session_table(view.packets, view.flows, view.plan(), view.global_index)
+def _partition_table(part: Any) -> pa.Table:
+    return session_table(part.packets, part.flows, part.plan(), part.global_index)
 
 
 def test_partitions_give_the_whole_capture_table(tmp_path: Path) -> None:
     """Cut by flow into partitions, numbered globally: the same rows as the whole capture."""
-    from tcpweave.output.partitions import map_partitions
+    from tcpweave.run import Run, Settings
 
     t = Trace()
     for i in range(60):
@@ -564,7 +564,8 @@ def test_partitions_give_the_whole_capture_table(tmp_path: Path) -> None:
     path = str(t.write(tmp_path / "many.pcap"))
     with tcpweave.open(path) as cap:
         whole = cap.sessions()
-    parts = list(map_partitions([path], _partition_table, 1, None, 40))
+    with Run([path], Settings(), whole=False, rows_per_partition=40) as run:
+        parts = [table for _, table in run.map(_partition_table)]
     assert len(parts) > 3
     merged = pa.concat_tables(parts).sort_by("stream")
     assert merged.equals(whole)
