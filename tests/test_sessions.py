@@ -508,6 +508,26 @@ def test_table_columns_are_the_plan_figures(tmp_path: Path) -> None:
     assert first["duration_s"] == pytest.approx(6 * t.step_ns / 1e9)  # frames 1 to 7
 
 
+def test_close_states() -> None:
+    """A reset outranks a FIN; a session closes with both FINs, half-closes with one."""
+    c = tcpweave.Close
+    assert c.of_directions([0, 0, 1, 1], [0, 1, 0, 1]).tolist() == [c.OPEN, c.FIN, c.RST, c.RST]
+    pairs = [(c.FIN, c.FIN), (c.FIN, c.OPEN), (c.OPEN, c.FIN), (c.OPEN, c.OPEN), (c.RST, c.FIN)]
+    got = c.of_sessions([a for a, _ in pairs], [b for _, b in pairs]).tolist()
+    assert got == [c.FIN, c.HALF_CLOSED, c.HALF_CLOSED, c.OPEN, c.RST]
+    assert [str(x) for x in c] == ["open", "fin", "half-closed", "rst"]
+    assert c.direction_name(True, True) == "rst" and c.direction_name(False, True) == "fin"
+
+
+def test_capture_without_tcp_has_an_empty_table(tmp_path: Path) -> None:
+    from craft import LINKTYPE_ETHERNET, write_pcap
+
+    path = write_pcap(tmp_path / "empty.pcap", [], LINKTYPE_ETHERNET)
+    with tcpweave.open(path) as cap:
+        table = cap.sessions()
+    assert table.num_rows == 0 and table.schema == SESSION_SCHEMA
+
+
 def test_capture_at_the_epoch(tmp_path: Path) -> None:
     """Timestamps from 0 (issue 13 item 5): 0 is a time like any other, never "no value"."""
     from typer.testing import CliRunner
