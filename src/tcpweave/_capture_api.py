@@ -22,13 +22,13 @@ from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.flows import Flows
 from tcpweave.output.extract import ExtractSummary
-from tcpweave.output.sessions import session_table
 from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
 from tcpweave.run import audit as run_audit
 from tcpweave.run import extract as run_extract
 from tcpweave.run import pdus as run_pdus
+from tcpweave.run import sessions as run_sessions
 from tcpweave.run.partition import Partition
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ class Capture:
     ) -> pa.Table:
         """One row per session, as Arrow (schema ``tcpweave.output.sessions.SESSION_SCHEMA``):
         endpoints, times, per-direction figures, close state and Zeek-style history."""
-        part = self._part(policy, checksums)
-        return session_table(part.packets, part.flows, part.plan())
+        return run_sessions(self._with(policy, checksums))
 
     def stream_views(
         self, policy: str | Policy = "first", checksums: str | ChecksumMode = "auto"

@@ -33,6 +33,7 @@ from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import Interrupted
 from tcpweave.output.follow import FollowMode, render_follow
 from tcpweave.run import ROWS_PER_PARTITION, follow_stream, packet_rows
+from tcpweave.run import sessions as run_sessions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -216,8 +217,7 @@ def streams_cmd(
 ) -> None:
     """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
     with open_run(captures, policy, checksums, jobs, partition_rows) as run:
-        rows = [r for _, part in run.map(render.partition_stream_rows) for r in part]
-    rows.sort(key=lambda r: r["stream"])
+        rows = render.session_rows(run_sessions(run))
     if fmt is StreamFormat.table:
         _stdout().print(render.streams_table(rows))
     elif fmt is StreamFormat.csv:

@@ -32,7 +32,7 @@ JOBS_DEFAULT = os.cpu_count() or 1
 Captures = Annotated[
     list[Path],
     typer.Argument(
-        metavar="CAPTURE...", help="Capture file(s); several files are read as one capture."
+        metavar="CAPTURE", help="Capture file(s); several files are read as one capture."
     ),
 ]
 PolicyOpt = Annotated[

@@ -19,7 +19,6 @@ from rich.table import Table
 import tcpweave
 from tcpweave.cli.guard import note_damage, verbosity
 from tcpweave.decode.table import PACKET_COLUMNS, flag_string, format_address
-from tcpweave.output.sessions import session_table
 
 _MAX_ERRORS_SHOWN = 20
 
@@ -234,12 +233,6 @@ def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table
     ):
         table.add_row(label, value)
     return table
-
-
-def partition_stream_rows(part: Any) -> list[dict[str, Any]]:
-    """The ``tcpweave streams`` rows of one partition (a capture read whole is one), numbered
-    with the capture's stream indexes: its session table, as rows."""
-    return session_rows(session_table(part.packets, part.flows, part.plan(), part.global_index))
 
 
 def session_rows(table: Any) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from tcpweave.run.commands import (
     packet_rows,
     pdu_windows,
     pdus,
+    sessions,
     stream_count,
 )
 from tcpweave.run.driver import MIN_FRAME_BYTES, ROWS_PER_PARTITION, Run, fits_whole
@@ -40,5 +41,6 @@ __all__ = [
     "packet_rows",
     "pdu_windows",
     "pdus",
+    "sessions",
     "stream_count",
 ]

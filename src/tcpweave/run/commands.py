@@ -24,6 +24,7 @@ from tcpweave.framing.api import Framer
 from tcpweave.framing.driver import COLUMNS as PDU_COLUMNS
 from tcpweave.framing.driver import Pdus, frame
 from tcpweave.output.follow import FollowStream, follow
+from tcpweave.output.sessions import session_table
 from tcpweave.run.driver import Run
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
 from tcpweave.run.partition import Partition
@@ -35,6 +36,7 @@ __all__ = [
     "packet_rows",
     "pdu_windows",
     "pdus",
+    "sessions",
     "stream_count",
 ]
 
@@ -48,6 +50,23 @@ PDU_STREAMS = 1 << 12
 
 def stream_count(run: Run) -> int:
     return sum(len(r) for r in run.ranks())
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def sessions_partition(part: Partition) -> pa.Table:
+    """The partition's session table, streams numbered globally."""
+    return session_table(part.packets, part.flows, part.plan(), part.global_index)
+
+
+def sessions(run: Run) -> pa.Table:
+    """One row per session of the capture (``output/sessions.py``), in stream order."""
+    shares = [table for _, table in run.map(sessions_partition)]
+    if len(shares) == 1:
+        return shares[0]
+    table = pa.concat_tables(shares)
+    return table.take(np.argsort(table.column("stream").to_numpy(), kind="stable"))
 
 
 # -- audit ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ planned). The results do not depend on the number of partitions or processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import json
@@ -303,7 +304,10 @@ class Run:
         layout, settings = self.state.layout, self.settings
 
         def warm() -> None:
-            load(layout, p, settings).plan()
+            # the partition may be written -- and its spill removed -- by a worker meanwhile:
+            # warming is only worth having, never worth failing for
+            with contextlib.suppress(FileNotFoundError):
+                load(layout, p, settings).plan()
 
         if not self.executor.shares_memory:
             warm()
