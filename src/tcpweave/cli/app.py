@@ -102,14 +102,22 @@ def packets(
     fmt: Annotated[
         PacketFormat, typer.Option("--format", metavar="FORMAT", help="table, csv or jsonl.")
     ] = PacketFormat.table,
+    parquet: Annotated[
+        Path | None,
+        typer.Option(
+            "--parquet", metavar="FILE", help="Write the rows to FILE as Parquet instead."
+        ),
+    ] = None,
     jobs: JobsOpt = JOBS_DEFAULT,
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
-    """List the TCP packets of a capture (the packet table), with each packet's stream,
-    session and direction."""
+    """List the TCP packets of a capture (the packet table), with each packet's stream
+    (as tshark's tcp.stream), session and direction."""
     with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
         windows = render.limited(packet_rows(run), limit)
-        if fmt is PacketFormat.table:
+        if parquet is not None:
+            render.write_parquet(parquet, windows)
+        elif fmt is PacketFormat.table:
             console = _stdout()
             console.print(render.packet_table(windows, run.decode_stats().tcp_packets))
         elif fmt is PacketFormat.csv:

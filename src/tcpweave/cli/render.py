@@ -67,6 +67,21 @@ def write_packets_csv(out: TextIO, windows: Iterable[pa.Table]) -> None:
         writer.writerow(row)
 
 
+def write_parquet(path: Any, windows: Iterable[pa.Table]) -> None:
+    """The windows of one table into one Parquet file (a row group or more each)."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for window in windows:
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), window.schema)
+            writer.write_table(window)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def packet_table(windows: Iterable[pa.Table], total: int) -> Table:
     table = Table(title=f"{total:,} TCP packet{'' if total == 1 else 's'}", title_justify="left")
     for head, justify in (
