@@ -94,3 +94,30 @@ def test_verbose_adds_the_traceback_of_an_unexpected_error(tmp_path: Path) -> No
     loud = subprocess.run([*cmd, "--force", "-v"], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
     assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_a_capture_piped_on_standard_input(tmp_path: Path) -> None:
+    """`tcpdump -w - | tcpweave extract - -o DIR` (and every other command) reads the pipe:
+    the same output as from the file."""
+    data = Path(SAMPLE).read_bytes()
+    for cmd in (
+        ["streams", "--format", "jsonl"],
+        ["audit", "--json"],
+        ["follow", "--format", "raw"],
+    ):
+        args = [cmd[0], "-", *(["1"] if cmd[0] == "follow" else []), *cmd[1:]]
+        piped = subprocess.run([EXE, *args], input=data, capture_output=True, timeout=300)
+        plain = subprocess.run([EXE, *[a if a != "-" else SAMPLE for a in args]],
+                               capture_output=True, timeout=300)  # fmt: skip
+        assert piped.returncode == plain.returncode == 0, piped.stderr
+        if cmd[0] != "audit":  # the audit names its input file
+            assert piped.stdout == plain.stdout
+    out = tmp_path / "out"
+    piped = subprocess.run([EXE, "extract", "-", "-o", str(out), "-q"], input=data,
+                           capture_output=True, timeout=300)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert (out / "streams.jsonl").read_text().count("\n") == 8
+    refused = subprocess.run([EXE, "extract", "-", "-o", str(out), "--resume"], input=data,
+                             capture_output=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 2
+    assert "standard input" in _error_line(refused.stderr.decode())

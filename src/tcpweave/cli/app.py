@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 import tcpweave
+from tcpweave.capture.inputs import stdin_spooled
 from tcpweave.cli import render
 from tcpweave.cli.guard import fail, guarded, verbosity
 from tcpweave.cli.options import (
@@ -30,7 +31,7 @@ from tcpweave.cli.options import (
     open_run,
 )
 from tcpweave.cli.pdus import pdus as pdus_command
-from tcpweave.errors import Interrupted
+from tcpweave.errors import Interrupted, UsageError
 from tcpweave.output.follow import FollowMode, render_follow
 from tcpweave.run import ROWS_PER_PARTITION, follow_stream, packet_rows
 from tcpweave.run import sessions as run_sessions
@@ -190,10 +191,15 @@ def extract(
     directory, so memory stays bounded whatever the capture's size.
     """
     started = time.perf_counter()
+    if resume and "-" in map(str, captures):
+        raise UsageError("--resume: a capture read from standard input cannot be read again")
     try:
-        with render.phased_progress(_stderr()) as tick:
+        with (
+            render.phased_progress(_stderr()) as tick,
+            stdin_spooled([str(c) for c in captures], str(workdir) if workdir else None) as paths,
+        ):
             summary, run = tcpweave.extract(
-                captures, out, policy=policy, checksums=checksums, layout=str(layout),
+                paths, out, policy=policy, checksums=checksums, layout=str(layout),
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
                 idle_timeout=idle_timeout, force=force, parquet=parquet,

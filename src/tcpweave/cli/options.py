@@ -4,13 +4,15 @@ command line asks for."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from tcpweave.capture.inputs import stdin_spooled
 from tcpweave.cli import render
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
@@ -32,7 +34,8 @@ JOBS_DEFAULT = os.cpu_count() or 1
 Captures = Annotated[
     list[Path],
     typer.Argument(
-        metavar="CAPTURE", help="Capture file(s); several files are read as one capture."
+        metavar="CAPTURE",
+        help="Capture file(s); several files are read as one capture; - is standard input.",
     ),
 ]
 PolicyOpt = Annotated[
@@ -69,6 +72,7 @@ PartitionRowsOpt = Annotated[
 ]
 
 
+@contextmanager
 def open_run(
     captures: list[Path],
     policy: str = "first",
@@ -79,12 +83,15 @@ def open_run(
     idle_timeout: float = 0.0,
     progress: Callable[[str, int, int, int], None] | None = None,
     client: Any = None,
-) -> Run:
+) -> Iterator[Run]:
     """The run of a command: the capture decoded whole when it is small, else spilled into
-    partitions; damaged records reported on stderr (and in the exit status)."""
+    partitions; ``-`` reads it from standard input; damaged records reported on stderr
+    (and in the exit status). Closed (its files removed) when the block ends."""
     settings = Settings.of(policy, checksums, idle_timeout)
-    run = Run([str(c) for c in captures], settings, executor_for(jobs, client),
-              rows_per_partition=partition_rows, progress=progress)  # fmt: skip
-    render.report_error_list(Console(stderr=True), run.capture_errors(),
-                             run.decode_stats().corrupt_records)  # fmt: skip
-    return run
+    with stdin_spooled([str(c) for c in captures]) as paths:
+        run = Run(paths, settings, executor_for(jobs, client),
+                  rows_per_partition=partition_rows, progress=progress)  # fmt: skip
+        with run:
+            render.report_error_list(Console(stderr=True), run.capture_errors(),
+                                     run.decode_stats().corrupt_records)  # fmt: skip
+            yield run
