@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -185,17 +186,20 @@ def test_modbus_tcp_from_pymodbus(tmp_path: Path) -> None:
             assert got == registers
 
 
-def _tshark_tls(path: Path, port: int) -> list[tuple[int, int]]:
+def _tshark_tls(path: Path, port: int) -> tuple[list[tuple[int, int]], bool]:
+    """tshark's TLS records as (frame, record length), and whether its TCP analysis flagged
+    any frame (retransmission, out-of-order, window problems: a loaded machine makes them)."""
     out = subprocess.run(
         ["tshark", "-r", str(path), "-d", f"tcp.port=={port},tls", "-T", "fields",
-         "-e", "frame.number", "-e", "tls.record.length"],
+         "-e", "frame.number", "-e", "tls.record.length", "-e", "tcp.analysis.flags"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
-    records = []
+    records, flagged = [], False
     for line in out.splitlines():
-        frame, _, lengths = line.partition("\t")
+        frame, lengths, flags = [*line.split("\t"), "", ""][:3]
         records += [(int(frame), int(n)) for n in lengths.split(",") if n]
-    return records
+        flagged |= bool(flags)
+    return records, flagged
 
 
 @needs_recording
@@ -232,8 +236,16 @@ def test_tls_records_from_openssl(tmp_path: Path) -> None:
         total = stream.c2s.length + stream.s2c.length
     assert not found.damaged.any() and found.skipped_bytes == 0
     assert sum(p.length for p in found) == total
-    ours = sorted((p.last_frame, p.direction, p.stream_offset, p.length - 5) for p in found)
-    assert [(f, n) for f, _, _, n in ours] == _tshark_tls(path, 4433)
+    ours = [(f, n) for f, _, _, n in sorted(
+        (p.last_frame, p.direction, p.stream_offset, p.length - 5) for p in found)]  # fmt: skip
+    theirs, flagged = _tshark_tls(path, 4433)
+    if not flagged:
+        assert ours == theirs
+    else:
+        # on a loaded machine the kernel may retransmit; tshark then leaves records in (or
+        # after) a frame it analysed as a retransmission or out of order undissected, so
+        # only what it did decode is compared (ours is checked against the totals above)
+        assert not Counter(theirs) - Counter(ours)
     first = next(p for p in found if p.direction == 0)
     assert first.data[0] == 22  # the ClientHello is a handshake record
     assert sum(p.data[0] == 23 and p.direction == 0 for p in found) >= 3  # 42 KB of data
