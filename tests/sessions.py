@@ -162,6 +162,7 @@ class Session:
         window: int = 65535,
         options: tuple[TcpOption, ...] = (),
         checksum: ChecksumSpec = "good",
+        ip_checksum: ChecksumSpec = "good",
         snap: int | None = None,
         label: str | None = None,
         ts_ns: int | None = None,
@@ -170,7 +171,8 @@ class Session:
 
         ``ack`` defaults to the peer's ISN + 1 + everything the peer has sent so far
         (when ACK is set). ``snap`` cuts the captured frame to that many bytes; ``options``
-        are TCP options (craft.WScale, ...).
+        are TCP options (craft.WScale, ...); ``checksum`` and ``ip_checksum`` say how the
+        TCP and IPv4 header checksums are written (craft.ChecksumSpec).
         """
         raw_seq = self.seq_of(from_client, offset) if seq is None else seq % MOD
         if ack is None:
@@ -189,7 +191,8 @@ class Session:
             checksum=checksum,
         )
         if self.version == 4:
-            ip = ipv4(src, dst, tcp, ident=len(self.trace.frames) + 1, df=True)
+            ip = ipv4(src, dst, tcp, ident=len(self.trace.frames) + 1, df=True,
+                      checksum=ip_checksum)  # fmt: skip
         else:
             ip = ipv6(src, dst, tcp)
         frame = ethernet(ip)

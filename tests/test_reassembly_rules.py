@@ -26,6 +26,7 @@ from craft import WScale
 from sessions import ACK, FIN, PSH, SYN, Session, Trace, script_name
 from tcpweave import Fate, GapReason
 from tcpweave.cli.app import app
+from tcpweave.run import Run, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "tests" / "data" / "overlap_vectors.json").read_text())
@@ -724,12 +725,116 @@ def test_checksum_offload_direction(tmp_path: Path, mode: str) -> None:
             assert st.c2s.bytes() == WHOLE and st.c2s.gaps == []
 
 
-def test_checksum_all_bad_without_acks_is_dropped_in_auto(tmp_path: Path) -> None:
+def test_checksum_offload_capture_ends_before_the_data_is_acknowledged(tmp_path: Path) -> None:
+    """Every client segment is bad and the capture ends before the server acknowledges the
+    data (issue 13.4): the server's SYN-ACK answered the (bad) SYN, so the client's
+    segments were good on the wire and ``auto`` keeps them, as tshark's follow shows."""
     s, _ = _checksum_session(bad=set(), all_client_bad=True, peer_acks=False)
     with opened(s, tmp_path / "noack.pcap") as cap:
-        st = only(cap.streams(checksums="auto"))
-        assert st.c2s.kept_bytes == 0
+        assert only(cap.streams(checksums="auto")).c2s.bytes() == WHOLE
+        assert only(cap.streams(checksums="strict")).c2s.kept_bytes == 0
+    out = tmp_path / "x"
+    r = CliRunner().invoke(app, ["extract", str(tmp_path / "noack.pcap"), "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    [c2s] = [json.loads(x) for x in (out / "streams.jsonl").read_text().splitlines()
+             if json.loads(x)["direction"] == "c2s"]  # fmt: skip
+    assert (out / c2s["path"]).read_bytes() == WHOLE
+    if shutil.which("tshark"):  # tshark's follow shows the client's bytes too
+        assert _tshark_client_bytes(tmp_path / "noack.pcap") == WHOLE
+
+
+def _tshark_client_bytes(path: Path) -> bytes:
+    """The client's bytes of stream 0 as ``tshark -z follow,tcp,raw,0`` prints them (the
+    client's chunks unindented, the server's indented by a tab)."""
+    text = subprocess.run(
+        ["tshark", "-q", "-r", str(path), "-z", "follow,tcp,raw,0"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    body = text.split("Node 1:", 1)[1].split("\n", 1)[1].split("=" * 20, 1)[0]
+    return b"".join(bytes.fromhex(x) for x in body.splitlines() if x and not x[0].isspace())
+
+
+def _unanswered(tmp_path: Path, ip_checksum: str) -> Path:
+    """A client picked up mid-stream whose data segments all carry bad TCP checksums and
+    that nobody answers (the server's ACKs acknowledge none of it)."""
+    s = Session()
+    first = s.seq_of(True, 0)
+    for i, piece in enumerate(PIECES):
+        off = sum(len(p) for p in PIECES[:i])
+        s.c(off, piece, checksum="bad", ip_checksum=ip_checksum)
+        s.s(0, b"", ACK, ack=first)
+    return s.write(tmp_path / f"unanswered-{ip_checksum}.pcap")
+
+
+def test_checksum_unanswered_bad_segments_are_dropped_in_auto(tmp_path: Path) -> None:
+    """Bad TCP checksums that nobody answered, under correct IPv4 headers: nothing shows
+    they were good on the wire (corruption or insertion look the same), so auto drops them."""
+    with tcpweave.open(_unanswered(tmp_path, "good")) as cap:
+        assert only(cap.streams(checksums="auto")).c2s.kept_bytes == 0
         assert only(cap.streams(checksums="ignore")).c2s.bytes() == WHOLE
+
+
+def test_checksum_offload_of_ipv4_header_too(tmp_path: Path) -> None:
+    """A sender whose IPv4 header checksums are unfilled as well (stacks that offload both)
+    is offloaded even when nothing answers it."""
+    with tcpweave.open(_unanswered(tmp_path, "bad")) as cap:
+        assert only(cap.streams(checksums="auto")).c2s.bytes() == WHOLE
+        assert only(cap.streams(checksums="strict")).c2s.kept_bytes == 0
+
+
+def _two_flows_of_one_host(tmp_path: Path, cport: int) -> Path:
+    """Host 10.0.0.1 sends good segments on one flow and only bad ones on another, whose
+    handshake the server answers: the host computes checksums, so its bad segments are
+    not an offload artefact."""
+    trace = Trace()
+    good = trace.session(cport=41000)
+    good.handshake()
+    good.c(0, b"good flow data")
+    bad = trace.session(cport=cport, server="10.0.0.3")
+    bad.syn(checksum="bad")
+    bad.synack()
+    for i, piece in enumerate(PIECES):
+        off = sum(len(p) for p in PIECES[:i])
+        bad.c(off, piece, checksum="bad")
+    bad.s(0, b"", ACK)
+    return trace.write(tmp_path / f"two-flows-{cport}.pcap")
+
+
+def _partition_servers(part: Any) -> set[str]:
+    return set(part.packets.address_strings("dst")) - {"10.0.0.1"}
+
+
+ROWS_PER_PARTITION = 2
+
+
+def _split_flows(tmp_path: Path) -> Path:
+    """The two flows of ``_two_flows_of_one_host`` with ports that put them in different
+    partitions of a spilled run, so that the verdict has to be made across partitions."""
+    for cport in range(42000, 42064):
+        path = _two_flows_of_one_host(tmp_path, cport)
+        with Run(
+            [str(path)], Settings(), whole=False, rows_per_partition=ROWS_PER_PARTITION
+        ) as run:
+            if all(len(servers) < 2 for _, servers in run.map(_partition_servers)):
+                return path
+    raise AssertionError("no client port separates the flows")
+
+
+def test_checksum_offload_is_decided_per_host_over_the_whole_capture(tmp_path: Path) -> None:
+    """The same verdict whatever the partitioning: extract on one in-memory partition and
+    on spilled ones holding one flow each, and streams and audit, agree."""
+    path = _split_flows(tmp_path)
+    outs = []
+    for extra in ([], ["--partition-rows", str(ROWS_PER_PARTITION), "--jobs", "1"]):
+        out = tmp_path / f"x{len(extra)}"
+        r = CliRunner().invoke(app, ["extract", str(path), "-o", str(out), "-q", *extra])
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
+        outs.append(sorted((d["dst"], d["bytes"]) for d in lines if d["direction"] == "c2s"))
+    assert outs[0] == outs[1] == [("10.0.0.2", len(b"good flow data")), ("10.0.0.3", 0)]
+    with tcpweave.open(path) as cap:
+        kept = sorted((s.server[0], s.c2s.kept_bytes) for s in cap.streams())
+    assert kept == outs[0]
 
 
 # --------------------------------------------------------------------------- sessions and roles

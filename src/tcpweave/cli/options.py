@@ -53,7 +53,8 @@ ChecksumOpt = Annotated[
         metavar="MODE",
         help="Bad TCP checksums: "
         + ", ".join(str(m) for m in ChecksumMode)
-        + " (auto: dropped unless the capture shows checksum offload).",
+        + " (auto: dropped unless their sender is checksum-offloaded, judged over the"
+        " whole capture: docs/reassembly-rules.md).",
     ),
 ]
 JobsOpt = Annotated[

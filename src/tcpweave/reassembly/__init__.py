@@ -36,6 +36,7 @@ from tcpweave.enums import Checksum, ChecksumMode, Fate, GapReason, Policy
 from tcpweave.flows import Flows
 from tcpweave.reassembly import _kernels as k
 from tcpweave.reassembly._policy import NEW_WINS
+from tcpweave.reassembly.offload import checksum_evidence, offloaded_hosts, sender_offloaded
 
 __all__ = ["Plan", "plan"]
 
@@ -102,8 +103,11 @@ def plan(
     sources: list[Source],
     policy: Policy = Policy.FIRST,
     checksums: ChecksumMode = ChecksumMode.AUTO,
+    offloaded: np.ndarray | None = None,
 ) -> Plan:
-    """Build the plan for every direction of every stream."""
+    """Build the plan for every direction of every stream. ``offloaded``: the sending
+    hosts whose bad TCP checksums are kept under ``auto`` (decided over the whole capture,
+    see ``offload``); by default decided from these packets alone."""
     key = flows.stream * 2 + flows.direction
     order = np.argsort(key, kind="stable")  # rows are in frame order already
     dir_keys, dir_start = np.unique(key[order], return_index=True)
@@ -111,7 +115,7 @@ def plan(
     n_dirs = len(dir_keys)
     dir_of_row = np.empty(len(key), np.int64)
     dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
-    drop_bad = _drop_bad(packets, dir_of_row, dir_keys, n_dirs, checksums)
+    drop_bad = _drop_bad(packets, flows, order, dir_start, checksums, offloaded)
     base = np.zeros(n_dirs, np.int64)
     high = np.zeros(n_dirs, np.int64)
     k.direction_extents(
@@ -199,38 +203,22 @@ def _run(
 
 def _drop_bad(
     packets: PacketTable,
-    dir_of_row: np.ndarray,
-    dir_keys: np.ndarray,
-    n_dirs: int,
+    flows: Flows,
+    order: np.ndarray,
+    dir_start: np.ndarray,
     mode: ChecksumMode,
+    offloaded: np.ndarray | None,
 ) -> np.ndarray:
-    """Per direction: drop segments with a bad TCP checksum?
-
-    ``auto`` drops them unless the direction looks checksum-offloaded: every
-    verified checksum of its data segments is bad while the peer's
-    acknowledgement numbers advance (the peer did receive the data, so the
-    capture point saw the segments before the NIC filled the checksum in).
-    Pure ACKs are left out: some stacks checksum them in software.
-    """
+    """Per direction: drop segments with a bad TCP checksum? ``auto`` keeps them when the
+    direction's sender is checksum-offloaded (the rule in ``offload``)."""
+    n_dirs = len(dir_start) - 1
     if mode is ChecksumMode.STRICT:
         return np.ones(n_dirs, np.bool_)
     if mode is ChecksumMode.IGNORE or n_dirs == 0:
         return np.zeros(n_dirs, np.bool_)
-    ck = packets.tcp_checksum
-    data = packets.payload_len > 0
-    known = np.bincount(dir_of_row, weights=data & (ck != Checksum.UNKNOWN), minlength=n_dirs)
-    bad = np.bincount(dir_of_row, weights=data & (ck == Checksum.BAD), minlength=n_dirs)
-    all_bad = (known > 0) & (bad == known)
-    acks = packets.ack.astype(np.int64)
-    has_ack = (packets.flags & 0x010) != 0
-    lo = np.full(n_dirs, np.iinfo(np.int64).max)
-    hi = np.full(n_dirs, -1)
-    np.minimum.at(lo, dir_of_row[has_ack], acks[has_ack])
-    np.maximum.at(hi, dir_of_row[has_ack], acks[has_ack])
-    advancing = hi > lo
-    peer = _peer_index(dir_keys)
-    peer_advancing = np.where(peer >= 0, advancing[np.maximum(peer, 0)], False)
-    return np.asarray(~(all_bad & peer_advancing))
+    if offloaded is None:
+        offloaded = offloaded_hosts([checksum_evidence(packets, flows)])
+    return ~sender_offloaded(packets, order[dir_start[:-1]], offloaded)
 
 
 def _peer_index(dir_keys: np.ndarray) -> np.ndarray:

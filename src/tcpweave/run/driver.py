@@ -14,7 +14,10 @@ them to the tasks.
    rebuilt last, by this process (a datagram may span pieces).
 2. sessions -- each partition's sessions are numbered (``flows.assign``) and the frame of
    each session's first packet comes back; their rank over the whole capture is the
-   global stream index (order of first packet, as Wireshark's tcp.stream).
+   global stream index (order of first packet, as Wireshark's tcp.stream). With it comes
+   what the partition shows about hosts that sent bad TCP checksums, so that checksum
+   offload is decided once over the whole capture (``reassembly.offload``) and is part
+   of the settings every task receives.
 3. tasks -- ``map(fn)`` calls ``fn(partition, *args)`` for every partition on the
    executor (forked children inherit the run; Dask workers load the partition from the
    work directory), and yields ``(p, result)`` as they complete.
@@ -37,7 +40,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -57,6 +60,12 @@ from tcpweave.decode import (
 )
 from tcpweave.errors import CaptureError
 from tcpweave.output.outdir import WORK_MARK
+from tcpweave.reassembly.offload import (
+    EVIDENCE_DTYPE,
+    bad_senders,
+    checksum_evidence,
+    offloaded_hosts,
+)
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.partition import Partition, load
 from tcpweave.run.settings import Settings
@@ -234,34 +243,54 @@ class Run:
     # -- step 2 ---------------------------------------------------------------------------
 
     def ranks(self) -> list[np.ndarray]:
-        """Every partition's global stream indexes (local stream -> tcp.stream)."""
+        """Every partition's global stream indexes (local stream -> tcp.stream). Step 2
+        also decides checksum offload for the run (``settings.offloaded``)."""
         if self._ranks is not None:
             return self._ranks
         if self._memory is not None:
             fault.at("rank")
-            self._ranks = [self._memory.global_index]
+            part = self._memory
+            self._decided([checksum_evidence(part.packets, part.flows)])
+            part.settings = self.settings
+            self._ranks = [part.global_index]
             return self._ranks
         assert self.state is not None
         path = os.path.join(self.state.layout.workdir, RANKS_FILE)
         parts = range(self.n_parts)
         if os.path.exists(path):
             with np.load(path) as z:
-                self._ranks = [z[f"p{p}"] for p in parts]
-            return self._ranks
+                if "evidence" in z.files:  # (a run saved by an older version has none)
+                    self._ranks = [z[f"p{p}"] for p in parts]
+                    self._decided([z["evidence"]])
+                    return self._ranks
         fault.at("sessions")
         args = [(_session_firsts, p, self.state.layout, p, self.settings) for p in parts]
-        firsts = dict(self._executor().map(_tagged, args, warm=self._warm_here(list(parts))))
-        ranks = _rank([firsts[p] for p in parts])
+        found = dict(self._executor().map(_tagged, args, warm=self._warm_here(list(parts))))
+        ranks = _rank([found[p][0] for p in parts])
+        suspects = np.unique(np.concatenate([np.zeros((0, 16), np.uint8)]
+                                            + [found[p][1] for p in parts]), axis=0)  # fmt: skip
+        evidence = np.zeros(0, EVIDENCE_DTYPE)
+        if len(suspects):  # what every partition shows about the hosts that sent a bad checksum
+            jobs = [(_evidence, p, self.state.layout, p, self.settings, suspects) for p in parts]
+            reports = dict(self._executor().map(_tagged, jobs))
+            evidence = np.concatenate([evidence] + [reports[p] for p in parts])
         fault.at("rank")
-        np.savez(path, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+        np.savez(path, evidence=evidence, **{f"p{p}": r for p, r in enumerate(ranks)})  # type: ignore[arg-type]
+        self._decided([evidence])
         self._ranks = ranks
         return ranks
+
+    def _decided(self, evidence: list[np.ndarray]) -> None:
+        """Fix the run's checksum-offload verdict into its settings."""
+        hosts = offloaded_hosts(evidence)
+        self.settings = replace(self.settings, offloaded=tuple(bytes(h) for h in hosts))
 
     # -- step 3 ---------------------------------------------------------------------------
 
     def partition(self, p: int) -> Partition:
         """Partition ``p``, in this process."""
         if self._memory is not None:
+            self.ranks()
             return self._memory
         assert self.state is not None
         return load(self.state.layout, p, self.settings, self.ranks()[p])
@@ -273,6 +302,7 @@ class Run:
         the order they complete. On Dask ``fn`` and ``args`` are pickled."""
         parts = list(range(self.n_parts)) if todo is None else todo
         if self._memory is not None:
+            self.ranks()
             if parts:
                 yield 0, fn(self._memory, *args)
             return
@@ -338,10 +368,20 @@ class Run:
 # -- tasks (module level: picklable for Dask) --------------------------------------------------
 
 
-def _session_firsts(layout: SpillLayout, p: int, settings: Settings) -> np.ndarray:
-    """Task of step 2: frame of the first packet of each session of partition ``p``."""
+def _session_firsts(
+    layout: SpillLayout, p: int, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Task of step 2: frame of the first packet of each session of partition ``p``, and
+    the hosts that sent a bad TCP checksum in it."""
     part = load(layout, p, settings)
-    return np.asarray(part.packets.frame[part.flows.first_row])
+    return np.asarray(part.packets.frame[part.flows.first_row]), bad_senders(part.packets)
+
+
+def _evidence(layout: SpillLayout, p: int, settings: Settings, hosts: np.ndarray) -> np.ndarray:
+    """Task of step 2, when some host sent a bad checksum: partition ``p``'s checksum-offload
+    evidence about ``hosts``."""
+    part = load(layout, p, settings)
+    return checksum_evidence(part.packets, part.flows, hosts)
 
 
 def _on_partition(

@@ -63,9 +63,12 @@ class Partition:
 
     def plan(self) -> Plan:
         if self._plan is None:
+            hosts = self.settings.offloaded
+            offloaded = None if hosts is None else np.frombuffer(b"".join(hosts), np.uint8)
             self._plan = plan(
                 self.packets, self.flows, self.sources, self.settings.policy,
                 self.settings.checksums,
+                None if offloaded is None else offloaded.reshape(-1, 16),
             )  # fmt: skip
         return self._plan
 

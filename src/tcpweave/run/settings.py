@@ -13,11 +13,15 @@ __all__ = ["Settings"]
 @dataclass(frozen=True)
 class Settings:
     """The options that shape what a run finds: the overlap policy, the checksum mode and
-    the idle timeout that splits sessions (0: only the SYN rules split them)."""
+    the idle timeout that splits sessions (0: only the SYN rules split them), and what the
+    run decided about checksum offload."""
 
     policy: Policy = Policy.FIRST
     checksums: ChecksumMode = ChecksumMode.AUTO
     idle_timeout_ns: int = 0
+    #: the sending hosts (16-byte addresses) whose bad TCP checksums ``auto`` keeps: decided
+    #: by the run over the whole capture (``reassembly.offload``); None: by each partition
+    offloaded: tuple[bytes, ...] | None = None
 
     @classmethod
     def of(
