@@ -911,6 +911,18 @@ def icmp6(src: str = "2001:db8::1", dst: str = "2001:db8::2") -> Pkt:
     return Pkt(ipv6(src, dst, body, next_header=PROTO_ICMPV6), kind="non_tcp")
 
 
+PROTO_ICMP = 1
+
+
+def icmp4_error(src: str, dst: str, quoted: bytes, *, icmp_type: int = 3, code: int = 3) -> bytes:
+    """An IPv4 datagram carrying an ICMP error (RFC 792: type 3 destination unreachable,
+    code 3 port unreachable by default) that quotes ``quoted`` (the offending datagram's
+    IP header and at least its first 8 bytes of payload)."""
+    body = struct.pack("!BBHI", icmp_type, code, 0, 0) + quoted
+    body = body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:]
+    return ipv4(src, dst, body, proto=PROTO_ICMP, ident=99)
+
+
 def arp() -> Pkt:
     body = struct.pack(
         "!HHBBH6s4s6s4s",
