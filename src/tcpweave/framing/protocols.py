@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -137,13 +138,41 @@ class Http(Framer):
         return length
 
     def _not_a_start_line(self, data: bytes, direction: int) -> Answer:
-        """Skip to the next line unless ``data`` may still become a start line."""
+        """Skip to the next line or to a start line inside this one, whichever comes first,
+        unless ``data`` may still become a start line. After a gap (or a mid-stream start)
+        the bytes before the next message need not end with a line break -- a binary body
+        -- so a start line is also looked for in the middle of a line, as tshark finds a
+        message that starts a segment after a gap."""
         newline = data.find(b"\n")
+        found = _RESYNC[direction].search(data, 1, newline + 1 if newline >= 0 else len(data))
+        if found is not None:
+            return Skip(found.start())
         if newline >= 0:
             return Skip(newline + 1)
-        if len(data) > MAX_LINE or not _may_start(data, direction):
-            return Skip(len(data)) if data else None
-        return None
+        if len(data) <= MAX_LINE and _may_start(data, direction):
+            return None
+        # keep a tail that may still grow into a start line (prefix-consistent answers)
+        tail = next((p for p in _candidates(data, direction) if _may_resume(data[p:], direction)),
+                    len(data))  # fmt: skip
+        return Skip(tail) if tail else None
+
+
+# resynchronisation looks for these in the middle of a line: the request methods of
+# RFC 9110 §9 and RFC 5789 (PATCH), and status lines
+_METHODS = rb"(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)"
+_RESYNC = {
+    0: re.compile(_METHODS + rb" [^ \r\n]+ HTTP/1\.[0-9]\r?\n"),
+    1: re.compile(rb"HTTP/1\.[0-9] [0-9]{3}[^\r\n]*\r?\n"),
+}
+_RESUME = {
+    0: re.compile(_METHODS + rb"(?: [^ \r\n]*(?: [^ \r\n]*)?)?\r?\Z"),
+    1: re.compile(rb"HTTP/1\.[0-9](?: [0-9]{0,3}[^\r\n]*)?\r?\Z"),
+}
+_FIRST = {0: re.compile(rb"[CDGHOPT]"), 1: re.compile(rb"H")}
+_PREFIXES = {
+    0: (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"),
+    1: (b"HTTP/1.",),
+}
 
 
 def _may_start(data: bytes, direction: int) -> bool:
@@ -152,6 +181,19 @@ def _may_start(data: bytes, direction: int) -> bool:
         n = min(len(data), 7)
         return data[:n] == b"HTTP/1."[:n]
     return re.match(_TOKEN + rb"( [^ \r\n]*( [^ \r\n]*)?)?\r?$", data) is not None
+
+
+def _candidates(data: bytes, direction: int) -> Iterator[int]:
+    """Positions (from 1, within the last MAX_LINE bytes) where a start line could begin."""
+    start = max(1, len(data) - MAX_LINE)
+    return (m.start() for m in _FIRST[direction].finditer(data, start))
+
+
+def _may_resume(tail: bytes, direction: int) -> bool:
+    """Could ``tail`` (no line break) grow into a start line found by resynchronisation?"""
+    if any(p.startswith(tail) for p in _PREFIXES[direction]):
+        return True
+    return _RESUME[direction].match(tail) is not None
 
 
 def _fields(head: bytes) -> dict[bytes, list[bytes]]:
