@@ -522,8 +522,8 @@ def _checks(tcpweave: Any, cap: Any, table: Any, expect: dict[str, Any]) -> dict
 def child_profile(path: str, tiny: str) -> dict[str, Any]:
     """Stage times inside one process: fixed costs, record scan, decode kernel, the rest.
 
-    Uses tcpweave internals (``decode._decode_source``); a stage whose internals
-    moved is reported as missing rather than failing the run. ``*_minflt`` are the
+    Uses tcpweave's public modules only (``capture.open_sources``, ``decode.decode``); a
+    stage that fails is reported as missing rather than failing the run. ``*_minflt`` are the
     minor page faults taken during the stage (first touches of the mapped file
     and of fresh table memory).
     """
@@ -553,9 +553,7 @@ def child_profile(path: str, tiny: str) -> dict[str, Any]:
     sources = stage("open_sources", lambda: open_sources([path]))  # map + scan kernel
     src = sources[0]
     stage("numpy_sum_whole_buffer", lambda: int(src.buffer64.sum(dtype=np.uint64)))  # read floor
-    counters = np.zeros(4, np.int64)
-    stage("decode_kernel", lambda: dec._decode_source(src, src.records, 0, 0, counters))
-    stage("decode_total", lambda: dec.decode(sources))  # kernel again + Python around it
+    stage("decode_total", lambda: dec.decode(sources))  # the kernel + Python around it
     for s in sources:
         s.close()
     sources = stage("open_sources_again", lambda: open_sources([path]))  # fresh mapping
