@@ -91,7 +91,7 @@ def _stdout() -> Console:
 
 
 def _stderr() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)  # one line per message, however long
 
 
 @command()

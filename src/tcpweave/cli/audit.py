@@ -40,7 +40,7 @@ def _stdout() -> Console:
 
 def _open(paths: list[Path]) -> tcpweave.Capture:
     cap = tcpweave.open(paths)
-    render.report_errors(Console(stderr=True), cap)
+    render.report_errors(Console(stderr=True, soft_wrap=True), cap)
     return cap
 
 

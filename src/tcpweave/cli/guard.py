@@ -111,7 +111,7 @@ def guarded(fn: F) -> F:
         try:
             result = _run_guarded(fn, args, kwargs)
             if damage[0] and verbosity() >= 0:
-                Console(stderr=True).print(
+                Console(stderr=True, soft_wrap=True).print(
                     f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) "
                     "skipped (exit status 3)",
                     highlight=False,

@@ -96,7 +96,8 @@ def _export(framer: Framer, out: Path, port: int | None, proto: str, spec: str) 
     if port is None:
         raise typer.BadParameter("--export-lua needs --port")
     out.write_text(export_lua(framer, port, proto, spec))
-    Console(stderr=True).print(f"wrote {escape(str(out))} (decode TCP port {port} as {proto})")
+    note = f"wrote {escape(str(out))} (decode TCP port {port} as {proto})"
+    Console(stderr=True, soft_wrap=True).print(note)
 
 
 def _preview(data: bytes) -> str:
