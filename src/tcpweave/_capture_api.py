@@ -182,8 +182,10 @@ def extract(
     idle_timeout: float = 0.0,
     force: bool = False,
     parquet: bool = False,
+    streams: Iterable[int] | None = None,
 ) -> tuple[ExtractSummary, Run]:
-    """Write every direction of every session under ``out_dir`` with ``streams.jsonl``.
+    """Write every direction of every session (or of ``streams``, by index) under
+    ``out_dir`` with ``streams.jsonl``.
 
     Memory stays bounded: a capture larger than ``partition_rows`` packets is cut by flow
     into partitions spilled to a work directory (see ``tcpweave.run``). ``jobs`` worker
@@ -205,7 +207,7 @@ def extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
-        parquet=parquet,
+        parquet=parquet, streams=None if streams is None else list(streams),
     )  # fmt: skip
 
 

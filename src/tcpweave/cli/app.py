@@ -184,6 +184,14 @@ def extract(
             "directory must be on storage all workers see.",
         ),
     ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            metavar="N[,M...]",
+            help="Write only these streams (tcp.stream indexes); --parquet still covers all.",
+        ),
+    ] = None,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
@@ -191,6 +199,7 @@ def extract(
     directory, so memory stays bounded whatever the capture's size.
     """
     started = time.perf_counter()
+    chosen = _stream_list(stream)
     if resume and "-" in map(str, captures):
         raise UsageError("--resume: a capture read from standard input cannot be read again")
     try:
@@ -202,7 +211,7 @@ def extract(
                 paths, out, policy=policy, checksums=checksums, layout=str(layout),
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
-                idle_timeout=idle_timeout, force=force, parquet=parquet,
+                idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum
@@ -216,6 +225,20 @@ def extract(
     render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
     if verbosity() >= 0:
         _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
+
+
+def _stream_list(text: str | None) -> list[int] | None:
+    """``--stream 3,7,9`` as indexes."""
+    if text is None:
+        return None
+    try:
+        chosen = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        msg = f"--stream: expected stream numbers separated by commas, not {text!r}"
+        raise UsageError(msg) from None
+    if not chosen or min(chosen) < 0:
+        raise UsageError(f"--stream: expected stream numbers (0 or more), not {text!r}")
+    return chosen
 
 
 @command("streams")

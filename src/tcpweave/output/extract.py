@@ -141,12 +141,14 @@ def extract_block(
     gaps: str,
     index: list[int] | None = None,
     ledger: str | None = None,
+    only: frozenset[int] | None = None,
 ) -> tuple[bytes, list[int], tuple[int, int, int, int, int, int]]:
     """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines, the stream
     of each line, and the block's counts (directions, files, bytes, gap bytes, gaps,
     conflicts).
 
-    ``index`` maps the views' stream numbers to the capture's (a partition's streams).
+    ``index`` maps the views' stream numbers to the capture's (a partition's streams);
+    ``only``: the capture's streams to write (default: all).
     The names of the files about to be made are appended to the file ``ledger`` first
     (output/outdir.py: what tcpweave made, and may remove).
     Payloads of many directions are gathered by one kernel call, and each direction is
@@ -165,6 +167,10 @@ def extract_block(
     made: set[int] = set()  # subdirectories made (by number)
     got, g0 = None, 0
     slots = [j for j in range(2 * (cols.hi - cols.lo)) if packets[j]]
+    if only is not None:
+        local = [cols.lo + j // 2 for j in slots]
+        slots = [j for j, s in zip(slots, local, strict=True)
+                 if (index[s] if index is not None else s) in only]  # fmt: skip
     named = [_names_of(cols, j, index, layout, length[j] if fill else kept[j]) for j in slots]
     if ledger is not None:
         _append_ledger(ledger, [rel for _, _, _, rel in named if rel is not None])

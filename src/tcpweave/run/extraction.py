@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from tcpweave import _faults as fault
 from tcpweave.capture.inputs import check_distinct
-from tcpweave.errors import Interrupted, stop_signal
+from tcpweave.errors import Interrupted, UsageError, stop_signal
 from tcpweave.output.extract import (
     STREAMS_PER_DIR,
     ExtractSummary,
@@ -55,6 +56,7 @@ class Extraction:
     gaps: str = "fill"
     ledger_dir: str = ""
     parquet: bool = False
+    streams: frozenset[int] | None = None  # the streams to write (None: all)
 
     def part(self, p: int) -> str:
         return os.path.join(self.workdir, f"part-{p:05d}.jsonl")
@@ -76,7 +78,15 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
     index = part.global_index.tolist()
     for lo in range(0, len(views), STREAMS_PER_DIR):
         text, line_streams, counts = extract_block(
-            views, lo, lo + STREAMS_PER_DIR, job.out_dir, job.layout, job.gaps, index, ledger
+            views,
+            lo,
+            lo + STREAMS_PER_DIR,
+            job.out_dir,
+            job.layout,
+            job.gaps,
+            index,
+            ledger,
+            job.streams,
         )
         texts.append(text)
         keys += line_streams
@@ -138,16 +148,20 @@ def extract(
     rows_per_partition: int = ROWS_PER_PARTITION,
     progress: Progress | None = None,
     parquet: bool = False,
+    streams: Sequence[int] | None = None,
 ) -> tuple[ExtractSummary, Run]:
-    """Extract every stream of the capture ``paths`` into ``out_dir`` (see the module
-    docstring). Raises ``Interrupted`` after Ctrl-C or SIGTERM, once the output directory
-    says what is complete."""
+    """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
+    ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
+    SIGTERM, once the output directory says what is complete; ``UsageError`` when a stream
+    asked for is not in the capture."""
     check_distinct(paths)  # before the output directory is touched
     tick = progress or (lambda phase, n, total, packets: None)
-    options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet))
+    chosen = None if streams is None else frozenset(int(i) for i in streams)
+    options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
+               ("streams", None if chosen is None else sorted(chosen)))  # fmt: skip
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
-    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet)
+    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen)
     run: Run | None = None
     try:
         with executor or InProcess() as ex:
@@ -191,6 +205,11 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
     parts = list(range(run.n_parts))
     ranks = run.ranks()
     total = sum(len(r) for r in ranks)
+    missing = sorted(s for s in job.streams or () if not 0 <= s < total)
+    if missing:
+        has = f"0 to {total - 1}" if total else "none"
+        raise UsageError(f"--stream: no stream {', '.join(map(str, missing))} in the capture "
+                         f"(its streams: {has})")  # fmt: skip
     done = {p for p in parts if os.path.exists(job.part(p))}
     summary = ExtractSummary()
     try:
@@ -207,7 +226,7 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
     _merge(job, parts, summary)
     if job.parquet:
         _merge_parquet(job, parts)
-    summary.streams = total
+    summary.streams = total if job.streams is None else len(job.streams)
     return summary
 
 
