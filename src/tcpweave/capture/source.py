@@ -56,10 +56,12 @@ RELEASE_STEP = 32 << 20
 _MAX_STORED_ERRORS = 1000
 #: records per chunk: small enough that a chunk's bytes are still in cache when decoded
 CHUNK_RECORDS = 4096
+#: slots of a walk's state array (``_kernels.ST_*``)
+STATE_SLOTS = 9
 
 ERROR_REASONS = {
-    k.E_CORRUPT_RECORD: "corrupt record header (implausible capture length); skipped {arg} bytes "
-    "to the next plausible record",
+    k.E_CORRUPT_RECORD: "corrupt record header (implausible lengths); skipped {arg} bytes to the "
+    "next plausible record",
     k.E_TRUNCATED_RECORD: "record cut short by the end of the file ({arg} bytes missing); dropped",
     k.E_OVERSIZED_RECORD: "record of {arg} bytes is longer than the file's snaplen; kept snaplen "
     "bytes (as libpcap does)",
@@ -84,6 +86,7 @@ class Source:
     decompress_errors: list[CaptureError] = field(default_factory=list)
     scan_errors: list[CaptureError] = field(default_factory=list)  # from the last full walk
     scan_error_count: int = 0
+    scan_skipped_bytes: int = 0  # bytes of the file not used because of damage (last full walk)
     snaplen: int = 0
     first_ts_ns: int | None = None
     _scan: Any = field(default=None, repr=False)  # (kernel call, initial state) or fixed records
@@ -183,10 +186,11 @@ class Source:
     def _collect_errors(self, state: np.ndarray, errs: tuple[np.ndarray, ...]) -> None:
         stored = min(int(state[k.ST_ERRORS]), _MAX_STORED_ERRORS)
         self.scan_errors = []
-        for off, code, arg in zip(*(e[:stored] for e in errs), strict=True):
+        for off, code, arg, skipped in zip(*(e[:stored] for e in errs), strict=True):
             reason = ERROR_REASONS.get(int(code), "damaged record ({arg})").format(arg=int(arg))
-            self.scan_errors.append(CaptureError(self.path, int(off), reason))
+            self.scan_errors.append(CaptureError(self.path, int(off), reason, int(skipped)))
         self.scan_error_count = int(state[k.ST_ERRORS])
+        self.scan_skipped_bytes = int(state[k.ST_SKIPPED])
 
     def close(self) -> None:
         self.buffer = np.zeros(0, np.uint8)
@@ -280,7 +284,7 @@ def _index_pcap(src: Source, swapped: bool) -> None:
     nano = magic == PCAP_MAGIC_NS
     src.snaplen = snaplen
     max_caplen = min(max(snaplen, MAX_SNAPLEN), HARD_MAX_CAPLEN)
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     state[k.ST_POS] = 24
     state[k.ST_SWAPPED] = int(swapped)
     state[k.ST_LAST_SEC] = -1
@@ -312,7 +316,7 @@ def restrict_pcap(src: Source, start: int, end: int, last_sec: int) -> None:
     """
     if src._pcap is None:
         raise UsageError(f"{src.path}: only pcap files can be read in ranges")
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     state[k.ST_POS] = start
     state[k.ST_SWAPPED] = int(src._scan[1][k.ST_SWAPPED])
     state[k.ST_LAST_SEC] = last_sec
@@ -321,7 +325,7 @@ def restrict_pcap(src: Source, start: int, end: int, last_sec: int) -> None:
 
 def _index_pcapng(src: Source) -> None:
     buf = src.buffer
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     ifaces = empty_interfaces(MAX_INTERFACES)
 
     def call(st: np.ndarray, rec: Any, errs: tuple[np.ndarray, ...]) -> int:
@@ -344,9 +348,11 @@ def _first_ts(call: Any, initial: np.ndarray) -> int | None:
     return None
 
 
-def _error_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _error_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Offset, code, argument and bytes skipped of each error (the first 1000 are kept)."""
     return (
         np.zeros(_MAX_STORED_ERRORS, np.int64),
         np.zeros(_MAX_STORED_ERRORS, np.int32),
+        np.zeros(_MAX_STORED_ERRORS, np.int64),
         np.zeros(_MAX_STORED_ERRORS, np.int64),
     )

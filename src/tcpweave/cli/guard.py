@@ -79,12 +79,13 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 _DAMAGE: ContextVar[list[int] | None] = ContextVar("tcpweave_damage", default=None)
 
 
-def note_damage(records: int) -> None:
-    """Called where a command reports damaged capture records: it then ends with status 3
-    (once it has finished its work)."""
+def note_damage(records: int, skipped_bytes: int = 0) -> None:
+    """Called where a command reports damaged capture records (and the bytes they made it
+    skip): it then ends with status 3 (once it has finished its work)."""
     seen = _DAMAGE.get()
     if seen is not None:
         seen[0] += records
+        seen[1] += skipped_bytes
 
 
 QuietOpt = Annotated[
@@ -102,7 +103,7 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
-        damage = [0]
+        damage = [0, 0]  # damaged records, bytes skipped
         tokens = (
             _DAMAGE.set(damage),
             _JSON.set(bool(kwargs.get("json_out"))),
@@ -112,8 +113,8 @@ def guarded(fn: F) -> F:
             result = _run_guarded(fn, args, kwargs)
             if damage[0] and verbosity() >= 0:
                 Console(stderr=True).print(
-                    f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) "
-                    "skipped (exit status 3)",
+                    f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s), "
+                    f"{damage[1]:,} bytes skipped (exit status 3)",
                     highlight=False,
                 )
             if damage[0]:

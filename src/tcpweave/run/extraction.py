@@ -300,6 +300,11 @@ def _manifest(run: Run, summary: ExtractSummary) -> dict[str, Any]:
         "decode": asdict(run.decode_stats()),
         "input_damage": {
             "records": run.decode_stats().corrupt_records,
-            "regions": [{"file": e.path, "offset": e.offset, "reason": e.reason} for e in errors],
+            "skipped_bytes": run.decode_stats().skipped_bytes,
+            "regions_listed": len(errors),
+            "regions": [
+                {"file": e.path, "offset": e.offset, "length": e.skipped, "reason": e.reason}
+                for e in errors
+            ],
         },
     }
