@@ -34,7 +34,7 @@ def _sessions(n: int = 4, payload_len: int = 40) -> list[bytes]:
     frames = []
     for i in range(n):
         port, c, s = 40000 + i, 1000 * (i + 1), 5000 * (i + 1)
-        data = bytes([65 + i]) * payload_len
+        data = bytes([65 + i % 26]) * payload_len
         for seg, src, dst in (
             (Tcp(port, 80, c, 0, SYN), "10.0.0.1", "10.0.0.2"),
             (Tcp(80, port, s, c + 1, SYN | ACK), "10.0.0.2", "10.0.0.1"),

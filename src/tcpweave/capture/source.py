@@ -30,7 +30,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from tcpweave import _faults as fault
 from tcpweave.capture import _kernels as k
+from tcpweave.capture import _mapguard
 from tcpweave.capture._compress import compression_of, spool
 from tcpweave.capture.index import (
     RecordColumns,
@@ -94,6 +96,7 @@ class Source:
     _keep: list[Any] = field(default_factory=list, repr=False)
     _released: int = field(default=0, repr=False)
     _pcap: Any = field(default=None, repr=False)  # pcap scan parameters (restrict_pcap)
+    _guard: int = field(default=-1, repr=False)  # slot of the mapping in _mapguard
 
     def _mapping(self) -> mmap.mmap | None:
         """The memory map behind ``buffer`` (None for an empty or closed source)."""
@@ -169,9 +172,18 @@ class Source:
         errs = _error_columns()
         while not state[k.ST_DONE]:
             n = call(state, rec, errs)
+            fault.at("read", self.path)
+            self.check_intact()
             if n:
                 yield slice_records(rec, n)
+        self.check_intact()  # the last chunk was used (its payloads read) meanwhile
         self._collect_errors(state, errs)
+
+    def check_intact(self) -> None:
+        """Raise ``CaptureError`` if the file was found truncated while being read (pages of
+        its mapping gone: ``_mapguard``)."""
+        if _mapguard.faults(self._guard):
+            raise _mapguard.truncated(self._guard)[0]
 
     @property
     def errors(self) -> list[CaptureError]:
@@ -193,6 +205,8 @@ class Source:
         self.scan_skipped_bytes = int(state[k.ST_SKIPPED])
 
     def close(self) -> None:
+        _mapguard.unregister(self._guard)
+        self._guard = -1
         self.buffer = np.zeros(0, np.uint8)
         for obj in reversed(self._keep):
             # a caller may still hold a view; the map then closes when that view is dropped
@@ -231,6 +245,7 @@ def open_source(
         keep.append(fobj)
     buffer = _map(fobj, path, keep, populate)
     src = Source(path, "", compression, buffer, decompress_errors=errors, _keep=keep)
+    src._guard = _mapguard.register(buffer, path, fobj.fileno())
     try:
         _index(src)
     except BaseException:

@@ -36,6 +36,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tcpweave.capture import truncated_inputs
 from tcpweave.errors import SignalReceived, TcpweaveError, UsageError, stop_signal
 
 __all__ = [
@@ -111,6 +112,9 @@ def guarded(fn: F) -> F:
         )
         try:
             result = _run_guarded(fn, args, kwargs)
+            cut = truncated_inputs()
+            if cut:  # it read zeros where the file was: its output is not the capture's
+                raise fail(str(cut[0]))
             if damage[0] and verbosity() >= 0:
                 Console(stderr=True).print(
                     f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s), "
@@ -157,7 +161,8 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
                 raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
             if os.environ.get("TCPWEAVE_DEBUG") or verbosity() > 0:
                 traceback.print_exc()
-            raise fail(describe(exc), exit_code(exc)) from None
+            cut = truncated_inputs()  # the cause of whatever failed after a capture shrank
+            raise fail(str(cut[0]) if cut else describe(exc), exit_code(exc)) from None
 
 
 def exit_code(exc: BaseException) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from tcpweave import _faults as fault
+from tcpweave.capture import truncated_inputs
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.errors import Interrupted, stop_signal
 from tcpweave.output.extract import (
@@ -155,6 +156,9 @@ def extract(
                       rows_per_partition=rows_per_partition, progress=tick)  # fmt: skip
             summary = _write(run, job, tick)
         fault.at("finish")
+        cut = truncated_inputs()
+        if cut:  # the run read zeros where the file was: it did not finish
+            raise cut[0]
         claim.finish(_manifest(run, summary))
     except Interrupted as exc:
         claim.stopped("interrupted", f"stopped by signal {exc.signum}", keep_work=True,
