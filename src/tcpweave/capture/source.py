@@ -6,16 +6,27 @@ snaplen, and the link type (low 16 bits; the upper bits may carry FCS info).
 pcapng (draft-ietf-opsawg-pcapng): a chain of blocks starting with a Section
 Header Block.
 
-Resync rule for pcap, whose records carry no marker: a record header whose
-capture length exceeds max(snaplen, 256 KiB) is corrupt. From the next byte on,
-the reader looks for the first offset where a record header is plausible
-(fraction of a second below 10^6 or 10^9, capture length within bounds and not
-above the wire length, seconds within 7 days of the last good record) AND the
-header that would follow it is plausible too (or the record ends the file
-exactly). Everything in between is reported as one corrupt region and skipped.
-For pcapng the block length repeated at each block's end is the marker: the
-reader steps 4 bytes at a time to the next block whose type is known and whose
-two lengths agree.
+Resync rule for pcap, whose records carry no marker. A record header is damaged
+when its capture length exceeds max(snaplen, 256 KiB) (libpcap refuses those too), or
+when it is odd -- capture length above the snaplen, above the wire length, or running
+past the end of the file -- and the header it points to is not plausible (a record
+ending the file exactly needs no confirmation). An odd header that IS confirmed is
+read: libpcap-written files may hold caplen > snaplen (sf-pcap.c, pcap_next_packet,
+reads such a record and keeps snaplen bytes of it; so does this reader, reporting it).
+From the byte after a damaged header, the reader looks for the first offset where a
+record header is plausible (fraction of a second below 10^6 or 10^9, capture length
+within bounds and not above the wire length, seconds within 7 days of the last good
+record) AND the header that would follow it is plausible too (or the record ends the
+file exactly). Everything in between is one corrupt region, reported and skipped; when
+nothing plausible follows a record that runs past the end, the file was cut inside it
+("record cut short"). For pcapng the block length repeated at each block's end is the
+marker: the reader steps 4 bytes at a time to the next block whose type is known and
+whose two lengths agree.
+
+Every damaged region is a ``CaptureError`` with its offset and the bytes it made the
+reader skip (``skipped``); ``Source.scan_skipped_bytes`` totals them. A file truncated by
+another process while it is mapped is caught by ``_mapguard`` (zero pages instead of
+SIGBUS) and ends the walk with a ``CaptureError`` (``Source.check_intact``).
 """
 
 from __future__ import annotations

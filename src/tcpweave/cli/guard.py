@@ -4,10 +4,12 @@ Exit status (every command):
 
 ====  ==============================================================================
 0     finished
-1     failed: an unreadable capture, a full disk, a worker process that died, a bug
+1     failed: an unreadable capture, a capture truncated while it was read, a full disk,
+      a worker process that died, a bug
 2     usage: a bad option or argument, an output directory tcpweave may not touch
 3     finished, but the input was damaged: records or bytes of a capture were
-      skipped (each region on stderr; ``extract`` lists them in DIR/manifest.json)
+      skipped (each region on stderr, ``info`` lists them all; ``extract`` lists them
+      in DIR/manifest.json: file, offset, length, reason, and the totals)
 130   interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM. ``extract`` leaves
       DIR/INCOMPLETE.json saying so, and ``--resume`` finishes the run
 ====  ==============================================================================
