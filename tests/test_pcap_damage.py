@@ -223,3 +223,30 @@ def test_every_command_ends_with_status_3(damaged: tuple[Path, list[int]], cmd: 
     done = _run(cmd[0], str(path), *cmd[1:])
     assert done.returncode == 3, (cmd, done.stderr)
     assert "bytes skipped (exit status 3)" in done.stderr
+
+
+# -- pcapng: the block lengths are the marker; the skipped region is the damaged block -------
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_pcapng_damaged_block_length_skips_exactly_that_block(tmp_path: Path, k: int) -> None:
+    blocks = [_block(6, f) for f in _sessions(2)]
+    head = [_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+            _block(1, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, 0))]  # fmt: skip
+    data = bytearray(b"".join(head + blocks))
+    at = sum(len(b) for b in head + blocks[:k])
+    data[at + 4 : at + 8] = struct.pack("<I", 0xFFFFFFF0)
+    path = tmp_path / "damaged.pcapng"
+    path.write_bytes(bytes(data))
+    keys, errors, stats = _read(path)
+    assert keys == _keys(_sessions(2), {k})
+    assert [(e.offset, e.skipped) for e in errors] == [(at, len(blocks[k]))]
+    assert stats.skipped_bytes == len(blocks[k])
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    """A little-endian pcapng block; for an EPB (6), ``body`` is the frame (interface 0)."""
+    if btype == 6:
+        body = struct.pack("<IIIII", 0, 0, 1000, len(body), len(body)) + body
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
