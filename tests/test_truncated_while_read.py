@@ -113,3 +113,29 @@ def test_the_library_raises_a_capture_error(original: Path, tmp_path: Path) -> N
         src.close()
     assert [str(path) in str(e) for e in tcpweave.capture.truncated_inputs()] == [True]
     assert tcpweave.capture.truncated_inputs() == []  # reported once
+
+
+def test_a_fault_in_a_mapping_not_watched_still_ends_the_process(tmp_path: Path) -> None:
+    """The handler only covers capture mappings: any other SIGBUS gets the default action
+    back, as if no handler were there (the process dies of SIGBUS)."""
+    watched, other = tmp_path / "watched.bin", tmp_path / "other.bin"
+    for f in (watched, other):
+        f.write_bytes(b"\x01" * (1 << 16))
+    script = f"""
+import mmap, os, numpy as np
+from tcpweave.capture import _mapguard
+f = open({str(watched)!r}, "rb")
+buf = np.frombuffer(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ), np.uint8)
+slot = _mapguard.register(buf, {str(watched)!r}, f.fileno())
+assert slot >= 0
+os.truncate({str(watched)!r}, 0)
+assert int(buf.sum()) == 0 and _mapguard.faults(slot) > 0
+g = open({str(other)!r}, "rb")
+other = np.frombuffer(mmap.mmap(g.fileno(), 0, prot=mmap.PROT_READ), np.uint8)
+os.truncate({str(other)!r}, 0)
+print("read", int(other.sum()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == -signal.SIGBUS, (done.returncode, done.stderr)
+    assert "read" not in done.stdout
