@@ -176,7 +176,9 @@ def pcap_files(draw: st.DrawFn) -> tuple[bytes, bool, bool]:
         data = draw(st.binary(max_size=90))
         sec = (sec + draw(st.sampled_from([0, 1, 86400 * 8]))) % 2**32
         frac = draw(st.one_of(st.integers(0, frac_limit - 1), st.integers(0, 2**32 - 1)))
-        caplen = draw(st.sampled_from([len(data)] * 6 + [0, 0xFFFFFFFF, 300000]))
+        caplen = draw(
+            st.sampled_from([len(data)] * 6 + [0, 0xFFFFFFFF, 300000, 70000, len(data) + 9])
+        )
         wirelen = draw(st.sampled_from([caplen, caplen + 100, 0, 0x1000001]))
         out.append(struct.pack(order + "IIII", sec, frac, caplen, wirelen & 0xFFFFFFFF) + data)
     return draw(damaged(b"".join(out))), swapped, nano
@@ -188,12 +190,17 @@ def pcap_scans(draw: st.DrawFn, files: st.SearchStrategy[tuple[bytes, bool, bool
     buf = as_buffer(data)
     snaplen = draw(st.sampled_from([0, 40, 65535, 262144]))
     max_caplen = draw(st.sampled_from([16, 100, 262144, 16 * 1024 * 1024]))
-    state = np.zeros(8, np.int64)
+    state = np.zeros(capture_source.STATE_SLOTS, np.int64)
     state[0] = draw(st.sampled_from([24, 0, 1, 23]))
     state[1] = int(swapped)
     state[3] = draw(st.sampled_from([-1, 0, 2**31]))
     errs_n = draw(st.sampled_from([0, 1, 3, 1000]))
-    errs = (np.zeros(errs_n, np.int64), np.zeros(errs_n, np.int32), np.zeros(errs_n, np.int64))
+    errs = (
+        np.zeros(errs_n, np.int64),
+        np.zeros(errs_n, np.int32),
+        np.zeros(errs_n, np.int64),
+        np.zeros(errs_n, np.int64),
+    )
     ts_scale, frac_limit = (1, 10**9) if nano else (1000, 10**6)
     args = (buf, ts_scale, frac_limit, snaplen, max_caplen, state, None, *errs)
     return args, draw(st.integers(1, 6))
@@ -279,10 +286,15 @@ def pcapng_files(draw: st.DrawFn) -> bytes:
 @st.composite
 def pcapng_scans(draw: st.DrawFn, files: st.SearchStrategy[bytes]) -> tuple:
     buf = as_buffer(draw(files))
-    state = np.zeros(8, np.int64)
+    state = np.zeros(capture_source.STATE_SLOTS, np.int64)
     ifaces = empty_interfaces(draw(st.sampled_from([1, 2, 5, 64])))
     errs_n = draw(st.sampled_from([0, 2, 1000]))
-    errs = (np.zeros(errs_n, np.int64), np.zeros(errs_n, np.int32), np.zeros(errs_n, np.int64))
+    errs = (
+        np.zeros(errs_n, np.int64),
+        np.zeros(errs_n, np.int32),
+        np.zeros(errs_n, np.int64),
+        np.zeros(errs_n, np.int64),
+    )
     return (buf, state, ifaces, None, *errs), draw(st.integers(1, 6))
 
 
@@ -549,9 +561,9 @@ def test_corpus_kernels_match_reference(path: Any) -> None:
         if src.format == "pcap":
             swapped = int.from_bytes(buf[:4].tobytes(), "big") in (0xA1B2C3D4, 0xA1B23C4D)
             nano = int.from_bytes(buf[:4].tobytes(), "big" if swapped else "little") == 0xA1B23C4D
-            state = np.zeros(8, np.int64)
+            state = np.zeros(capture_source.STATE_SLOTS, np.int64)
             state[0], state[1], state[3] = 24, int(swapped), -1
-            errs = (np.zeros(1000, np.int64), np.zeros(1000, np.int32), np.zeros(1000, np.int64))
+            errs = capture_source._error_columns()
             max_caplen = min(max(src.snaplen, 262144), 16 * 1024 * 1024)
             args = (
                 buf,
@@ -565,8 +577,8 @@ def test_corpus_kernels_match_reference(path: Any) -> None:
             )
             run_scan(PCAP_SCAN, args, 4096)
         else:
-            state = np.zeros(8, np.int64)
-            errs = (np.zeros(1000, np.int64), np.zeros(1000, np.int32), np.zeros(1000, np.int64))
+            state = np.zeros(capture_source.STATE_SLOTS, np.int64)
+            errs = capture_source._error_columns()
             run_scan(PCAPNG_SCAN, (buf, state, empty_interfaces(64), None, *errs), 4096)
         rec = src.records
         n = len(rec.offset)

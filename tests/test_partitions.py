@@ -223,18 +223,20 @@ def test_streams_command_partition_by_partition_equals_whole(
     assert len(outs["400"].splitlines()) == 1500
 
 
+@pytest.mark.parametrize("caplen", [1 << 30, 70000], ids=["absurd", "above-snaplen"])
 def test_one_pcap_cut_into_record_ranges_for_workers(
-    generated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    generated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplen: int
 ) -> None:
     """A big pcap file is decoded by several workers, each from a record boundary found by
     the driver's index pass: same streams, same damage reports as one sequential walk."""
     data = bytearray(Path(generated["path"]).read_bytes())
-    # damage one record header in the middle: an absurd capture length forces a resync
+    # damage one record header in the middle: an absurd capture length, or one above the
+    # snaplen that the next header does not confirm, forces a resync
     pos, n = 24, 0
     while n < 5000:
         pos += 16 + int.from_bytes(data[pos + 8 : pos + 12], "little")
         n += 1
-    data[pos + 8 : pos + 12] = (1 << 30).to_bytes(4, "little")
+    data[pos + 8 : pos + 12] = caplen.to_bytes(4, "little")
     damaged = tmp_path / "damaged.pcap"
     damaged.write_bytes(bytes(data))
     _, whole = run_extract([str(damaged)], tmp_path / "one")
@@ -250,8 +252,9 @@ def test_one_pcap_cut_into_record_ranges_for_workers(
                             executor=_InProcessMapped())  # fmt: skip
     assert stream_tree(tmp_path / "ranges") == stream_tree(tmp_path / "one")
     assert list(map(str, ranged.capture_errors())) == list(map(str, whole.capture_errors()))
-    assert len(whole.capture_errors()) == 1
+    assert [e.offset for e in whole.capture_errors()] == [pos]
     assert ranged.decode_stats() == whole.decode_stats()
+    assert whole.decode_stats().skipped_bytes == whole.capture_errors()[0].skipped > 0
 
 
 def test_ctrl_c_on_the_command_line_then_resume(generated: dict[str, Any], tmp_path: Path) -> None:

@@ -7,14 +7,17 @@ of ``fault.at("<point>")`` in a process perform ``<action>``:
 - ``ctrl-c``: SIGINT to the whole process group, as a terminal's Ctrl-C;
 - ``enospc``: raises ``OSError(ENOSPC)``, as a full disk would;
 - ``raise``: raises ``RuntimeError`` (any unexpected failure);
-- ``exit``: the process ends at once with status 70 (a crashed process).
+- ``exit``: the process ends at once with status 70 (a crashed process);
+- ``truncate``: the file the point names is cut to 0 bytes, as another process
+  truncating a capture while it is read would.
 
 An action prefixed ``child:`` (``child:sigkill``) fires only in a forked worker, one
 prefixed ``driver:`` only in the process that started the run. Points are named after
 the phases of a run, and each is passed by the driver at a fixed place, whatever the
 workers do: ``decode`` (each chunk routed), ``sessions`` (before the sessions are
 numbered), ``rank``, ``write`` (each partition reported written), ``merge``, ``finish``;
-``worker`` is passed by every forked worker as it starts. Unset (always, outside
+``worker`` is passed by every forked worker as it starts; ``read`` by whichever process
+walks a capture file, after each chunk of its records (naming the file). Unset (always, outside
 tests), ``at`` costs one dictionary lookup.
 """
 
@@ -50,8 +53,9 @@ def mark_child() -> None:
     _in_child[0] = True
 
 
-def at(point: str) -> None:
-    """A fault injection point (see the module docstring)."""
+def at(point: str, target: str | None = None) -> None:
+    """A fault injection point (see the module docstring); ``target`` is the file it is
+    about, if any."""
     if not _PLAN or point not in _PLAN:
         return
     nth, action = _PLAN[point]
@@ -71,3 +75,5 @@ def at(point: str) -> None:
         raise RuntimeError(f"injected fault at {point}")
     elif action == "exit":
         os._exit(70)
+    elif action == "truncate" and target is not None:
+        os.truncate(target, 0)

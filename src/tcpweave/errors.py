@@ -25,18 +25,23 @@ class CaptureError(TcpweaveError):
     """A capture file is unreadable or damaged at a known place.
 
     ``offset`` is the byte offset in the (decompressed) file where the problem
-    was found, or ``None`` when it concerns the file as a whole.
+    was found, or ``None`` when it concerns the file as a whole. ``skipped`` is, for
+    damage a reader went past, how many bytes from ``offset`` on it did not use (0 when
+    the record was still read); ``None`` when it is not known or does not apply.
     """
 
-    def __init__(self, path: str, offset: int | None, reason: str) -> None:
+    def __init__(
+        self, path: str, offset: int | None, reason: str, skipped: int | None = None
+    ) -> None:
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.skipped = skipped
         where = f"{path}" if offset is None else f"{path} @ byte {offset}"
         super().__init__(f"{where}: {reason}")
 
-    def __reduce__(self) -> tuple[type[CaptureError], tuple[str, int | None, str]]:
-        return (CaptureError, (self.path, self.offset, self.reason))
+    def __reduce__(self) -> tuple[type[CaptureError], tuple[str, int | None, str, int | None]]:
+        return (CaptureError, (self.path, self.offset, self.reason, self.skipped))
 
 
 class UsageError(TcpweaveError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from tcpweave.capture._mapguard import truncated as truncated_inputs
 from tcpweave.capture.index import RECORD_COLUMNS, RecordColumns
 from tcpweave.capture.source import ERROR_REASONS, Source, open_source
 
@@ -19,6 +20,7 @@ __all__ = [
     "Source",
     "open_source",
     "open_sources",
+    "truncated_inputs",
 ]
 
 

@@ -24,6 +24,7 @@ ST_IFACE_BASE = 4  # pcapng: global index of the current section's interface 0
 ST_IFACE_COUNT = 5  # pcapng: interfaces defined in the current section
 ST_ERRORS = 6  # errors seen (may exceed the error columns' capacity)
 ST_HAVE_SECTION = 7  # pcapng: a section header block was read
+ST_SKIPPED = 8  # bytes not used because of damage (sum of the errors' skipped bytes)
 
 # error codes (tcpweave.capture.ERROR_REASONS has their text)
 E_CORRUPT_RECORD = 1
@@ -44,13 +45,18 @@ RESYNC_MAX_SKEW_SEC = 7 * 86400
 
 
 @helper
-def _note_error(state, err_offset, err_code, err_arg, pos, code, arg):  # type: ignore[no-untyped-def]
+def _note_error(errs, state, pos, code, arg, skipped):  # type: ignore[no-untyped-def]
+    """Store an error (while the columns have room) and count it; ``skipped`` is how many
+    bytes from ``pos`` on were not used (0 when the record was still read)."""
+    err_offset, err_code, err_arg, err_skipped = errs
     k = state[ST_ERRORS]
     if k < err_code.size:
         err_offset[k] = pos
         err_code[k] = code
         err_arg[k] = arg
+        err_skipped[k] = skipped
     state[ST_ERRORS] = k + 1
+    state[ST_SKIPPED] += skipped
 
 
 @helper
@@ -81,16 +87,41 @@ def _pcap_resync(buf, start, swapped, frac_limit, max_caplen, last_sec):  # type
     return buf.size
 
 
+@helper
+def _pcap_damaged(buf, pos, caplen, wirelen, snaplen, frac_limit, max_caplen, last_sec, swapped):  # type: ignore[no-untyped-def]
+    """Is the header at ``pos`` damaged? Beyond any writer's bounds, it is; merely odd (a
+    capture length above the snaplen or the wire length, or running past the end), it is
+    believed only when the header it points to is plausible too (or it ends the file)."""
+    if caplen > max_caplen:
+        return True
+    nxt = pos + 16 + caplen
+    suspect = (snaplen > 0 and caplen > snaplen) or wirelen < caplen or nxt > buf.size
+    if not suspect or nxt == buf.size:
+        return False
+    return not _pcap_plausible(buf, nxt, swapped, frac_limit, max_caplen, last_sec)
+
+
 @kernel
 def scan_pcap_records(  # type: ignore[no-untyped-def]
-    buf, ts_scale, frac_limit, snaplen, max_caplen, state, rec, err_offset, err_code, err_arg
+    buf,
+    ts_scale,
+    frac_limit,
+    snaplen,
+    max_caplen,
+    state,
+    rec,
+    err_offset,
+    err_code,
+    err_arg,
+    err_skipped,
 ):
     """Index pcap records from ``state[ST_POS]`` into ``rec`` (offset, caplen, wirelen, ts_ns).
 
-    Returns the number of records written. Corrupt headers (capture length
-    beyond ``max_caplen``) are skipped up to the next plausible record chain;
-    a record cut short by the end of the file is reported and dropped.
+    Returns the number of records written. A damaged header (``_pcap_damaged``) is
+    skipped up to the next plausible record chain; a record cut short by the end of the
+    file with no plausible record after it is reported and dropped.
     """
+    errs = (err_offset, err_code, err_arg, err_skipped)
     pos = state[ST_POS]
     swapped = state[ST_SWAPPED] != 0
     n = 0
@@ -102,33 +133,28 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
         if pos + PREFETCH_BYTES < end:
             prefetch(buf, pos + PREFETCH_BYTES)  # records are read in file order
         if pos + 16 > end:
-            _note_error(state, err_offset, err_code, err_arg, pos, E_TRUNCATED_RECORD, end - pos)
+            _note_error(errs, state, pos, E_TRUNCATED_RECORD, end - pos, end - pos)
             pos = end
             continue
-        caplen = u32(buf, pos + 8, swapped)
-        if caplen > max_caplen:
-            nxt = _pcap_resync(buf, pos + 1, swapped, frac_limit, max_caplen, state[ST_LAST_SEC])
-            _note_error(state, err_offset, err_code, err_arg, pos, E_CORRUPT_RECORD, nxt - pos)
-            pos = nxt
-            continue
-        if pos + 16 + caplen > end:
-            _note_error(
-                state,
-                err_offset,
-                err_code,
-                err_arg,
-                pos,
-                E_TRUNCATED_RECORD,
-                pos + 16 + caplen - end,
-            )
-            pos = end
+        caplen = np.int64(u32(buf, pos + 8, swapped))
+        wirelen = np.int64(u32(buf, pos + 12, swapped))
+        nxt = pos + 16 + caplen
+        last_sec = state[ST_LAST_SEC]
+        if _pcap_damaged(
+            buf, pos, caplen, wirelen, snaplen, frac_limit, max_caplen, last_sec, swapped
+        ):
+            cand = _pcap_resync(buf, pos + 1, swapped, frac_limit, max_caplen, last_sec)
+            if cand == end and nxt > end and caplen <= max_caplen:
+                _note_error(errs, state, pos, E_TRUNCATED_RECORD, nxt - end, end - pos)
+            else:
+                _note_error(errs, state, pos, E_CORRUPT_RECORD, cand - pos, cand - pos)
+            pos = cand
             continue
         sec = u32(buf, pos, swapped)
-        wirelen = u32(buf, pos + 12, swapped)
         kept = caplen
         if snaplen > 0 and caplen > snaplen:
             # libpcap reads such a record whole but hands out only snaplen bytes
-            _note_error(state, err_offset, err_code, err_arg, pos, E_OVERSIZED_RECORD, caplen)
+            _note_error(errs, state, pos, E_OVERSIZED_RECORD, caplen, 0)
             kept = snaplen
         rec.offset[n] = pos + 16
         rec.caplen[n] = kept
@@ -136,7 +162,7 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
         rec.ts_ns[n] = sec * 1_000_000_000 + u32(buf, pos + 4, swapped) * ts_scale
         state[ST_LAST_SEC] = sec
         n += 1
-        pos += 16 + caplen
+        pos = nxt
     state[ST_POS] = pos
     return n
 
@@ -229,13 +255,16 @@ def _pcapng_resync(buf, start, swapped):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg):  # type: ignore[no-untyped-def]
+def scan_pcapng_blocks(  # type: ignore[no-untyped-def]
+    buf, state, ifaces, rec, err_offset, err_code, err_arg, err_skipped
+):
     """Index the packets of a pcapng buffer (EPB, SPB, OPB) into ``rec``.
 
     Section header blocks set the byte order and start a new interface
     numbering; interface description blocks fill ``ifaces`` (global slots);
     unknown blocks are skipped. Returns the number of records written.
     """
+    errs = (err_offset, err_code, err_arg, err_skipped)
     pos = state[ST_POS]
     swapped = state[ST_SWAPPED] != 0
     n = 0
@@ -245,7 +274,7 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             state[ST_DONE] = 1
             break
         if pos + 12 > end:
-            _note_error(state, err_offset, err_code, err_arg, pos, E_TRAILING_BYTES, end - pos)
+            _note_error(errs, state, pos, E_TRAILING_BYTES, end - pos, end - pos)
             pos = end
             continue
         btype = u32(buf, pos, swapped)
@@ -260,20 +289,19 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             state[ST_HAVE_SECTION] = 1
         if not _block_ok(buf, pos, swapped):
             nxt = _pcapng_resync(buf, pos + 4, swapped)
-            code = E_BAD_BLOCK if nxt < end or pos + 12 <= end else E_TRUNCATED_RECORD
-            _note_error(state, err_offset, err_code, err_arg, pos, code, nxt - pos)
+            _note_error(errs, state, pos, E_BAD_BLOCK, nxt - pos, nxt - pos)
             pos = nxt
             continue
         blen = u32(buf, pos + 4, swapped)
         if blen < _min_block_len(btype):  # its fields would be read past the block (or the file)
-            _note_error(state, err_offset, err_code, err_arg, pos, E_BAD_BLOCK, blen)
+            _note_error(errs, state, pos, E_BAD_BLOCK, blen, blen)
         elif btype == 1:
             slot = state[ST_IFACE_BASE] + state[ST_IFACE_COUNT]
             if slot < ifaces.linktype.size:
                 _read_idb(buf, pos, blen, swapped, slot, ifaces)
                 state[ST_IFACE_COUNT] += 1
             else:
-                _note_error(state, err_offset, err_code, err_arg, pos, E_TOO_MANY_INTERFACES, slot)
+                _note_error(errs, state, pos, E_TOO_MANY_INTERFACES, slot, blen)
         elif btype == 6 or btype == 2 or btype == 3:
             if btype == 3:  # simple packet block: interface 0, no timestamp
                 local = 0
@@ -291,11 +319,9 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
                 )
             slot = state[ST_IFACE_BASE] + local
             if local >= state[ST_IFACE_COUNT]:
-                _note_error(state, err_offset, err_code, err_arg, pos, E_UNKNOWN_INTERFACE, local)
+                _note_error(errs, state, pos, E_UNKNOWN_INTERFACE, local, blen)
             elif data + caplen > pos + blen - 4:
-                _note_error(
-                    state, err_offset, err_code, err_arg, pos, E_PACKET_BEYOND_BLOCK, caplen
-                )
+                _note_error(errs, state, pos, E_PACKET_BEYOND_BLOCK, caplen, blen)
             else:
                 snap = ifaces.snaplen[slot]
                 if btype == 3 and snap > 0:

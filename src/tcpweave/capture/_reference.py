@@ -14,7 +14,7 @@ import struct
 
 # state slots and error codes (the layout the wrappers in source.py share with the kernels)
 ST_POS, ST_SWAPPED, ST_DONE, ST_LAST_SEC = 0, 1, 2, 3
-ST_IFACE_BASE, ST_IFACE_COUNT, ST_ERRORS, ST_HAVE_SECTION = 4, 5, 6, 7
+ST_IFACE_BASE, ST_IFACE_COUNT, ST_ERRORS, ST_HAVE_SECTION, ST_SKIPPED = 4, 5, 6, 7, 8
 E_CORRUPT_RECORD, E_TRUNCATED_RECORD, E_OVERSIZED_RECORD, E_BAD_BLOCK = 1, 2, 3, 4
 E_UNKNOWN_INTERFACE, E_TOO_MANY_INTERFACES, E_PACKET_BEYOND_BLOCK, E_TRAILING_BYTES = 5, 6, 7, 8
 
@@ -33,16 +33,20 @@ def _wrap64(x: int) -> int:
 
 
 class _Errors:
-    """The error columns: the first ``capacity`` errors are stored, all are counted."""
+    """The error columns: the first ``capacity`` errors are stored, all are counted. Each
+    error is where it was found, what (code, arg), and how many bytes from there on were
+    not used (``skipped``: 0 when the record was still read)."""
 
-    def __init__(self, state, err_offset, err_code, err_arg):  # type: ignore[no-untyped-def]
-        self.state, self.offset, self.code, self.arg = state, err_offset, err_code, err_arg
+    def __init__(self, state, err_offset, err_code, err_arg, err_skipped):  # type: ignore[no-untyped-def]
+        self.state, self.offset, self.code = state, err_offset, err_code
+        self.arg, self.skipped = err_arg, err_skipped
 
-    def note(self, pos: int, code: int, arg: int) -> None:
+    def note(self, pos: int, code: int, arg: int, skipped: int) -> None:
         k = int(self.state[ST_ERRORS])
         if k < len(self.code):
-            self.offset[k], self.code[k], self.arg[k] = pos, code, arg
+            self.offset[k], self.code[k], self.arg[k], self.skipped[k] = pos, code, arg, skipped
         self.state[ST_ERRORS] = k + 1
+        self.state[ST_SKIPPED] += skipped
 
 
 # ----------------------------------------------------------------------------------- pcap
@@ -78,11 +82,27 @@ def _pcap_resync(buf, start, order, frac_limit, max_caplen, last_sec) -> int:  #
     return len(buf)
 
 
+def _pcap_suspect(caplen: int, wirelen: int, snaplen: int, nxt: int, end: int) -> bool:
+    """A header no sane writer makes, though libpcap would still read it: a capture length
+    above the snaplen or above the wire length, or a record running past the end."""
+    return (0 < snaplen < caplen) or wirelen < caplen or nxt > end
+
+
 def scan_pcap_records(  # type: ignore[no-untyped-def]
-    buf, ts_scale, frac_limit, snaplen, max_caplen, state, rec, err_offset, err_code, err_arg
+    buf,
+    ts_scale,
+    frac_limit,
+    snaplen,
+    max_caplen,
+    state,
+    rec,
+    err_offset,
+    err_code,
+    err_arg,
+    err_skipped,
 ):
     """Index pcap records from ``state[ST_POS]`` into ``rec``; return how many were written."""
-    errors = _Errors(state, err_offset, err_code, err_arg)
+    errors = _Errors(state, err_offset, err_code, err_arg, err_skipped)
     order = ">" if state[ST_SWAPPED] else "<"
     pos, end, n = int(state[ST_POS]), len(buf), 0
     while n < len(rec.offset):
@@ -90,26 +110,34 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
             state[ST_DONE] = 1
             break
         if pos + 16 > end:
-            errors.note(pos, E_TRUNCATED_RECORD, end - pos)
+            errors.note(pos, E_TRUNCATED_RECORD, end - pos, end - pos)
             pos = end
             continue
         sec, frac, caplen, wirelen = _pcap_header(buf, pos, order)
-        if caplen > max_caplen:
-            # a capture length no writer would produce: the header is damaged
-            last_sec = int(state[ST_LAST_SEC])
-            nxt = _pcap_resync(buf, pos + 1, order, frac_limit, max_caplen, last_sec)
-            errors.note(pos, E_CORRUPT_RECORD, nxt - pos)
-            pos = nxt
-            continue
-        if pos + 16 + caplen > end:
-            errors.note(pos, E_TRUNCATED_RECORD, pos + 16 + caplen - end)
-            pos = end
+        nxt = pos + 16 + caplen
+        last_sec = int(state[ST_LAST_SEC])
+        # A header beyond any writer's bounds is damaged; one that is merely odd is believed
+        # only when the header it points to is plausible too (or it ends the file exactly).
+        damaged = caplen > max_caplen or (
+            _pcap_suspect(caplen, wirelen, snaplen, nxt, end)
+            and nxt != end
+            and not _pcap_plausible(buf, nxt, order, frac_limit, max_caplen, last_sec)
+        )
+        if damaged:
+            cand = _pcap_resync(buf, pos + 1, order, frac_limit, max_caplen, last_sec)
+            if cand == end and nxt > end and caplen <= max_caplen:
+                # nothing plausible follows: the file was cut inside its last record
+                errors.note(pos, E_TRUNCATED_RECORD, nxt - end, end - pos)
+            else:
+                errors.note(pos, E_CORRUPT_RECORD, cand - pos, cand - pos)
+            pos = cand
             continue
         kept = caplen
         if 0 < snaplen < caplen:
             # pcap-savefile(5): caplen "should never become larger than" the snapshot length;
-            # libpcap reads such a record but returns only snaplen bytes of it.
-            errors.note(pos, E_OVERSIZED_RECORD, caplen)
+            # libpcap (sf-pcap.c, pcap_next_packet) reads such a record but returns only
+            # snaplen bytes of it, and refuses one above its per-link-type maximum.
+            errors.note(pos, E_OVERSIZED_RECORD, caplen, 0)
             kept = snaplen
         rec.offset[n] = pos + 16
         rec.caplen[n] = kept
@@ -117,7 +145,7 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
         rec.ts_ns[n] = sec * 1_000_000_000 + frac * ts_scale
         state[ST_LAST_SEC] = sec
         n += 1
-        pos += 16 + caplen
+        pos = nxt
     state[ST_POS] = pos
     return n
 
@@ -203,9 +231,11 @@ def _packet_block(buf, pos: int, blen: int, btype: int, order: str):  # type: ig
     return local, pos + 28, caplen, wirelen, (hi << 32) | lo
 
 
-def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg):  # type: ignore[no-untyped-def]
+def scan_pcapng_blocks(  # type: ignore[no-untyped-def]
+    buf, state, ifaces, rec, err_offset, err_code, err_arg, err_skipped
+):
     """Index the packets of a pcapng buffer (EPB, SPB, OPB) into ``rec``; return the count."""
-    errors = _Errors(state, err_offset, err_code, err_arg)
+    errors = _Errors(state, err_offset, err_code, err_arg, err_skipped)
     order = ">" if state[ST_SWAPPED] else "<"
     pos, end, n = int(state[ST_POS]), len(buf), 0
     while n < len(rec.offset):
@@ -213,7 +243,7 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             state[ST_DONE] = 1
             break
         if pos + 12 > end:
-            errors.note(pos, E_TRAILING_BYTES, end - pos)
+            errors.note(pos, E_TRAILING_BYTES, end - pos, end - pos)
             pos = end
             continue
         (btype,) = struct.unpack_from(order + "I", buf, pos)
@@ -230,29 +260,29 @@ def scan_pcapng_blocks(buf, state, ifaces, rec, err_offset, err_code, err_arg): 
             state[ST_HAVE_SECTION] = 1
         if not _block_ok(buf, pos, order):
             nxt = _pcapng_resync(buf, pos + 4, order)
-            errors.note(pos, E_BAD_BLOCK, nxt - pos)  # at least 12 bytes remain here
+            errors.note(pos, E_BAD_BLOCK, nxt - pos, nxt - pos)  # at least 12 bytes remain here
             pos = nxt
             continue
         (blen,) = struct.unpack_from(order + "I", buf, pos + 4)
         if blen < MIN_BLOCK_LEN.get(btype, 12):
             # too short for the fields its type puts before the trailing length: damaged
-            errors.note(pos, E_BAD_BLOCK, blen)
+            errors.note(pos, E_BAD_BLOCK, blen, blen)
         elif btype == 1:
             slot = int(state[ST_IFACE_BASE] + state[ST_IFACE_COUNT])
             if slot < len(ifaces.linktype):
                 _read_idb(buf, pos, blen, order, slot, ifaces)
                 state[ST_IFACE_COUNT] += 1
             else:
-                errors.note(pos, E_TOO_MANY_INTERFACES, slot)
+                errors.note(pos, E_TOO_MANY_INTERFACES, slot, blen)
         elif btype in (2, 3, 6):
             local, data, caplen, wirelen, ticks = _packet_block(buf, pos, blen, btype, order)
             slot = int(state[ST_IFACE_BASE]) + local
             if local >= state[ST_IFACE_COUNT]:
                 # §4.3: "The interface ID MUST be valid, which means that an matching interface
                 # description block MUST exist."
-                errors.note(pos, E_UNKNOWN_INTERFACE, local)
+                errors.note(pos, E_UNKNOWN_INTERFACE, local, blen)
             elif data + caplen > pos + blen - 4:
-                errors.note(pos, E_PACKET_BEYOND_BLOCK, caplen)
+                errors.note(pos, E_PACKET_BEYOND_BLOCK, caplen, blen)
             else:
                 if btype == 3 and ifaces.snaplen[slot] > 0:
                     caplen = min(caplen, int(ifaces.snaplen[slot]))

@@ -6,16 +6,27 @@ snaplen, and the link type (low 16 bits; the upper bits may carry FCS info).
 pcapng (draft-ietf-opsawg-pcapng): a chain of blocks starting with a Section
 Header Block.
 
-Resync rule for pcap, whose records carry no marker: a record header whose
-capture length exceeds max(snaplen, 256 KiB) is corrupt. From the next byte on,
-the reader looks for the first offset where a record header is plausible
-(fraction of a second below 10^6 or 10^9, capture length within bounds and not
-above the wire length, seconds within 7 days of the last good record) AND the
-header that would follow it is plausible too (or the record ends the file
-exactly). Everything in between is reported as one corrupt region and skipped.
-For pcapng the block length repeated at each block's end is the marker: the
-reader steps 4 bytes at a time to the next block whose type is known and whose
-two lengths agree.
+Resync rule for pcap, whose records carry no marker. A record header is damaged
+when its capture length exceeds max(snaplen, 256 KiB) (libpcap refuses those too), or
+when it is odd -- capture length above the snaplen, above the wire length, or running
+past the end of the file -- and the header it points to is not plausible (a record
+ending the file exactly needs no confirmation). An odd header that IS confirmed is
+read: libpcap-written files may hold caplen > snaplen (sf-pcap.c, pcap_next_packet,
+reads such a record and keeps snaplen bytes of it; so does this reader, reporting it).
+From the byte after a damaged header, the reader looks for the first offset where a
+record header is plausible (fraction of a second below 10^6 or 10^9, capture length
+within bounds and not above the wire length, seconds within 7 days of the last good
+record) AND the header that would follow it is plausible too (or the record ends the
+file exactly). Everything in between is one corrupt region, reported and skipped; when
+nothing plausible follows a record that runs past the end, the file was cut inside it
+("record cut short"). For pcapng the block length repeated at each block's end is the
+marker: the reader steps 4 bytes at a time to the next block whose type is known and
+whose two lengths agree.
+
+Every damaged region is a ``CaptureError`` with its offset and the bytes it made the
+reader skip (``skipped``); ``Source.scan_skipped_bytes`` totals them. A file truncated by
+another process while it is mapped is caught by ``_mapguard`` (zero pages instead of
+SIGBUS) and ends the walk with a ``CaptureError`` (``Source.check_intact``).
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from tcpweave import _faults as fault
 from tcpweave.capture import _kernels as k
+from tcpweave.capture import _mapguard
 from tcpweave.capture._compress import compression_of, spool
 from tcpweave.capture.index import (
     RecordColumns,
@@ -56,10 +69,12 @@ RELEASE_STEP = 32 << 20
 _MAX_STORED_ERRORS = 1000
 #: records per chunk: small enough that a chunk's bytes are still in cache when decoded
 CHUNK_RECORDS = 4096
+#: slots of a walk's state array (``_kernels.ST_*``)
+STATE_SLOTS = 9
 
 ERROR_REASONS = {
-    k.E_CORRUPT_RECORD: "corrupt record header (implausible capture length); skipped {arg} bytes "
-    "to the next plausible record",
+    k.E_CORRUPT_RECORD: "corrupt record header (implausible lengths); skipped {arg} bytes to the "
+    "next plausible record",
     k.E_TRUNCATED_RECORD: "record cut short by the end of the file ({arg} bytes missing); dropped",
     k.E_OVERSIZED_RECORD: "record of {arg} bytes is longer than the file's snaplen; kept snaplen "
     "bytes (as libpcap does)",
@@ -84,6 +99,7 @@ class Source:
     decompress_errors: list[CaptureError] = field(default_factory=list)
     scan_errors: list[CaptureError] = field(default_factory=list)  # from the last full walk
     scan_error_count: int = 0
+    scan_skipped_bytes: int = 0  # bytes of the file not used because of damage (last full walk)
     snaplen: int = 0
     first_ts_ns: int | None = None
     _scan: Any = field(default=None, repr=False)  # (kernel call, initial state) or fixed records
@@ -91,6 +107,7 @@ class Source:
     _keep: list[Any] = field(default_factory=list, repr=False)
     _released: int = field(default=0, repr=False)
     _pcap: Any = field(default=None, repr=False)  # pcap scan parameters (restrict_pcap)
+    _guard: int = field(default=-1, repr=False)  # slot of the mapping in _mapguard
 
     def _mapping(self) -> mmap.mmap | None:
         """The memory map behind ``buffer`` (None for an empty or closed source)."""
@@ -166,9 +183,18 @@ class Source:
         errs = _error_columns()
         while not state[k.ST_DONE]:
             n = call(state, rec, errs)
+            fault.at("read", self.path)
+            self.check_intact()
             if n:
                 yield slice_records(rec, n)
+        self.check_intact()  # the last chunk was used (its payloads read) meanwhile
         self._collect_errors(state, errs)
+
+    def check_intact(self) -> None:
+        """Raise ``CaptureError`` if the file was found truncated while being read (pages of
+        its mapping gone: ``_mapguard``)."""
+        if _mapguard.faults(self._guard):
+            raise _mapguard.truncated(self._guard)[0]
 
     @property
     def errors(self) -> list[CaptureError]:
@@ -183,12 +209,15 @@ class Source:
     def _collect_errors(self, state: np.ndarray, errs: tuple[np.ndarray, ...]) -> None:
         stored = min(int(state[k.ST_ERRORS]), _MAX_STORED_ERRORS)
         self.scan_errors = []
-        for off, code, arg in zip(*(e[:stored] for e in errs), strict=True):
+        for off, code, arg, skipped in zip(*(e[:stored] for e in errs), strict=True):
             reason = ERROR_REASONS.get(int(code), "damaged record ({arg})").format(arg=int(arg))
-            self.scan_errors.append(CaptureError(self.path, int(off), reason))
+            self.scan_errors.append(CaptureError(self.path, int(off), reason, int(skipped)))
         self.scan_error_count = int(state[k.ST_ERRORS])
+        self.scan_skipped_bytes = int(state[k.ST_SKIPPED])
 
     def close(self) -> None:
+        _mapguard.unregister(self._guard)
+        self._guard = -1
         self.buffer = np.zeros(0, np.uint8)
         for obj in reversed(self._keep):
             # a caller may still hold a view; the map then closes when that view is dropped
@@ -227,6 +256,7 @@ def open_source(
         keep.append(fobj)
     buffer = _map(fobj, path, keep, populate)
     src = Source(path, "", compression, buffer, decompress_errors=errors, _keep=keep)
+    src._guard = _mapguard.register(buffer, path, fobj.fileno())
     try:
         _index(src)
     except BaseException:
@@ -280,7 +310,7 @@ def _index_pcap(src: Source, swapped: bool) -> None:
     nano = magic == PCAP_MAGIC_NS
     src.snaplen = snaplen
     max_caplen = min(max(snaplen, MAX_SNAPLEN), HARD_MAX_CAPLEN)
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     state[k.ST_POS] = 24
     state[k.ST_SWAPPED] = int(swapped)
     state[k.ST_LAST_SEC] = -1
@@ -312,7 +342,7 @@ def restrict_pcap(src: Source, start: int, end: int, last_sec: int) -> None:
     """
     if src._pcap is None:
         raise UsageError(f"{src.path}: only pcap files can be read in ranges")
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     state[k.ST_POS] = start
     state[k.ST_SWAPPED] = int(src._scan[1][k.ST_SWAPPED])
     state[k.ST_LAST_SEC] = last_sec
@@ -321,7 +351,7 @@ def restrict_pcap(src: Source, start: int, end: int, last_sec: int) -> None:
 
 def _index_pcapng(src: Source) -> None:
     buf = src.buffer
-    state = np.zeros(8, np.int64)
+    state = np.zeros(STATE_SLOTS, np.int64)
     ifaces = empty_interfaces(MAX_INTERFACES)
 
     def call(st: np.ndarray, rec: Any, errs: tuple[np.ndarray, ...]) -> int:
@@ -344,9 +374,11 @@ def _first_ts(call: Any, initial: np.ndarray) -> int | None:
     return None
 
 
-def _error_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _error_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Offset, code, argument and bytes skipped of each error (the first 1000 are kept)."""
     return (
         np.zeros(_MAX_STORED_ERRORS, np.int64),
         np.zeros(_MAX_STORED_ERRORS, np.int32),
+        np.zeros(_MAX_STORED_ERRORS, np.int64),
         np.zeros(_MAX_STORED_ERRORS, np.int64),
     )

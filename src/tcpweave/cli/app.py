@@ -222,7 +222,8 @@ def extract(
             128 + exc.signum,
         ) from None
     stats = run.decode_stats()
-    render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records)
+    render.report_error_list(_stderr(), run.capture_errors(), stats.corrupt_records,
+                             stats.skipped_bytes)  # fmt: skip
     if verbosity() >= 0:
         _stdout().print(render.extract_summary(stats, summary, out, time.perf_counter() - started))
 
@@ -271,7 +272,10 @@ def info(
 ) -> None:
     """Summarise a capture: files, frames, TCP packets and the decoder's counts."""
     with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
-        _stdout().print(render.stats_summary(run.decode_stats(), len(run.paths)))
+        console = _stdout()
+        console.print(render.stats_summary(run.decode_stats(), len(run.paths)))
+        if run.capture_errors():
+            console.print(render.damage_table(run.capture_errors()))
 
 
 def _print_version(value: bool) -> None:

@@ -4,10 +4,12 @@ Exit status (every command):
 
 ====  ==============================================================================
 0     finished
-1     failed: an unreadable capture, a full disk, a worker process that died, a bug
+1     failed: an unreadable capture, a capture truncated while it was read, a full disk,
+      a worker process that died, a bug
 2     usage: a bad option or argument, an output directory tcpweave may not touch
 3     finished, but the input was damaged: records or bytes of a capture were
-      skipped (each region on stderr; ``extract`` lists them in DIR/manifest.json)
+      skipped (each region on stderr, ``info`` lists them all; ``extract`` lists them
+      in DIR/manifest.json: file, offset, length, reason, and the totals)
 130   interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM. ``extract`` leaves
       DIR/INCOMPLETE.json saying so, and ``--resume`` finishes the run
 ====  ==============================================================================
@@ -36,6 +38,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tcpweave.capture import truncated_inputs
 from tcpweave.errors import SignalReceived, TcpweaveError, UsageError, stop_signal
 
 __all__ = [
@@ -79,12 +82,13 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 _DAMAGE: ContextVar[list[int] | None] = ContextVar("tcpweave_damage", default=None)
 
 
-def note_damage(records: int) -> None:
-    """Called where a command reports damaged capture records: it then ends with status 3
-    (once it has finished its work)."""
+def note_damage(records: int, skipped_bytes: int = 0) -> None:
+    """Called where a command reports damaged capture records (and the bytes they made it
+    skip): it then ends with status 3 (once it has finished its work)."""
     seen = _DAMAGE.get()
     if seen is not None:
         seen[0] += records
+        seen[1] += skipped_bytes
 
 
 QuietOpt = Annotated[
@@ -102,7 +106,7 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(*args: Any, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> Any:
-        damage = [0]
+        damage = [0, 0]  # damaged records, bytes skipped
         tokens = (
             _DAMAGE.set(damage),
             _JSON.set(bool(kwargs.get("json_out"))),
@@ -110,10 +114,13 @@ def guarded(fn: F) -> F:
         )
         try:
             result = _run_guarded(fn, args, kwargs)
+            cut = truncated_inputs()
+            if cut:  # it read zeros where the file was: its output is not the capture's
+                raise fail(str(cut[0]))
             if damage[0] and verbosity() >= 0:
                 Console(stderr=True, soft_wrap=True).print(
-                    f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s) "
-                    "skipped (exit status 3)",
+                    f"[yellow]warning:[/] input damaged: {damage[0]:,} damaged record(s), "
+                    f"{damage[1]:,} bytes skipped (exit status 3)",
                     highlight=False,
                 )
             if damage[0]:
@@ -156,7 +163,8 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
                 raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
             if os.environ.get("TCPWEAVE_DEBUG") or verbosity() > 0:
                 traceback.print_exc()
-            raise fail(describe(exc), exit_code(exc)) from None
+            cut = truncated_inputs()  # the cause of whatever failed after a capture shrank
+            raise fail(str(cut[0]) if cut else describe(exc), exit_code(exc)) from None
 
 
 def exit_code(exc: BaseException) -> int:

@@ -93,6 +93,7 @@ def open_run(
         run = Run(paths, settings, executor_for(jobs, client),
                   rows_per_partition=partition_rows, progress=progress)  # fmt: skip
         with run:
+            stats = run.decode_stats()
             render.report_error_list(Console(stderr=True, soft_wrap=True), run.capture_errors(),
-                                     run.decode_stats().corrupt_records)  # fmt: skip
+                                     stats.corrupt_records, stats.skipped_bytes)  # fmt: skip
             yield run

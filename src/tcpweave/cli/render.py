@@ -133,6 +133,19 @@ def endpoint(addr: str, port: int) -> str:
     return escape(_endpoint_text(addr, port))
 
 
+def damage_table(errors: list[Any]) -> Table:
+    """Every damaged region the readers reported: file, byte offset, bytes skipped, reason."""
+    table = Table(title="damaged input", title_justify="left")
+    for name, justify in (("file", "left"), ("offset", "right"), ("skipped", "right"),
+                          ("reason", "left")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for e in errors:
+        skipped = "" if e.skipped is None else f"{e.skipped:,}"
+        offset = "" if e.offset is None else str(e.offset)
+        table.add_row(escape(e.path), offset, skipped, escape(e.reason))
+    return table
+
+
 def stats_summary(s: Any, files: int) -> Table:
     """The decoder's counts (``DecodeStats``) of a capture of ``files`` files."""
     table = Table(title="capture", show_header=False, title_justify="left")
@@ -154,6 +167,7 @@ def stats_summary(s: Any, files: int) -> Table:
         ("malformed headers", s.malformed),
         ("headers cut short", s.truncated_headers),
         ("corrupt records", s.corrupt_records),
+        ("bytes skipped (damaged input)", s.skipped_bytes),
     ):
         table.add_row(label, f"{value:,}")
     for lt, count in sorted(s.unknown_link_types.items()):
@@ -163,12 +177,14 @@ def stats_summary(s: Any, files: int) -> Table:
 
 def report_errors(console: Console, cap: tcpweave.Capture) -> None:
     """Damaged records go to stderr, one line each (file, byte offset, what was wrong)."""
-    report_error_list(console, cap.errors, cap.stats.corrupt_records)
+    report_error_list(console, cap.errors, cap.stats.corrupt_records, cap.stats.skipped_bytes)
 
 
-def report_error_list(console: Console, errors: list[Any], corrupt_records: int) -> None:
+def report_error_list(
+    console: Console, errors: list[Any], corrupt_records: int, skipped_bytes: int = 0
+) -> None:
     """Each damaged record on a line (the first few), and the command's exit status 3."""
-    note_damage(corrupt_records)
+    note_damage(corrupt_records, skipped_bytes)
     if verbosity() < 0:
         return
     shown = len(errors) if verbosity() > 0 else _MAX_ERRORS_SHOWN

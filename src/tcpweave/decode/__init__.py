@@ -77,6 +77,7 @@ class DecodeStats:
     bad_tcp_checksum: int = 0
     unknown_link_types: dict[int, int] = field(default_factory=dict)
     corrupt_records: int = 0  # damaged or cut-short records reported by the readers
+    skipped_bytes: int = 0  # bytes of the capture files left unused because of damage
     malformed: int = 0  # IP or TCP headers too bogus to decode
     truncated_headers: int = 0  # frames cut short before the TCP header ended
     ip_length_beyond_frame: int = 0
@@ -306,6 +307,7 @@ def _walk(
         if release:
             src.release_before(rows.held_from(src.buffer.size))
         stats.corrupt_records += src.error_count
+        stats.skipped_bytes += src.scan_skipped_bytes
     stats.frames = frame_base - start
     return frag_parts
 

@@ -110,7 +110,7 @@ class RunState:
     inputs: list[list[Any]]  # [path, size, mtime_ns] of every capture file
     stats: dict[str, Any]
     rows: list[int]  # per partition
-    errors: list[list[Any]] = field(default_factory=list)  # [file, offset, reason]
+    errors: list[list[Any]] = field(default_factory=list)  # [file, offset, reason, skipped]
     buffer_paths: list[str] = field(default_factory=list)
 
     def save(self) -> None:
@@ -238,7 +238,7 @@ class Run:
     def capture_errors(self) -> list[CaptureError]:
         if self.state is None:
             return self.errors
-        return [CaptureError(f, o, r) for f, o, r in self.state.errors]
+        return [CaptureError(*e) for e in self.state.errors]
 
     # -- step 2 ---------------------------------------------------------------------------
 
@@ -494,8 +494,13 @@ def _decode_here(sources: list[Source], workdir: str, n_parts: int, progress: Pr
         router.close()
     if defrag is not None:
         sources.append(defrag)
-    errors = [[e.path, e.offset, e.reason] for s in sources for e in s.errors]
+    errors = [_error_row(e) for s in sources for e in s.errors]
     return RunState(layout, [], asdict(stats), router.rows.tolist(), errors)
+
+
+def _error_row(err: CaptureError, path: str | None = None) -> list[Any]:
+    """A damaged record as ``state.json`` keeps it (``path`` names the capture file)."""
+    return [path or err.path, err.offset, err.reason, err.skipped]
 
 
 def _decode_piece(
@@ -516,7 +521,7 @@ def _decode_piece(
     finally:
         router.close()
         src.close()
-    errors = [[name, e.offset, e.reason] for e in src.scan_errors]
+    errors = [_error_row(e, name) for e in src.scan_errors]
     return router.rows.tolist(), asdict(one.stats), one.counters, one.fragments, errors
 
 
@@ -546,7 +551,7 @@ def _decode_on_workers(
         one = DecodeStats(**stats_dict)
         if pc.first:  # damage found while decompressing belongs to the file's first piece
             one.corrupt_records += len(src.decompress_errors)
-            errors += [[e.path, e.offset, e.reason] for e in src.decompress_errors]
+            errors += [_error_row(e) for e in src.decompress_errors]
         merge_stats(stats, one)
         counters += piece_counters
         rows += part_rows

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from tcpweave import _faults as fault
+from tcpweave.capture import truncated_inputs
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.errors import Interrupted, UsageError, stop_signal
 from tcpweave.output.extract import (
@@ -169,6 +170,9 @@ def extract(
                       rows_per_partition=rows_per_partition, progress=tick)  # fmt: skip
             summary = _write(run, job, tick)
         fault.at("finish")
+        cut = truncated_inputs()
+        if cut:  # the run read zeros where the file was: it did not finish
+            raise cut[0]
         claim.finish(_manifest(run, summary))
     except Interrupted as exc:
         claim.stopped("interrupted", f"stopped by signal {exc.signum}", keep_work=True,
@@ -319,6 +323,11 @@ def _manifest(run: Run, summary: ExtractSummary) -> dict[str, Any]:
         "decode": asdict(run.decode_stats()),
         "input_damage": {
             "records": run.decode_stats().corrupt_records,
-            "regions": [{"file": e.path, "offset": e.offset, "reason": e.reason} for e in errors],
+            "skipped_bytes": run.decode_stats().skipped_bytes,
+            "regions_listed": len(errors),
+            "regions": [
+                {"file": e.path, "offset": e.offset, "length": e.skipped, "reason": e.reason}
+                for e in errors
+            ],
         },
     }
