@@ -193,7 +193,9 @@ def conn_states(states: np.ndarray, length: np.ndarray, history: np.ndarray) -> 
     r_inactive = (rs == INACTIVE) | (rs == PARTIAL)
     no_bytes = (length[:, 0] == 0) & (length[:, 1] == 0)
     rejected = (os_ == SYN_SENT) | (os_ == SYN_ACK_SENT) | ((os_ == RESET) & no_bytes)
-    rstos0 = np.array([bool(_RSTOS0_HISTORY.fullmatch(h)) for h in history], np.bool_)
+    rstos0 = np.zeros(len(os_), np.bool_)  # the regex only where Zeek's rule asks for it
+    for i in np.flatnonzero((os_ == RESET) & (rs != RESET) & r_inactive).tolist():
+        rstos0[i] = _RSTOS0_HISTORY.fullmatch(history[i]) is not None
     s = ConnState
     rules = [
         (rs == RESET, np.where(rejected, s.REJ, np.where(o_inactive, s.RSTRH, s.RSTR))),
