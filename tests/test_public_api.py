@@ -26,6 +26,7 @@ PINNED = [
     "Chunk",
     "Close",
     "Conflict",
+    "ConnState",
     "Delimited",
     "Direction",
     "Dns",

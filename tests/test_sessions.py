@@ -58,18 +58,23 @@ def _run_both(args: tuple[np.ndarray, ...], size: int) -> tuple[Any, ...]:
     results = []
     for impl in (k, ref):
         out, ends = np.full(size, 7, np.uint8), np.zeros(n, np.int64)
+        states = np.full((n, 2), -1, np.int8)
         copies = [a.copy() for a in args]
-        results.append((int(impl.build_histories(*copies, out, ends)), out, ends))
+        results.append((int(impl.build_histories(*copies, out, ends, states)), out, ends, states))
     return results[0], results[1]
 
 
 def assert_same_histories(args: tuple[np.ndarray, ...]) -> None:
-    """Same histories, same ends, same total; with a roomy and with a cramped ``out``."""
-    (total, out, ends), (r_total, r_out, r_ends) = _run_both(args, 64 + 40 * len(args[0]))
+    """Same histories, ends, final endpoint states and total; with a roomy and with a
+    cramped ``out``."""
+    (total, out, ends, states), (r_total, r_out, r_ends, r_states) = _run_both(
+        args, 64 + 40 * len(args[0])
+    )
     assert total == r_total
     assert ends.tolist() == r_ends.tolist()
     assert out.tobytes() == r_out.tobytes(), (out[:total].tobytes(), r_out[:total].tobytes())
-    (total, out, _), (r_total, r_out, _) = _run_both(args, 5)
+    assert states.tolist() == r_states.tolist()
+    (total, out, _, _), (r_total, r_out, _, _) = _run_both(args, 5)
     assert total == r_total and out.tobytes() == r_out.tobytes()
 
 
@@ -151,8 +156,9 @@ def test_many_holes_make_the_reassembler_give_up_in_both() -> None:
 
 
 def _history_of(args: tuple[np.ndarray, ...]) -> str:
-    out, ends = np.zeros(1000, np.uint8), np.zeros(len(args[1]) - 1, np.int64)
-    total = k.build_histories(*args, out, ends)
+    n = len(args[1]) - 1
+    out, ends, states = np.zeros(1000, np.uint8), np.zeros(n, np.int64), np.zeros((n, 2), np.int8)
+    total = k.build_histories(*args, out, ends, states)
     return out[:total].tobytes().decode()
 
 
@@ -488,7 +494,7 @@ def test_table_columns_are_the_plan_figures(tmp_path: Path) -> None:
     assert second["client_addr"] == "2001:db8::1" and second["ip_version"] == 6
     assert second["client_addr_raw"] == bytes.fromhex("20010db8" + "0" * 22 + "01")
     assert (second["close_s2c"], second["close"]) == ("rst", "rst")
-    assert first["start_ns"].timestamp() == t.t0_ns / 1e9
+    assert first["first_ts"].timestamp() == t.t0_ns / 1e9
     assert first["duration_s"] == pytest.approx(6 * t.step_ns / 1e9)  # frames 1 to 7
 
 
@@ -527,18 +533,19 @@ def test_capture_at_the_epoch(tmp_path: Path) -> None:
     path = t.write(tmp_path / "epoch.pcap")
     with tcpweave.open(path) as cap:
         first, lone = cap.sessions().to_pylist()
-    assert first["start_ns"].timestamp() == 0 and first["duration_s"] == 2 * t.step_ns / 1e9
-    assert lone["start_ns"].timestamp() == lone["end_ns"].timestamp() == 0
+    assert first["first_ts"].timestamp() == 0 and first["duration_s"] == 2 * t.step_ns / 1e9
+    assert lone["first_ts"].timestamp() == lone["last_ts"].timestamp() == 0
     for fmt in ("jsonl", "csv", "table"):
         result = CliRunner().invoke(app, ["streams", str(path), "--format", fmt])
         assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["streams", str(path), "--format", "jsonl"])
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["duration"] for r in rows] == [0.002, 0.0]
+    assert [r["duration_s"] for r in rows] == [0.002, 0.0]
+    assert [r["first_ts"] for r in rows] == [0.0, 0.0]
 
 
 def test_streams_rows_have_plain_ipv6_endpoints(tmp_path: Path) -> None:
-    """The jsonl/csv values carry no terminal markup (``[2001:db8::1]:40000``, unescaped)."""
+    """The jsonl/csv values carry no terminal markup: addresses and ports as their own fields."""
     from typer.testing import CliRunner
 
     from tcpweave.cli import app
@@ -547,7 +554,8 @@ def test_streams_rows_have_plain_ipv6_endpoints(tmp_path: Path) -> None:
     path = s.write(tmp_path / "v6.pcap")
     result = CliRunner().invoke(app, ["streams", str(path), "--format", "jsonl"])
     row = json.loads(result.stdout)
-    assert (row["client"], row["server"]) == ("[2001:db8::1]:40000", "[2001:db8::2]:80")
+    assert (row["client_addr"], row["client_port"]) == ("2001:db8::1", 40000)
+    assert (row["server_addr"], row["server_port"]) == ("2001:db8::2", 80)
 
 
 def _partition_table(part: Any) -> pa.Table:

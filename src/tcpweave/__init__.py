@@ -10,7 +10,16 @@ from __future__ import annotations
 from tcpweave._capture_api import Capture, CaptureStats, extract, open
 from tcpweave.audit import Audit, Matrix, Reason, birthday_probability
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
-from tcpweave.enums import Checksum, ChecksumMode, Close, Fate, GapReason, LinkType, Policy
+from tcpweave.enums import (
+    Checksum,
+    ChecksumMode,
+    Close,
+    ConnState,
+    Fate,
+    GapReason,
+    LinkType,
+    Policy,
+)
 from tcpweave.errors import CaptureError, Interrupted, SignalReceived, TcpweaveError, UsageError
 from tcpweave.flows import Flows
 from tcpweave.framing import (
@@ -55,6 +64,7 @@ __all__ = [
     "Chunk",
     "Close",
     "Conflict",
+    "ConnState",
     "Delimited",
     "Direction",
     "Dns",

@@ -13,6 +13,7 @@ __all__ = [
     "Checksum",
     "ChecksumMode",
     "Close",
+    "ConnState",
     "Fate",
     "GapReason",
     "LinkType",
@@ -180,3 +181,27 @@ _SESSION_RULE = np.array(
     [[_O, _H, _H, _R], [_H, _F, _H, _R], [_H, _H, _H, _R], [_R, _R, _R, _R]], np.int8
 )
 _DIRECTION_NAMES = [[str(Close(int(v))) for v in row] for row in _DIRECTION_RULE]
+
+
+class ConnState(IntEnum):
+    """Zeek's ``conn_state`` of a session (session table ``conn_state``), computed from the
+    final states of Zeek's TCP endpoint model (docs/sessions.md). The meanings are Zeek's
+    (docs.zeek.org, ``Conn::Info``); the rule is ``conn_state`` in
+    scripts/base/protocols/conn/main.zeek, written out in tcpweave/output/sessions.py."""
+
+    S0 = 0  # connection attempt seen, no reply
+    S1 = 1  # established, not terminated
+    SF = 2  # normal establishment and termination
+    REJ = 3  # connection attempt rejected
+    S2 = 4  # established, close attempt by the originator seen (no reply from the responder)
+    S3 = 5  # established, close attempt by the responder seen (no reply from the originator)
+    RSTO = 6  # established, the originator aborted (sent a RST)
+    RSTR = 7  # the responder sent a RST
+    RSTOS0 = 8  # the originator sent a SYN then a RST; no SYN-ACK from the responder seen
+    RSTRH = 9  # the responder sent a SYN-ACK then a RST; no SYN from the originator seen
+    SH = 10  # the originator sent a SYN then a FIN; no SYN-ACK from the responder seen
+    SHR = 11  # the responder sent a SYN-ACK then a FIN; no SYN from the originator seen
+    OTH = 12  # no SYN seen, just midstream traffic
+
+    def __str__(self) -> str:
+        return self.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -33,6 +34,8 @@ from tcpweave.cli.options import (
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import Interrupted, UsageError
 from tcpweave.output.follow import FollowMode, render_follow
+from tcpweave.output.sessions import SESSION_RECORD_FIELDS, session_records
+from tcpweave.output.zeek import write_conn_json, write_conn_tsv
 from tcpweave.run import ROWS_PER_PARTITION, follow_stream, packet_rows
 from tcpweave.run import sessions as run_sessions
 
@@ -81,6 +84,8 @@ class StreamFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
     csv = "csv"
+    zeek = "zeek"
+    zeek_json = "zeek-json"
 
 
 def _stdout() -> Console:
@@ -250,18 +255,29 @@ def streams_cmd(
     jobs: JobsOpt = JOBS_DEFAULT,
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
     fmt: Annotated[
-        StreamFormat, typer.Option("--format", metavar="FORMAT", help="table, jsonl or csv.")
+        StreamFormat,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="table, jsonl or csv (the session record, docs/records.md), zeek (Zeek's "
+            "conn.log, TSV) or zeek-json (conn.log as Zeek's JSON writer).",
+        ),
     ] = StreamFormat.table,
 ) -> None:
     """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
+    opened = datetime.now(UTC)
     with open_run(captures, policy, checksums, jobs, partition_rows) as run:
-        rows = render.session_rows(run_sessions(run))
-    if fmt is StreamFormat.table:
-        _stdout().print(render.streams_table(rows))
+        table = run_sessions(run)
+    if fmt is StreamFormat.zeek:
+        write_conn_tsv(sys.stdout, table, opened, datetime.now(UTC))
+    elif fmt is StreamFormat.zeek_json:
+        write_conn_json(sys.stdout, table)
+    elif fmt is StreamFormat.table:
+        _stdout().print(render.streams_table(session_records(table)))
     elif fmt is StreamFormat.csv:
-        render.write_rows_csv(sys.stdout, rows)
+        render.write_csv(sys.stdout, SESSION_RECORD_FIELDS, session_records(table))
     else:
-        render.write_rows_jsonl(sys.stdout, rows)
+        render.write_rows_jsonl(sys.stdout, session_records(table))
 
 
 @command()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import numpy as np
@@ -61,10 +62,7 @@ def write_packets_jsonl(out: TextIO, windows: Iterable[pa.Table]) -> None:
 
 
 def write_packets_csv(out: TextIO, windows: Iterable[pa.Table]) -> None:
-    writer = csv.DictWriter(out, fieldnames=PACKET_FIELDS)
-    writer.writeheader()
-    for row in _rows(windows):
-        writer.writerow(row)
+    write_csv(out, PACKET_FIELDS, _rows(windows))
 
 
 def write_parquet(path: Any, windows: Iterable[pa.Table]) -> None:
@@ -266,73 +264,67 @@ def extract_summary(stats: Any, summary: Any, out: Any, seconds: float) -> Table
     return table
 
 
-def session_rows(table: Any) -> list[dict[str, Any]]:
-    """The session table as the rows of ``tcpweave streams`` (its jsonl/csv keys): both
-    directions' figures summed where the row has one column."""
-    col = {name: table.column(name).to_numpy(zero_copy_only=False) for name in _ROW_SOURCES}
-    out: dict[str, list[Any]] = {
-        "stream": col["stream"].tolist(),
-        "session": col["session"].tolist(),
-        "client": list(map(_endpoint_text, col["client_addr"], col["client_port"].tolist())),
-        "server": list(map(_endpoint_text, col["server_addr"], col["server_port"].tolist())),
-    }
-    for name in ("packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c"):
-        out[name] = col[name].tolist()
-    for name in _SUMMED:
-        out[name] = (col[f"{name}_c2s"] + col[f"{name}_s2c"]).tolist()
-    out["duration"] = np.round(col["duration_s"], 6).tolist()
-    out["close"] = table.column("close").to_pylist()
-    out["history"] = table.column("history").to_pylist()
-    return [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
-
-
-_SUMMED = ("retransmitted_bytes", "out_of_order", "gaps", "gap_bytes", "conflicts")
-_ROW_SOURCES = (
-    "stream", "session", "client_addr", "client_port", "server_addr", "server_port",
-    "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "duration_s",
-    *(f"{k}_{d}" for k in _SUMMED for d in ("c2s", "s2c")),
-)  # fmt: skip
-
-
-def streams_table(rows: list[dict[str, Any]]) -> Table:
-    n = len(rows)
+def streams_table(records: list[dict[str, Any]]) -> Table:
+    """Session records (``session_records``) as a table for people: endpoints as
+    ``addr:port``, the start as ISO-8601 UTC, one figure per direction or both summed."""
+    n = len(records)
     table = Table(title=f"{n:,} TCP session{'' if n == 1 else 's'}", title_justify="left")
-    heads = ("stream", "client", "server", "pkts →", "pkts ←", "bytes →", "bytes ←", "retx",
-             "ooo", "gaps", "confl", "secs", "close", "history")  # fmt: skip
+    heads = ("stream", "start (UTC)", "client", "server", "pkts →", "pkts ←", "bytes →",
+             "bytes ←", "retx", "ooo", "gaps", "confl", "secs", "close", "state",
+             "history")  # fmt: skip
     for h in heads:
-        table.add_column(
-            h,
-            no_wrap=True,
-            justify="left" if h in ("client", "server", "close", "history") else "right",
-        )
-    for r in rows:
+        left = h in ("start (UTC)", "client", "server", "close", "state", "history")
+        table.add_column(h, no_wrap=True, justify="left" if left else "right")
+    for r in records:
+        both = {k: r[f"{k}_c2s"] + r[f"{k}_s2c"] for k in _SUMMED}
         table.add_row(
             str(r["stream"]),
-            escape(r["client"]),
-            escape(r["server"]),
+            iso_utc(r["first_ts"]),
+            endpoint(r["client_addr"], r["client_port"]),
+            endpoint(r["server_addr"], r["server_port"]),
             str(r["packets_c2s"]),
             str(r["packets_s2c"]),
             f"{r['bytes_c2s']:,}",
             f"{r['bytes_s2c']:,}",
-            f"{r['retransmitted_bytes']:,}",
-            str(r["out_of_order"]),
-            str(r["gaps"]),
-            str(r["conflicts"]),
-            f"{r['duration']:.3f}",
+            f"{both['retransmitted_bytes']:,}",
+            str(both["out_of_order"]),
+            str(both["gaps"]),
+            str(both["conflicts"]),
+            f"{r['duration_s']:.3f}",
             r["close"],
+            r["conn_state"],
             r["history"],
         )
     return table
 
 
-def write_rows_jsonl(out: TextIO, rows: list[dict[str, Any]]) -> None:
+_SUMMED = ("retransmitted_bytes", "out_of_order", "gaps", "conflicts")
+
+
+def iso_utc(epoch_s: float) -> str:
+    """Epoch seconds as ISO-8601 UTC to the microsecond (``2023-11-14T22:13:20.000000Z``),
+    the form of times in tables meant for people."""
+    when = datetime.fromtimestamp(epoch_s, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_rows_jsonl(out: TextIO, rows: Iterable[dict[str, Any]]) -> None:
     for r in rows:
         out.write(json.dumps(r) + "\n")
 
 
-def write_rows_csv(out: TextIO, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+def _csv_cell(value: Any) -> Any:
+    """One convention for every CSV tcpweave writes: booleans as JSON writes them
+    (``true``/``false``, as pyarrow's CSV writer does), nothing as an empty cell."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def write_csv(out: TextIO, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Rows as CSV with a header: ``\n`` line endings (as pyarrow's CSV writer, which
+    writes the audit matrix), booleans ``true``/``false``, quoting only where needed."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow([_csv_cell(row[name]) for name in fields])

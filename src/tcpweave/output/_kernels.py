@@ -520,11 +520,12 @@ def _reset(ep, conn):  # type: ignore[no-untyped-def]
 @kernel
 def build_histories(  # type: ignore[no-untyped-def]
     order, bounds, direction, flags, seq, ack, window, payload_len, payload_caplen, bad, flipped,
-    out, ends,
+    out, ends, states,
 ):  # fmt: skip
     """Each session's Zeek history: session s's rows are ``order[bounds[s]:bounds[s+1]]`` (in
     capture order); its letters end at ``ends[s]`` in ``out`` (written only where ``out``
-    has room). Returns how many bytes all histories take."""
+    has room), and its endpoints' final states (client, server) are ``states[s]``. Returns
+    how many bytes all histories take."""
     ep = np.zeros((2, N_EP), np.int64)
     blocks = np.zeros((2, 2, MAX_BLOCKS), np.int64)
     conn = np.zeros(N_CONN, np.int64)
@@ -542,4 +543,6 @@ def build_histories(  # type: ignore[no-untyped-def]
                     np.int64(ack[i]), np.int64(window[i]), np.int64(payload_len[i]),
                     np.int64(payload_caplen[i]))  # fmt: skip
         ends[s] = conn[C_OUT]
+        states[s, 0] = ep[0, E_STATE]
+        states[s, 1] = ep[1, E_STATE]
     return conn[C_OUT]

@@ -392,9 +392,11 @@ def build_histories(
     flipped: Any,
     out: Any,
     ends: Any,
+    states: Any,
 ) -> int:
     """Each session's Zeek history: its bytes end at ``ends[s]`` in ``out`` (written only
-    where ``out`` has room); returns how many bytes all histories take."""
+    where ``out`` has room), its endpoints' final states are ``states[s]`` (client,
+    server); returns how many bytes all histories take."""
     n_out = 0
     for s in range(len(bounds) - 1):
         sess = _Session()
@@ -413,4 +415,5 @@ def build_histories(
                 out[n_out] = letter
             n_out += 1
         ends[s] = n_out
+        states[s] = (sess.ep[0].state, sess.ep[1].state)
     return n_out

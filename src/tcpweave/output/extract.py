@@ -38,6 +38,8 @@ from tcpweave.output._kernels import gather_ranges
 from tcpweave.output.streams import BlockColumns, Gathered, StreamViews
 
 STREAMS_PER_DIR = 1000
+#: the version of streams.jsonl's direction record (docs/schemas/records-v1.schema.json)
+RECORDS_SCHEMA = "urn:tcpweave:schema:records:1"
 
 _IOV_MAX = 1024
 _ZERO_BLOCK = bytes(1 << 16)
@@ -251,8 +253,8 @@ def _record(
     ends: tuple[str, int, str, int],
     rel: str | None,
     sha: str,
-    gap_list: list[list[Any]],
-    conflict_list: list[list[int]],
+    gap_list: list[dict[str, Any]],
+    conflict_list: list[dict[str, int]],
 ) -> dict[str, Any]:
     """Direction slot ``j``'s streams.jsonl record (the DESIGN.md contract, and more)."""
     info = cols.info
@@ -270,7 +272,7 @@ def _record(
         "bytes": info["bytes"][j],
         "length": info["length"][j],
         "gaps": len(gap_list),
-        "gap_bytes": sum(g[1] for g in gap_list),
+        "gap_bytes": sum(g["length"] for g in gap_list),
         "gap_list": gap_list,
         "conflicts": len(conflict_list),
         "conflict_list": conflict_list,

@@ -18,20 +18,31 @@ capture gives the same rows for its sessions, numbered by ``global_index``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from tcpweave.decode.table import PacketTable, format_address
-from tcpweave.enums import Checksum, Close
+from tcpweave.enums import Checksum, Close, ConnState
 from tcpweave.flows import Flows
+from tcpweave.output._history import (
+    CLOSED,
+    ESTABLISHED,
+    INACTIVE,
+    PARTIAL,
+    RESET,
+    SYN_ACK_SENT,
+    SYN_SENT,
+)
 from tcpweave.output._kernels import build_histories
 from tcpweave.reassembly import Plan
 
-__all__ = ["SESSION_SCHEMA", "session_table"]
+__all__ = ["SESSION_RECORD_FIELDS", "SESSION_SCHEMA", "session_records", "session_table"]
 
 _CLOSE_TYPE = pa.dictionary(pa.int8(), pa.string())
+_CONN_STATE_TYPE = pa.dictionary(pa.int8(), pa.string())
 _TIME = pa.timestamp("ns", tz="UTC")
 
 #: (plan directions column, table column stem): one ``<stem>_c2s`` and one ``<stem>_s2c``
@@ -44,6 +55,7 @@ _PER_DIRECTION = (
     ("gaps", "gaps"),  # holes in the stream (not captured, or cut short)
     (None, "gap_bytes"),  # bytes in those holes
     ("conflicts", "conflicts"),  # overlaps whose bytes differ
+    (None, "ip_bytes"),  # IP-level bytes sent, as the headers claim (Zeek's orig_ip_bytes)
 )
 
 SESSION_SCHEMA = pa.schema(
@@ -57,16 +69,35 @@ SESSION_SCHEMA = pa.schema(
         ("server_port", pa.uint16()),
         ("client_addr_raw", pa.binary(16)),  # IPv4 as IPv4-mapped IPv6, as the packet table
         ("server_addr_raw", pa.binary(16)),
-        ("start_ns", _TIME),  # earliest packet
-        ("end_ns", _TIME),  # latest packet
+        ("first_ts", _TIME),  # earliest packet
+        ("last_ts", _TIME),  # latest packet
         ("duration_s", pa.float64()),
         *[(f"{stem}_{d}", pa.int64()) for _, stem in _PER_DIRECTION for d in ("c2s", "s2c")],
         ("close_c2s", _CLOSE_TYPE),  # tcpweave.Close: open, fin, rst
         ("close_s2c", _CLOSE_TYPE),
         ("close", _CLOSE_TYPE),  # open, fin, half-closed, rst
         ("history", pa.string()),  # Zeek conn.log history (docs/sessions.md)
+        ("conn_state", _CONN_STATE_TYPE),  # Zeek conn.log conn_state (tcpweave.ConnState)
     ]
 )
+
+
+#: the session record of JSON Lines and CSV (docs/schemas/session.schema.json, version 1):
+#: every column of the table but the 16-byte addresses, in the table's order
+SESSION_RECORD_FIELDS = tuple(f.name for f in SESSION_SCHEMA if not f.name.endswith("_raw"))
+
+
+def session_records(table: pa.Table) -> list[dict[str, Any]]:
+    """The session table as records for JSON and CSV (docs/records.md): the fields
+    ``SESSION_RECORD_FIELDS``, times as float epoch seconds, states as their strings."""
+    cols: dict[str, list[Any]] = {}
+    for name in SESSION_RECORD_FIELDS:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            cols[name] = (column.cast(pa.int64()).to_numpy() / 1e9).tolist()
+        else:
+            cols[name] = column.to_pylist()
+    return [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
 
 
 def session_table(
@@ -82,13 +113,14 @@ def session_table(
     start = np.minimum.reduceat(ts, bounds[:-1]) if n else np.zeros(0, np.int64)
     end = np.maximum.reduceat(ts, bounds[:-1]) if n else np.zeros(0, np.int64)
     facts = _per_direction(plan, n)
+    facts["ip_bytes"] = _ip_bytes(packets, flows, n)
     cols: dict[str, Any] = {
         "stream": np.arange(n) if global_index is None else np.asarray(global_index),
         "session": flows.session,
         "ip_version": packets.ip_version[flows.first_row],
         **_endpoints(packets, flows),
-        "start_ns": pa.array(start, _TIME),
-        "end_ns": pa.array(end, _TIME),
+        "first_ts": pa.array(start, _TIME),
+        "last_ts": pa.array(end, _TIME),
         "duration_s": (end - start) / 1e9,
     }
     for _, stem in _PER_DIRECTION:
@@ -96,7 +128,11 @@ def session_table(
     close = Close.of_directions(facts["rst"], facts["fin"])
     cols["close_c2s"], cols["close_s2c"] = _close_array(close[:, 0]), _close_array(close[:, 1])
     cols["close"] = _close_array(Close.of_sessions(close[:, 0], close[:, 1]))
-    cols["history"] = _histories(packets, flows, order, bounds, facts["drops_bad_checksums"])
+    history, states = _histories(packets, flows, order, bounds, facts["drops_bad_checksums"])
+    cols["history"] = history
+    cols["conn_state"] = _conn_state_array(
+        conn_states(states, facts["length"], history.to_numpy(zero_copy_only=False))
+    )
     arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
               for f, c in ((f, cols[f.name]) for f in SESSION_SCHEMA)]  # fmt: skip
     return pa.Table.from_arrays(arrays, schema=SESSION_SCHEMA)
@@ -131,6 +167,53 @@ def _scatter(slot: np.ndarray, values: np.ndarray, n: int, dtype: Any) -> np.nda
     out = np.zeros(2 * n, dtype)
     out[slot] = values
     return out.reshape(n, 2)
+
+
+def _ip_bytes(packets: PacketTable, flows: Flows, n: int) -> np.ndarray:
+    """IP-level bytes per (session, direction): each packet's IP total length as its headers
+    claim, taken as a minimal IP header (20 bytes for IPv4, 40 for IPv6; options and
+    extension headers are not in the packet table) plus its TCP header and payload."""
+    ip_header = np.where(packets.ip_version == 4, 20, 40)
+    sizes = ip_header + packets.tcp_header_len.astype(np.int64) + packets.payload_len
+    slot = flows.stream.astype(np.int64) * 2 + flows.direction
+    return np.bincount(slot, weights=sizes, minlength=2 * n).astype(np.int64).reshape(n, 2)
+
+
+#: Zeek's RSTOS0 test on the history: a SYN, no SYN-ACK, ACK, FIN, gap or odd flags, a RST
+_RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
+
+
+def conn_states(states: np.ndarray, length: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """Each session's ``ConnState`` from its endpoints' final states in Zeek's model
+    (``states``: client, server), its stream lengths (Zeek's endpoint ``size``) and its
+    history: Zeek's ``conn_state`` (scripts/base/protocols/conn/main.zeek), its tests taken
+    in the same order, client as originator."""
+    os_, rs = states[:, 0], states[:, 1]
+    o_inactive = (os_ == INACTIVE) | (os_ == PARTIAL)
+    r_inactive = (rs == INACTIVE) | (rs == PARTIAL)
+    no_bytes = (length[:, 0] == 0) & (length[:, 1] == 0)
+    rejected = (os_ == SYN_SENT) | (os_ == SYN_ACK_SENT) | ((os_ == RESET) & no_bytes)
+    rstos0 = np.zeros(len(os_), np.bool_)  # the regex only where Zeek's rule asks for it
+    for i in np.flatnonzero((os_ == RESET) & (rs != RESET) & r_inactive).tolist():
+        rstos0[i] = _RSTOS0_HISTORY.fullmatch(history[i]) is not None
+    s = ConnState
+    rules = [
+        (rs == RESET, np.where(rejected, s.REJ, np.where(o_inactive, s.RSTRH, s.RSTR))),
+        (os_ == RESET, np.where(r_inactive, np.where(rstos0, s.RSTOS0, s.OTH), s.RSTO)),
+        ((rs == CLOSED) & (os_ == CLOSED), s.SF),
+        (os_ == CLOSED, np.where(r_inactive, s.SH, s.S2)),
+        (rs == CLOSED, np.where(o_inactive, s.SHR, s.S3)),
+        ((os_ == SYN_SENT) & (rs == INACTIVE), s.S0),
+        ((os_ == ESTABLISHED) & (rs == ESTABLISHED), s.S1),
+    ]
+    conds = [c for c, _ in rules]
+    values = [np.broadcast_to(np.asarray(v, np.int8), os_.shape) for _, v in rules]
+    return np.select(conds, values, int(s.OTH)).astype(np.int8)
+
+
+def _conn_state_array(codes: np.ndarray) -> pa.DictionaryArray:
+    names = pa.array([str(c) for c in ConnState])
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8)), names)
 
 
 def _close_array(codes: np.ndarray) -> pa.DictionaryArray:
@@ -179,9 +262,10 @@ def _histories(
     order: np.ndarray,
     bounds: np.ndarray,
     drops_bad: np.ndarray,
-) -> pa.Array:
+) -> tuple[pa.Array, np.ndarray]:
     """Each session's history string, from the kernel's letters (one buffer, no per-session
-    Python). A packet counts as a bad checksum ('C') where the checksum mode dropped it."""
+    Python), and its endpoints' final states in Zeek's model (client, server). A packet
+    counts as a bad checksum ('C') where the checksum mode dropped it."""
     n = flows.n_streams
     dropped = drops_bad.reshape(-1)[flows.stream * 2 + flows.direction]
     bad = dropped & (packets.tcp_checksum == Checksum.BAD)
@@ -189,13 +273,15 @@ def _histories(
     args = (order, bounds, flows.direction, packets.flags, packets.seq, packets.ack,
             packets.window, packets.payload_len, packets.payload_caplen, bad, flipped)  # fmt: skip
     ends = np.zeros(n, np.int64)
+    states = np.zeros((n, 2), np.int8)
     out = np.empty(16 * n + 64, np.uint8)
-    total = int(build_histories(*args, out, ends))
+    total = int(build_histories(*args, out, ends, states))
     if total > out.size:  # longer than guessed: once more, at the exact size
         out = np.empty(total, np.uint8)
-        build_histories(*args, out, ends)
+        build_histories(*args, out, ends, states)
     # 32-bit offsets: a table of one capture, or of one partition, stays far below 2 GiB
     offsets = np.concatenate(([0], ends)).astype(np.int32)
-    return pa.Array.from_buffers(
+    history = pa.Array.from_buffers(
         pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out[:total])]
     )
+    return history, states

@@ -311,16 +311,20 @@ class StreamViews:
             out.conflicts = _conflicts_of(self.plan.conflicts, cb[j], cb[j + 1])
         return out
 
-    def gap_list(self, lo: int, hi: int) -> list[list[Any]]:
-        """Gaps ``lo..hi-1`` of the plan as [offset, length, reason name]."""
-        return [[g.offset, g.length, str(g.reason)] for g in _gaps_of(self.plan.gaps, lo, hi)]
+    def gap_list(self, lo: int, hi: int) -> list[dict[str, Any]]:
+        """Gaps ``lo..hi-1`` of the plan as streams.jsonl writes them (offset, length,
+        reason name)."""
+        return [{"offset": g.offset, "length": g.length, "reason": str(g.reason)}
+                for g in _gaps_of(self.plan.gaps, lo, hi)]  # fmt: skip
 
-    def conflict_list(self, lo: int, hi: int) -> list[list[int]]:
-        """Conflicts ``lo..hi-1`` of the plan as [offset, length, kept frame, dropped frame]."""
+    def conflict_list(self, lo: int, hi: int) -> list[dict[str, int]]:
+        """Conflicts ``lo..hi-1`` of the plan as streams.jsonl writes them (offset, length,
+        kept frame, dropped frame)."""
         return [
-            [c.offset, c.length, c.kept_frame, c.dropped_frame]
+            {"offset": c.offset, "length": c.length, "kept_frame": c.kept_frame,
+             "dropped_frame": c.dropped_frame}
             for c in _conflicts_of(self.plan.conflicts, lo, hi)
-        ]
+        ]  # fmt: skip
 
     def gather(self, row_bounds: list[int]) -> Gathered:
         """Copy the kept payloads of the leading directions whose rows are ``row_bounds``

@@ -27,6 +27,7 @@ from tcpweave.capture import truncated_inputs
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.errors import Interrupted, UsageError, stop_signal
 from tcpweave.output.extract import (
+    RECORDS_SCHEMA,
     STREAMS_PER_DIR,
     ExtractSummary,
     extract_block,
@@ -319,6 +320,7 @@ def _manifest(run: Run, summary: ExtractSummary) -> dict[str, Any]:
     """What manifest.json says of a finished extraction (besides inputs and options)."""
     errors = run.capture_errors()
     return {
+        "records_schema": RECORDS_SCHEMA,  # of streams.jsonl's lines
         "summary": asdict(summary),
         "decode": asdict(run.decode_stats()),
         "input_damage": {
