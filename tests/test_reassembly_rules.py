@@ -782,22 +782,23 @@ def test_checksum_offload_of_ipv4_header_too(tmp_path: Path) -> None:
         assert only(cap.streams(checksums="strict")).c2s.kept_bytes == 0
 
 
-def _two_flows_of_one_host(tmp_path: Path, cport: int) -> Path:
-    """Host 10.0.0.1 sends good segments on one flow and only bad ones on another, whose
-    handshake the server answers: the host computes checksums, so its bad segments are
-    not an offload artefact."""
+def _two_flows_of_one_host(tmp_path: Path, cport: int, offloaded: bool) -> Path:
+    """Two flows of host 10.0.0.1. The first: a handshake the server answers, then data
+    -- with good checksums, or (``offloaded``) everything bad. The second: only bad
+    segments, and nothing of it answered (its server is not in the capture). The host's
+    verdict depends on the first flow, the bytes at stake are in the second."""
     trace = Trace()
-    good = trace.session(cport=41000)
-    good.handshake()
-    good.c(0, b"good flow data")
-    bad = trace.session(cport=cport, server="10.0.0.3")
-    bad.syn(checksum="bad")
-    bad.synack()
+    ck = "bad" if offloaded else "good"
+    first = trace.session(cport=41000)
+    first.syn(checksum=ck)
+    first.synack()
+    first.ack_c(checksum=ck)
+    first.c(0, b"first flow data", checksum=ck)
+    second = trace.session(cport=cport, server="10.0.0.3")
     for i, piece in enumerate(PIECES):
         off = sum(len(p) for p in PIECES[:i])
-        bad.c(off, piece, checksum="bad")
-    bad.s(0, b"", ACK)
-    return trace.write(tmp_path / f"two-flows-{cport}.pcap")
+        second.c(off, piece, checksum="bad")
+    return trace.write(tmp_path / f"two-flows-{cport}-{ck}.pcap")
 
 
 def _partition_servers(part: Any) -> set[str]:
@@ -807,23 +808,26 @@ def _partition_servers(part: Any) -> set[str]:
 ROWS_PER_PARTITION = 2
 
 
-def _split_flows(tmp_path: Path) -> Path:
+def _split_flows(tmp_path: Path, offloaded: bool) -> Path:
     """The two flows of ``_two_flows_of_one_host`` with ports that put them in different
     partitions of a spilled run, so that the verdict has to be made across partitions."""
     for cport in range(42000, 42064):
-        path = _two_flows_of_one_host(tmp_path, cport)
-        with Run(
-            [str(path)], Settings(), whole=False, rows_per_partition=ROWS_PER_PARTITION
-        ) as run:
+        path = _two_flows_of_one_host(tmp_path, cport, offloaded)
+        spilled = Run([str(path)], Settings(), whole=False, rows_per_partition=ROWS_PER_PARTITION)
+        with spilled as run:
             if all(len(servers) < 2 for _, servers in run.map(_partition_servers)):
                 return path
     raise AssertionError("no client port separates the flows")
 
 
-def test_checksum_offload_is_decided_per_host_over_the_whole_capture(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offloaded", [False, True], ids=["host-computes", "host-offloads"])
+def test_checksum_offload_is_decided_per_host_over_the_whole_capture(
+    tmp_path: Path, offloaded: bool
+) -> None:
     """The same verdict whatever the partitioning: extract on one in-memory partition and
-    on spilled ones holding one flow each, and streams and audit, agree."""
-    path = _split_flows(tmp_path)
+    on spilled ones holding one flow each, and the stream API, agree. The second flow's
+    bytes are kept exactly when the host is offloaded, which only the first flow shows."""
+    path = _split_flows(tmp_path, offloaded)
     outs = []
     for extra in ([], ["--partition-rows", str(ROWS_PER_PARTITION), "--jobs", "1"]):
         out = tmp_path / f"x{len(extra)}"
@@ -831,7 +835,8 @@ def test_checksum_offload_is_decided_per_host_over_the_whole_capture(tmp_path: P
         assert r.exit_code == 0, r.output
         lines = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
         outs.append(sorted((d["dst"], d["bytes"]) for d in lines if d["direction"] == "c2s"))
-    assert outs[0] == outs[1] == [("10.0.0.2", len(b"good flow data")), ("10.0.0.3", 0)]
+    second = len(WHOLE) if offloaded else 0
+    assert outs[0] == outs[1] == [("10.0.0.2", len(b"first flow data")), ("10.0.0.3", second)]
     with tcpweave.open(path) as cap:
         kept = sorted((s.server[0], s.c2s.kept_bytes) for s in cap.streams())
     assert kept == outs[0]

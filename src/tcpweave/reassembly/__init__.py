@@ -210,7 +210,9 @@ def _drop_bad(
     offloaded: np.ndarray | None,
 ) -> np.ndarray:
     """Per direction: drop segments with a bad TCP checksum? ``auto`` keeps them when the
-    direction's sender is checksum-offloaded (the rule in ``offload``)."""
+    direction's sender is checksum-offloaded (the host rule in ``offload``), or when every
+    verified checksum of the direction's data segments is bad while the peer's
+    acknowledgement numbers advance (the receiver took the data)."""
     n_dirs = len(dir_start) - 1
     if mode is ChecksumMode.STRICT:
         return np.ones(n_dirs, np.bool_)
@@ -218,7 +220,24 @@ def _drop_bad(
         return np.zeros(n_dirs, np.bool_)
     if offloaded is None:
         offloaded = offloaded_hosts([checksum_evidence(packets, flows)])
-    return ~sender_offloaded(packets, order[dir_start[:-1]], offloaded)
+    host = sender_offloaded(packets, order[dir_start[:-1]], offloaded)
+    dir_keys = (flows.stream * 2 + flows.direction)[order[dir_start[:-1]]]
+    dir_of_row = np.empty(len(order), np.int64)
+    dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
+    ck = packets.tcp_checksum
+    data = packets.payload_len > 0
+    known = np.bincount(dir_of_row, weights=data & (ck != Checksum.UNKNOWN), minlength=n_dirs)
+    bad = np.bincount(dir_of_row, weights=data & (ck == Checksum.BAD), minlength=n_dirs)
+    all_bad = (known > 0) & (bad == known)
+    acks = packets.ack.astype(np.int64)
+    has_ack = (packets.flags & ACK) != 0
+    lo = np.full(n_dirs, np.iinfo(np.int64).max)
+    hi = np.full(n_dirs, -1)
+    np.minimum.at(lo, dir_of_row[has_ack], acks[has_ack])
+    np.maximum.at(hi, dir_of_row[has_ack], acks[has_ack])
+    peer = _peer_index(dir_keys)
+    peer_advancing = np.where(peer >= 0, (hi > lo)[np.maximum(peer, 0)], False)
+    return np.asarray(~(host | (all_bad & peer_advancing)))
 
 
 def _peer_index(dir_keys: np.ndarray) -> np.ndarray:

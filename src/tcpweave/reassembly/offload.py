@@ -22,9 +22,11 @@ offloaded when
    checksums are bad as well on every packet that carries one (stacks that offload both,
    as Windows does, leave both unfilled in the capture).
 
-A host whose bad segments nobody answered and whose IPv4 headers are correct is
-indistinguishable from corrupted or inserted segments: they stay dropped (``--checksums
-ignore`` keeps them).
+Besides the host rule, a direction whose data segments all carry bad checksums while
+the peer's acknowledgement numbers advance is kept (the receiver took the data; decided
+per direction by ``plan``). A host whose bad segments nobody answered and whose IPv4
+headers are correct is indistinguishable from corrupted or inserted segments: they stay
+dropped (``--checksums ignore`` keeps them).
 """
 
 from __future__ import annotations
