@@ -36,6 +36,7 @@ from tcpweave.capture.index import empty_interfaces, empty_records
 from tcpweave.decode.fragments import empty_fragments
 from tcpweave.decode.table import empty_packets
 from test_audit_kernels import EXERCISED as EXERCISED_BY_AUDIT_TESTS
+from test_bpf import EXERCISED as EXERCISED_BY_BPF_TESTS
 from test_framing_properties import EXERCISED as EXERCISED_BY_FRAMING_PROPERTIES
 from test_plan_properties import EXERCISED as EXERCISED_BY_PLAN_PROPERTIES
 from test_sessions import EXERCISED as EXERCISED_BY_SESSION_TESTS
@@ -660,5 +661,5 @@ def test_every_kernel_is_exercised_here() -> None:
     """
     here = {PCAP_SCAN, PCAPNG_SCAN, DECODE, GATHER}
     exercised = here | EXERCISED_BY_PLAN_PROPERTIES | EXERCISED_BY_FRAMING_PROPERTIES
-    exercised |= EXERCISED_BY_AUDIT_TESTS | EXERCISED_BY_SESSION_TESTS
+    exercised |= EXERCISED_BY_AUDIT_TESTS | EXERCISED_BY_SESSION_TESTS | EXERCISED_BY_BPF_TESTS
     assert set(REGISTRY) == exercised, sorted(set(REGISTRY))

@@ -51,9 +51,10 @@ class Capture:
     holds datagrams rebuilt from IP fragments, when there are any).
     """
 
-    def __init__(self, paths: list[str], workdir: str | None = None) -> None:
+    def __init__(self, paths: list[str], workdir: str | None = None, bpf: str = "") -> None:
         self.paths = paths
-        self._run = Run(paths, Settings(), whole=True, workdir=workdir)
+        self._bpf = bpf
+        self._run = Run(paths, Settings.of(bpf=bpf), whole=True, workdir=workdir)
         self._runs: dict[Settings, Run] = {self._run.settings: self._run}
         whole = self._run.partition(0)
         self.sources: list[Source] = whole.sources
@@ -62,7 +63,7 @@ class Capture:
         self.errors: list[CaptureError] = self._run.capture_errors()
 
     def _with(self, policy: str | Policy, checksums: str | ChecksumMode) -> Run:
-        settings = Settings.of(policy, checksums)
+        settings = Settings.of(policy, checksums, bpf=self._bpf)
         if settings not in self._runs:
             self._runs[settings] = self._run.with_settings(settings)
         return self._runs[settings]
@@ -183,6 +184,7 @@ def extract(
     force: bool = False,
     parquet: bool = False,
     streams: Iterable[int] | None = None,
+    bpf: str = "",
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
     ``out_dir`` with ``streams.jsonl``.
@@ -202,7 +204,7 @@ def extract(
     """
     if layout not in ("tcpweave", "tcpflow") or gaps not in ("fill", "omit"):
         raise UsageError(f"unknown layout {layout!r} or gap mode {gaps!r}")
-    settings = Settings.of(policy, checksums, idle_timeout)
+    settings = Settings.of(policy, checksums, idle_timeout, bpf)
     return run_extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
@@ -211,6 +213,9 @@ def extract(
     )  # fmt: skip
 
 
-def open(paths: PathLike | Iterable[PathLike], *, workdir: str | None = None) -> Capture:
-    """Read one capture file, or several as one capture (ordered by first timestamp)."""
-    return Capture(_paths(paths), workdir)
+def open(
+    paths: PathLike | Iterable[PathLike], *, workdir: str | None = None, bpf: str = ""
+) -> Capture:
+    """Read one capture file, or several as one capture (ordered by first timestamp);
+    ``bpf``: a capture filter (pcap-filter(7)) -- records it rejects are not read."""
+    return Capture(_paths(paths), workdir, bpf)

@@ -343,3 +343,127 @@ def scan_pcapng_blocks(  # type: ignore[no-untyped-def]
     state[ST_POS] = pos
     state[ST_SWAPPED] = 1 if swapped else 0
     return n
+
+
+# -- classic BPF (filters compiled by libpcap, run over records: tcpweave.capture.bpf) --------
+# Opcode fields as <pcap/bpf.h> defines them; the semantics are libpcap's userland
+# interpreter (pcap_filter / bpf_filter.c): a load beyond the captured bytes rejects the
+# packet, so does a division by zero; LEN is the packet's length on the wire.
+BPF_MEMWORDS = 16
+
+
+@helper
+def _bpf_load(buf, start, caplen, at, size):  # type: ignore[no-untyped-def]
+    """``size`` big-endian bytes at ``at`` of the packet, or -1 when beyond the captured bytes."""
+    if at < 0 or at + size > caplen:
+        return -1
+    v = 0
+    for i in range(size):
+        v = (v << 8) | buf[start + at + i]
+    return v
+
+
+@kernel
+def bpf_match(code, jt, jf, k, buf, offset, caplen, wirelen, rows, out):  # type: ignore[no-untyped-def]
+    """Run the program (``code``, ``jt``, ``jf``, ``k``) on records ``rows``; ``out[i]`` is
+    True when record ``rows[i]`` is accepted (the program returns non-zero)."""
+    n = code.size
+    mem = np.zeros(BPF_MEMWORDS, np.int64)
+    m32 = 0xFFFFFFFF
+    for i in range(rows.size):
+        r = rows[i]
+        start, clen = offset[r], caplen[r]
+        a = 0
+        x = 0
+        mem[:] = 0
+        pc = 0
+        result = 0
+        while pc < n:
+            c = code[pc]
+            kk = k[pc]
+            cls = c & 0x07
+            if cls == 0x00 or cls == 0x01:  # LD, LDX
+                mode = c & 0xE0
+                size = 4 if (c & 0x18) == 0x00 else 2 if (c & 0x18) == 0x08 else 1
+                if mode == 0x00:
+                    v = kk
+                elif mode == 0x20 or mode == 0x40:  # ABS, IND
+                    v = _bpf_load(buf, start, clen, kk + (x if mode == 0x40 else 0), size)
+                    if v < 0:
+                        break
+                elif mode == 0x60:
+                    if kk >= BPF_MEMWORDS:
+                        break
+                    v = mem[kk]
+                elif mode == 0x80:
+                    v = wirelen[r] & m32
+                elif mode == 0xA0 and cls == 0x01:  # LDX MSH: 4 * (P[k] & 0xf)
+                    v = _bpf_load(buf, start, clen, kk, 1)
+                    if v < 0:
+                        break
+                    v = (v & 0x0F) << 2
+                else:
+                    break
+                if cls == 0x00:
+                    a = v
+                else:
+                    x = v
+            elif cls == 0x02 or cls == 0x03:  # ST, STX
+                if kk >= BPF_MEMWORDS:
+                    break
+                mem[kk] = a if cls == 0x02 else x
+            elif cls == 0x04:  # ALU
+                op = c & 0xF0
+                v = x if (c & 0x08) else kk
+                if op == 0x00:
+                    a = (a + v) & m32
+                elif op == 0x10:
+                    a = (a - v) & m32
+                elif op == 0x20:
+                    a = (a * v) & m32
+                elif op == 0x30 or op == 0x90:
+                    if v == 0:
+                        break
+                    a = a // v if op == 0x30 else a % v
+                elif op == 0x40:
+                    a = a | v
+                elif op == 0x50:
+                    a = a & v
+                elif op == 0x60:
+                    a = (a << v) & m32 if v < 32 else 0
+                elif op == 0x70:
+                    a = a >> v if v < 32 else 0
+                elif op == 0x80:
+                    a = (-a) & m32
+                elif op == 0xA0:
+                    a = a ^ v
+                else:
+                    break
+            elif cls == 0x05:  # JMP (forward only: a valid program ends)
+                op = c & 0xF0
+                v = x if (c & 0x08) else kk
+                if op == 0x00:
+                    pc += kk
+                elif op == 0x10:
+                    pc += jt[pc] if a == v else jf[pc]
+                elif op == 0x20:
+                    pc += jt[pc] if a > v else jf[pc]
+                elif op == 0x30:
+                    pc += jt[pc] if a >= v else jf[pc]
+                elif op == 0x40:
+                    pc += jt[pc] if (a & v) != 0 else jf[pc]
+                else:
+                    break
+            elif cls == 0x06:  # RET K or RET A (libpcap has no RET X)
+                rv = c & 0x18
+                result = a if rv == 0x10 else kk if rv == 0x00 else 0
+                break
+            else:  # MISC
+                if (c & 0xF8) == 0x00:
+                    x = a
+                elif (c & 0xF8) == 0x80:
+                    a = x
+                else:
+                    break
+            pc += 1
+        out[i] = result != 0

@@ -302,3 +302,120 @@ def scan_pcapng_blocks(  # type: ignore[no-untyped-def]
     state[ST_POS] = pos
     state[ST_SWAPPED] = 1 if order == ">" else 0
     return n
+
+
+# -- classic BPF ---------------------------------------------------------------------------
+# The instruction set of <pcap/bpf.h> (McCanne & Jacobson, "The BSD Packet Filter", 1993) as
+# libpcap's userland interpreter runs it: a load past the captured bytes, a division by
+# zero or an unknown instruction rejects the packet.
+
+
+def _alu(op: int, a: int, v: int) -> int | None:
+    """The ALU operation ``op`` on the accumulator (32 bits); None for an unknown one."""
+    mask = 0xFFFFFFFF
+    if op == 0x00:
+        return (a + v) & mask
+    if op == 0x10:
+        return (a - v) & mask
+    if op == 0x20:
+        return (a * v) & mask
+    if op == 0x30:
+        return a // v
+    if op == 0x90:
+        return a % v
+    if op == 0x40:
+        return a | v
+    if op == 0x50:
+        return a & v
+    if op == 0x60:
+        return (a << v) & mask if v < 32 else 0
+    if op == 0x70:
+        return a >> v if v < 32 else 0
+    if op == 0x80:
+        return -a & mask
+    if op == 0xA0:
+        return a ^ v
+    return None
+
+
+def _bpf_run(prog, data: bytes, wirelen: int) -> int:  # type: ignore[no-untyped-def]
+    code, jt, jf, k = prog
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    mask = 0xFFFFFFFF
+
+    def load(at: int, size: int) -> int | None:
+        if at < 0 or at + size > len(data):
+            return None
+        return int.from_bytes(data[at : at + size], "big")
+
+    while pc < len(code):
+        c, kk = int(code[pc]), int(k[pc])
+        cls = c & 7
+        if cls in (0, 1):
+            mode, size = c & 0xE0, {0x00: 4, 0x08: 2, 0x10: 1}.get(c & 0x18, 0)
+            if mode == 0x00:
+                v = kk
+            elif mode in (0x20, 0x40):
+                got = load(kk + (x if mode == 0x40 else 0), size)
+                if got is None or size == 0:
+                    return 0
+                v = got
+            elif mode == 0x60:
+                if kk >= 16:
+                    return 0
+                v = mem[kk]
+            elif mode == 0x80:
+                v = wirelen & mask
+            elif mode == 0xA0 and cls == 1:
+                got = load(kk, 1)
+                if got is None:
+                    return 0
+                v = (got & 0xF) * 4
+            else:
+                return 0
+            if cls == 0:
+                a = v
+            else:
+                x = v
+        elif cls in (2, 3):
+            if kk >= 16:
+                return 0
+            mem[kk] = a if cls == 2 else x
+        elif cls == 4:
+            op, v = c & 0xF0, x if c & 8 else kk
+            if op in (0x30, 0x90) and v == 0:
+                return 0
+            got = _alu(op, a, v)
+            if got is None:
+                return 0
+            a = got
+        elif cls == 5:
+            op, v = c & 0xF0, x if c & 8 else kk
+            if op == 0x00:
+                pc += kk
+            else:
+                tests = {0x10: a == v, 0x20: a > v, 0x30: a >= v, 0x40: (a & v) != 0}
+                if op not in tests:
+                    return 0
+                pc += int(jt[pc]) if tests[op] else int(jf[pc])
+        elif cls == 6:
+            rv = c & 0x18
+            return kk if rv == 0x00 else a if rv == 0x10 else 0
+        else:
+            if c & 0xF8 == 0x00:
+                x = a
+            elif c & 0xF8 == 0x80:
+                a = x
+            else:
+                return 0
+        pc += 1
+    return 0
+
+
+def bpf_match(code, jt, jf, k, buf, offset, caplen, wirelen, rows, out):  # type: ignore[no-untyped-def]
+    for i, r in enumerate(rows):
+        start = int(offset[r])
+        data = bytes(buf[start : start + int(caplen[r])])
+        out[i] = _bpf_run((code, jt, jf, k), data, int(wirelen[r])) != 0

@@ -107,6 +107,8 @@ class Source:
     _keep: list[Any] = field(default_factory=list, repr=False)
     _released: int = field(default=0, repr=False)
     _pcap: Any = field(default=None, repr=False)  # pcap scan parameters (restrict_pcap)
+    #: a ``bpf.RecordFilter``: records it rejects are passed by when decoding
+    record_filter: Any = field(default=None, repr=False)
     _guard: int = field(default=-1, repr=False)  # slot of the mapping in _mapguard
 
     def _mapping(self) -> mmap.mmap | None:

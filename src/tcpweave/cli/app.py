@@ -30,6 +30,7 @@ from tcpweave.cli.options import (
     PartitionRowsOpt,
     PolicyOpt,
     open_run,
+    split_filter,
 )
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.errors import Interrupted, UsageError
@@ -205,18 +206,19 @@ def extract(
     """
     started = time.perf_counter()
     chosen = _stream_list(stream)
-    if resume and "-" in map(str, captures):
+    files, bpf = split_filter(captures)
+    if resume and "-" in files:
         raise UsageError("--resume: a capture read from standard input cannot be read again")
     try:
         with (
             render.phased_progress(_stderr()) as tick,
-            stdin_spooled([str(c) for c in captures], str(workdir) if workdir else None) as paths,
+            stdin_spooled(files, str(workdir) if workdir else None) as paths,
         ):
             summary, run = tcpweave.extract(
                 paths, out, policy=policy, checksums=checksums, layout=str(layout),
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
-                idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen,
+                idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum

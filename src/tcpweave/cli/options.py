@@ -15,6 +15,7 @@ from rich.console import Console
 from tcpweave.capture.inputs import stdin_spooled
 from tcpweave.cli import render
 from tcpweave.enums import ChecksumMode, Policy
+from tcpweave.errors import UsageError
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "PartitionRowsOpt",
     "PolicyOpt",
     "open_run",
+    "split_filter",
 ]
 
 #: worker processes by default: all cores
@@ -34,8 +36,10 @@ JOBS_DEFAULT = os.cpu_count() or 1
 Captures = Annotated[
     list[Path],
     typer.Argument(
-        metavar="CAPTURE",
-        help="Capture file(s); several files are read as one capture; - is standard input.",
+        metavar="CAPTURE... [FILTER]",
+        help="Capture file(s); several files are read as one capture; - is standard input. "
+        "Words after them that are not files are a BPF filter, as tcpdump takes it "
+        "('port 80', 'host 10.0.0.1 and tcp'): records it rejects are not read.",
     ),
 ]
 PolicyOpt = Annotated[
@@ -73,6 +77,25 @@ PartitionRowsOpt = Annotated[
 ]
 
 
+def split_filter(captures: list[Path]) -> tuple[list[str], str]:
+    """The capture files, and the BPF filter: the trailing words that name no file (the
+    first word is always a capture). A filter libpcap cannot compile is a usage error that
+    also says the words were not files."""
+    names = [str(c) for c in captures]
+    words: list[str] = []
+    while len(names) > 1 and names[-1] != "-" and not os.path.exists(names[-1]):
+        words.insert(0, names.pop())
+    expression = " ".join(words)
+    if expression:
+        from tcpweave.capture.bpf import RecordFilter
+
+        try:
+            RecordFilter(expression).check()
+        except UsageError as exc:
+            raise UsageError(f"no capture file {words[0]!r}, nor a filter: {exc}") from None
+    return names, expression
+
+
 @contextmanager
 def open_run(
     captures: list[Path],
@@ -88,8 +111,9 @@ def open_run(
     """The run of a command: the capture decoded whole when it is small, else spilled into
     partitions; ``-`` reads it from standard input; damaged records reported on stderr
     (and in the exit status). Closed (its files removed) when the block ends."""
-    settings = Settings.of(policy, checksums, idle_timeout)
-    with stdin_spooled([str(c) for c in captures]) as paths:
+    files, bpf = split_filter(captures)
+    settings = Settings.of(policy, checksums, idle_timeout, bpf)
+    with stdin_spooled(files) as paths:
         run = Run(paths, settings, executor_for(jobs, client),
                   rows_per_partition=partition_rows, progress=progress)  # fmt: skip
         with run:

@@ -152,6 +152,7 @@ def stats_summary(s: Any, files: int) -> Table:
     table.add_row("files", str(files))
     for label, value in (
         ("frames", s.frames),
+        ("rejected by the filter", s.filtered),
         ("TCP packets", s.tcp_packets),
         ("not IP", s.non_ip),
         ("IP but not TCP", s.non_tcp),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tcpweave.capture import Source
+from tcpweave.capture.bpf import FILTERED_LINKTYPE
 from tcpweave.capture.index import RecordColumns
 from tcpweave.capture.source import fixed_source
 from tcpweave.decode import _kernels as k
@@ -81,6 +82,7 @@ class DecodeStats:
     malformed: int = 0  # IP or TCP headers too bogus to decode
     truncated_headers: int = 0  # frames cut short before the TCP header ended
     ip_length_beyond_frame: int = 0
+    filtered: int = 0  # records a BPF filter rejected (not packets of the capture)
 
 
 @dataclass
@@ -294,6 +296,9 @@ def _walk(
     for file_index, src in enumerate(sources, first_file):
         for rec in src.record_chunks(CHUNK_RECORDS):
             n = len(rec.offset)
+            if src.record_filter is not None:
+                rec, rejected = src.record_filter.apply(src.buffer, rec)
+                stats.filtered += rejected
             rows.reserve(n)
             rows.n, frags = _decode_chunk(
                 src, rec, file_index, frame_base, rows.cols, rows.n, status[:n], counters
@@ -352,8 +357,9 @@ def _count_status(stats: DecodeStats, status: np.ndarray, rec: Any) -> None:
     stats.fragmented += int(counts[k.S_FRAGMENT])
     stats.malformed += int(counts[k.S_MALFORMED])
     stats.truncated_headers += int(counts[k.S_TRUNCATED_HEADER])
-    if counts[k.S_UNKNOWN_LINK]:
-        types, per_type = np.unique(rec.linktype[status == k.S_UNKNOWN_LINK], return_counts=True)
+    unknown = (status == k.S_UNKNOWN_LINK) & (rec.linktype != FILTERED_LINKTYPE)
+    if unknown.any():
+        types, per_type = np.unique(rec.linktype[unknown], return_counts=True)
         for lt, c in zip(types.tolist(), per_type.tolist(), strict=True):
             stats.unknown_link_types[lt] = stats.unknown_link_types.get(lt, 0) + c
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from tcpweave import _faults as fault
 from tcpweave.capture import RecordColumns, Source, open_source, open_sources
+from tcpweave.capture.bpf import RecordFilter
 from tcpweave.capture.inputs import check_distinct
 from tcpweave.capture.pieces import Piece, pieces
 from tcpweave.capture.source import fixed_source, restrict_pcap
@@ -179,7 +180,7 @@ class Run:
 
     def _decode_whole(self, spool_dir: str | None) -> None:
         fault.at("decode")
-        self._sources = open_sources(self.paths, spool_dir)
+        self._sources = _filtered(open_sources(self.paths, spool_dir), self.settings.bpf)
         decoded = decode(self._sources, spool_dir)
         if decoded.defrag is not None:
             self._sources.append(decoded.defrag)
@@ -192,13 +193,15 @@ class Run:
 
     def _decode_spilled(self, workdir: str, rows_per_partition: int) -> RunState:
         _empty(workdir)  # a resumed run that stopped before its state was saved
-        sources: list[Any] = open_sources(self.paths, workdir, populate=False)
+        bpf = self.settings.bpf
+        sources: list[Any] = _filtered(open_sources(self.paths, workdir, populate=False), bpf)
         try:
             n_parts = _n_parts(sources, rows_per_partition)
             workers = self.executor.workers
             n_parts = -(-n_parts // workers) * workers  # no worker idle at the end
             if _decode_on_workers_pays(sources, self.executor):
-                state = _decode_on_workers(sources, workdir, n_parts, self.executor, self._tick)
+                state = _decode_on_workers(sources, workdir, n_parts, self.executor, self._tick,
+                                           bpf)  # fmt: skip
             else:
                 state = _decode_here(sources, workdir, n_parts, self._tick)
         finally:
@@ -503,8 +506,18 @@ def _error_row(err: CaptureError, path: str | None = None) -> list[Any]:
     return [path or err.path, err.offset, err.reason, err.skipped]
 
 
+def _filtered(sources: list[Source], bpf: str) -> list[Source]:
+    """``sources`` with the run's BPF filter (if any) to apply as they are decoded."""
+    if bpf:
+        record_filter = RecordFilter(bpf)
+        record_filter.check()  # a bad expression fails before any work
+        for src in sources:
+            src.record_filter = record_filter
+    return sources
+
+
 def _decode_piece(
-    layout: SpillLayout, buffer_path: str, piece: Piece, name: str
+    layout: SpillLayout, buffer_path: str, piece: Piece, name: str, bpf: str = ""
 ) -> tuple[list[int], dict[str, Any], np.ndarray, list[Any], list[list[Any]]]:
     """Task of step 1 on a worker: decode one piece of a file (mapped by path) into spill files.
 
@@ -512,7 +525,7 @@ def _decode_piece(
     fragments met (rebuilt by the driver: a datagram may end in a later piece), and
     the damaged records (named after the capture file ``name``).
     """
-    src = open_source(buffer_path, layout.workdir, populate=False)
+    [src] = _filtered([open_source(buffer_path, layout.workdir, populate=False)], bpf)
     if piece.start >= 0:
         restrict_pcap(src, piece.start, piece.end, piece.last_sec)
     router = Router(layout, piece.tag)
@@ -526,7 +539,12 @@ def _decode_piece(
 
 
 def _decode_on_workers(
-    sources: list[Source], workdir: str, n_parts: int, ex: Executor, progress: Progress
+    sources: list[Source],
+    workdir: str,
+    n_parts: int,
+    ex: Executor,
+    progress: Progress,
+    bpf: str = "",
 ) -> RunState:
     """Step 1 with the files decoded by the workers: the driver walks the record headers
     first (frame numbers continue across files; big pcap files are cut into ranges), the
@@ -537,7 +555,7 @@ def _decode_on_workers(
     cut = pieces(sources, max(RANGE_BYTES, total // (4 * max(ex.workers, 1))))
     layout = SpillLayout(workdir, n_parts, (*(pc.tag for pc in cut), ".defrag"), len(sources))
     _warm_decode(sources[0])
-    jobs = [(_decode_piece, k, layout, buffer_paths[pc.file], pc, sources[pc.file].path)
+    jobs = [(_decode_piece, k, layout, buffer_paths[pc.file], pc, sources[pc.file].path, bpf)
             for k, pc in enumerate(cut)]  # fmt: skip
     results = dict(ex.map(_tagged, jobs))
     stats = DecodeStats()

@@ -19,6 +19,8 @@ class Settings:
     policy: Policy = Policy.FIRST
     checksums: ChecksumMode = ChecksumMode.AUTO
     idle_timeout_ns: int = 0
+    #: a BPF expression (pcap-filter(7)): records it rejects are not packets of the capture
+    bpf: str = ""
     #: the sending hosts (16-byte addresses) whose bad TCP checksums ``auto`` keeps: decided
     #: by the run over the whole capture (``reassembly.offload``); None: by each partition
     offloaded: tuple[bytes, ...] | None = None
@@ -29,6 +31,7 @@ class Settings:
         policy: str | Policy = Policy.FIRST,
         checksums: str | ChecksumMode = ChecksumMode.AUTO,
         idle_timeout: float = 0.0,
+        bpf: str = "",
     ) -> Settings:
         """Settings from option values (strings as on the command line, or enum members);
         an unknown value is a UsageError naming the choices."""
@@ -36,9 +39,14 @@ class Settings:
             parse_option(Policy, policy, "--policy"),
             parse_option(ChecksumMode, checksums, "--checksums"),
             int(idle_timeout * 1e9),
+            bpf.strip(),
         )
 
     def options(self) -> tuple[tuple[str, Any], ...]:
         """The settings as (name, value) pairs with printable values, sorted by name."""
-        return (("checksums", str(self.checksums)), ("idle_timeout_ns", self.idle_timeout_ns),
-                ("policy", str(self.policy)))  # fmt: skip
+        return (
+            ("checksums", str(self.checksums)),
+            ("filter", self.bpf),
+            ("idle_timeout_ns", self.idle_timeout_ns),
+            ("policy", str(self.policy)),
+        )
