@@ -133,6 +133,57 @@ def test_readme_console_block(commands: list[Command], tmp_path: Path) -> None:
         )
 
 
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def test_readme_python_examples_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ```python blocks run in order, as one script, from a directory holding examples/."""
+    sources = PYTHON_BLOCK.findall(README.read_text())
+    assert len(sources) >= 3
+    monkeypatch.chdir(workspace(tmp_path))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for n, source in enumerate(sources):
+        exec(compile(source, f"README.md python block {n + 1}", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert printed.startswith("74 ")  # the first example prints the number of TCP packets
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+#: paths of this checkout named in backquotes (other projects' src/... are citations)
+MENTION = re.compile(r"`((?:docs|scripts|tests|examples|fuzz|bench|src/tcpweave)/[\w./-]+)`")
+
+
+def anchors(markdown: Path) -> set[str]:
+    """GitHub's anchors for the headings of a markdown file."""
+    heads = re.findall(r"^#+ (.+)$", markdown.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize(
+    "doc", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name
+)
+def test_documents_point_only_into_the_repository(doc: Path) -> None:
+    """Every relative link (and its #anchor) and every `path/...` named in the README and
+    docs/ exists in this checkout: nothing refers to files someone who clones lacks."""
+    text = doc.read_text()
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (doc.parent / path) if path else doc
+        missing_anchor = anchor and resolved.suffix == ".md" and anchor not in anchors(resolved)
+        if not resolved.exists() or missing_anchor:
+            broken.append(target)
+    for mention in MENTION.findall(text):
+        if not (ROOT / mention).exists():
+            broken.append(mention)
+    assert "DESIGN.md" not in text
+    assert broken == []
+
+
 def test_console_blocks_are_parsed_as_sessions() -> None:
     body = "$ tcpweave info a.pcap\nline 1\n  line 2\n$ ls out\nx\n"
     assert parse(body) == [
