@@ -184,6 +184,12 @@ def test_documents_point_only_into_the_repository(doc: Path) -> None:
     assert broken == []
 
 
+def test_readme_links_every_page_of_docs() -> None:
+    linked = set(LINK.findall(README.read_text()))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert sorted(pages - linked) == []
+
+
 def test_console_blocks_are_parsed_as_sessions() -> None:
     body = "$ tcpweave info a.pcap\nline 1\n  line 2\n$ ls out\nx\n"
     assert parse(body) == [
