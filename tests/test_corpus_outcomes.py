@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 import tcpweave
-from conftest import CORPUS
+from conftest import CORPUS, NO_CORPUS
 from tcpweave import Fate, GapReason
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=NO_CORPUS)
 
 
 _OPEN: dict[str, tcpweave.Capture] = {}
