@@ -10,6 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("TCPWEAVE_CORPUS", ROOT.parent / "shared" / "corpus"))
+#: why the corpus tests skip, and how to get the corpus
+NO_CORPUS = (
+    f"corpus not found at {CORPUS}: scripts/fetch-corpus.py assembles it there "
+    "(or set TCPWEAVE_CORPUS to where it is)"
+)
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".pcap.gz", ".pcapng.gz", ".pcap.zst")
 
 
@@ -24,10 +29,21 @@ def corpus_captures() -> list[Path]:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without the corpus, tests parametrized over its captures have no parameters: give
+    them the reason (pytest's own says only "got empty parameter set")."""
+    if CORPUS.is_dir():
+        return
+    for item in items:
+        reasons = (str(m.kwargs.get("reason", "")) for m in item.iter_markers("skip"))
+        if any(r.startswith("got empty parameter set") for r in reasons):
+            item.add_marker(pytest.mark.skip(reason=NO_CORPUS), append=False)
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
+        pytest.skip(NO_CORPUS)
     return CORPUS
 
 

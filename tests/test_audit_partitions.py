@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, corpus_captures
+from conftest import NO_CORPUS, ROOT, corpus_captures
 from tcpweave import run as engine
 from tcpweave.audit import report
 from tcpweave.cli.app import app
@@ -42,7 +42,7 @@ def test_corpus_json_and_matrix_identical(tmp_path: Path, monkeypatch: pytest.Mo
     partitions) gives the whole-capture JSON byte for byte; the largest captures also
     give the same CSV matrix, written a batch of three streams at a time."""
     if not CAPTURES:
-        pytest.skip("shared corpus not found")
+        pytest.skip(NO_CORPUS)
     monkeypatch.setattr(commands, "MATRIX_BATCH_STREAMS", 3)
     several = 0
     largest = sorted(CAPTURES, key=lambda p: p.stat().st_size)[-6:]

@@ -1,12 +1,15 @@
 """The stated outcomes of the public corpus (../shared/corpus/MANIFEST.md) about stream content.
 
+Each entry's stated outcome is also in tests/data/corpus-sources.json (``captures``);
+scripts/fetch-corpus.py assembles the corpus.
+
 Each test names the MANIFEST entry it checks. Upstream tools report their
 reassembled streams in their own ways (Suricata ``payload_printable`` with
 ``[N bytes missing]`` for gaps, ``tcp-data.log`` hex dumps, file hashes; Zeek
 conn.log sizes, content gaps, rexmit_inconsistency pairs); the helpers below
 turn tcpweave's streams into the same form. Where tcpweave's rules rightly give
 another result than the upstream tool (different defaults, or a rule of
-DESIGN.md), the test asserts tcpweave's behaviour and says why.
+docs/design.md), the test asserts tcpweave's behaviour and says why.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from typing import Any
 import pytest
 
 import tcpweave
-from conftest import CORPUS
+from conftest import CORPUS, NO_CORPUS
 from tcpweave import Fate, GapReason
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=NO_CORPUS)
 
 
 _OPEN: dict[str, tcpweave.Capture] = {}
@@ -266,7 +269,7 @@ def test_rst_unacked_stream_03_gap() -> None:
     """MANIFEST suricata-verify/tcp-rst-unacked-stream-03-gap: unACKed data before the RST is
     still reassembled (`Me In` matches). Suricata counts no reassembly gap there
     (stats.tcp.reassembly_gap = 0) because it stops at the RST; the 4 bytes at offset 7 were
-    really never captured, so tcpweave reports them as a not-captured gap (DESIGN.md: missing
+    really never captured, so tcpweave reports them as a not-captured gap (docs/design.md: missing
     ranges are gaps, never silently concatenated)."""
     _, (st,) = streams("suricata-verify/tcp-rst-unacked-stream-03-gap/input.pcap")
     assert suricata_view(st.s2c) == b"Please [4 bytes missing]Me In!"
@@ -517,7 +520,7 @@ def test_zeek_rst_inject_after_syn() -> None:
     Zeek: orig size 175). That RST does not acknowledge the SYN, so the client must drop it
     (RFC 9293 §3.10.7.3) and it cannot close the session: the 25 bytes sent before the
     server's own in-window RST (frame 7) are stream data. The 150 bytes of frame 8 come after
-    that RST: fate after-close (DESIGN.md), where Zeek still counts them."""
+    that RST: fate after-close (docs/design.md), where Zeek still counts them."""
     cap, sts = streams("zeek/tcp/rst-inject-rae.pcap")
     st = only(sts)
     assert st.client == ("1.2.0.2", 2527)

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 import tcpweave
-from conftest import CORPUS
+from conftest import CORPUS, NO_CORPUS
 
 HERE = Path(__file__).resolve().parent
 _COUNTER = itertools.count()
@@ -254,7 +254,7 @@ def test_tls_records_from_openssl(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------- corpus
 
 
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not found")
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=NO_CORPUS)
 
 
 @needs_corpus

@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 import tcpweave
-from conftest import CORPUS
+from conftest import CORPUS, NO_CORPUS
 from tcpweave.cli import app
 
 pytestmark = [
     pytest.mark.quick,
-    pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not found"),
+    pytest.mark.skipif(not CORPUS.is_dir(), reason=NO_CORPUS),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Golden crafted sessions for every rule of reassembly (DESIGN.md, issue 4).
+"""Golden crafted sessions for every rule of reassembly (docs/design.md, issue 4).
 
 Each capture is built with ``tests/sessions.py`` (on the independent builders of
 ``tests/craft.py``); every expected stream, gap, conflict and fate follows from

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import tcpweave
-from conftest import CORPUS, ROOT, corpus_captures
+from conftest import CORPUS, NO_CORPUS, ROOT, corpus_captures
 from sessions import ACK, FIN, RST, SYN, Session, Trace
 
 TSHARK = shutil.which("tshark")
@@ -86,7 +86,7 @@ def test_corpus_streams_match_stored_tshark(path: Path) -> None:
 
 def test_every_stored_tsv_has_its_capture() -> None:
     if not EXPECTED_DIR.is_dir():
-        pytest.skip("corpus not found")
+        pytest.skip(NO_CORPUS)
     known = {_tsv_for(p).name for p in corpus_captures()}
     assert sorted(p.name for p in EXPECTED_DIR.glob("*.streams.tsv") if p.name not in known) == []
 
@@ -95,7 +95,7 @@ def test_tunnel_exception_is_real() -> None:
     """The geneve capture's TCP rows in tshark are all tunnelled: tcpweave sees no TCP."""
     path = CORPUS / "tcpdump/geneve.pcap"
     if not path.is_file():
-        pytest.skip("corpus not found")
+        pytest.skip(NO_CORPUS)
     assert _parse(_tsv_for(path).read_text())
     assert _ours(path) == {}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, ROOT, corpus_captures
+from conftest import CORPUS, NO_CORPUS, ROOT, corpus_captures
 from tshark_oracle import TSHARK, first_difference, tcpweave_rows, tshark_rows
 
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
@@ -78,6 +78,6 @@ def test_crafted_captures_match_tshark(tmp_path: Path) -> None:
 
 def test_every_expected_difference_names_a_corpus_capture() -> None:
     if not CORPUS.is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
+        pytest.skip(NO_CORPUS)
     for key in EXPECTED:
         assert (CORPUS / key).is_file(), key

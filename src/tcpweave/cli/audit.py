@@ -159,7 +159,9 @@ def compare_cmd(
     if json_out:
         sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        _stdout().print(_compare_table(result.to_dict()))
+        table = _compare_table(result.to_dict())
+        # all identical: the summary line alone, not an empty table under it
+        _stdout().print(table if table.row_count else table.title)
     if result.differences:
         raise typer.Exit(1)
 

@@ -1,4 +1,4 @@
-"""The packet table: one row per TCP packet, columns exactly as in DESIGN.md.
+"""The packet table: one row per TCP packet, columns exactly as in docs/design.md.
 
 Addresses are 16-byte columns: IPv6 as is, IPv4 as IPv4-mapped IPv6
 (``::ffff:a.b.c.d``, RFC 4291 §2.5.5.2), so that one fixed-width column serves

@@ -1,6 +1,6 @@
 """Plain-Python references for the flow kernels: same names, arguments, outputs and return.
 
-They are the readable statement of the session and role rules (DESIGN.md, "Rules of
+They are the readable statement of the session and role rules (docs/design.md, "Rules of
 reassembly": sessions on one 4-tuple are split on a new SYN; Wireshark's port-reuse
 rule in epan/dissectors/packet-tcp.c), written from those rules rather than from
 ``_kernels``. They fill the same ``session``, ``first_row`` and ``client_side``

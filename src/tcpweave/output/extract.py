@@ -256,7 +256,7 @@ def _record(
     gap_list: list[dict[str, Any]],
     conflict_list: list[dict[str, int]],
 ) -> dict[str, Any]:
-    """Direction slot ``j``'s streams.jsonl record (the DESIGN.md contract, and more)."""
+    """Direction slot ``j``'s streams.jsonl record (docs/design.md's contract, and more)."""
     info = cols.info
     return {
         "stream": stream,

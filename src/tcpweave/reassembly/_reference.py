@@ -1,6 +1,6 @@
 """Plain-Python references for the plan kernels: same names, arguments and outputs.
 
-``plan_directions`` is the obviously-correct per-byte model of DESIGN.md's "Rules of reassembly",
+``plan_directions`` is the obviously-correct per-byte model of the rules of docs/design.md,
 docs/overlap-policies.md and docs/reassembly-rules.md, written from those rules rather than from
 ``_kernels``: per direction, unwrap the sequence numbers, choose offset 0, find the window limit
 and the FIN, then walk the segments in arrival order and decide every captured byte on its own
@@ -106,7 +106,7 @@ def _unwrap(seqs: list[int]) -> list[int]:
 def _offset_zero(segs: list[_Segment]) -> tuple[int, bool]:
     """The seq64 of stream offset 0, and whether it came from a captured SYN.
 
-    DESIGN.md: "stream offsets stay equal to relative sequence numbers": ISN + 1 when the SYN
+    docs/design.md: "Offsets are relative sequence numbers": ISN + 1 when the SYN
     was captured, else the lowest sequence number near (within 1 GiB of) the first data segment.
     """
     syns = [s for s in segs if s.flags & SYN]
@@ -510,10 +510,10 @@ def _minus(outer: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple[i
 def list_gaps(kd, koff, kend, length, td, toff, tend, out):  # type: ignore[no-untyped-def]
     """Holes in each direction's kept ranges up to its length, with their reason.
 
-    DESIGN.md: "Missing ranges are gaps ... listed with their reason", ``not-captured`` (0), or
-    ``truncated`` (1) where a segment captured short carried the bytes ("the rest is a
-    truncated gap"). Writes rows (direction, offset, length, reason) into ``out`` while they
-    fit; returns how many there are.
+    docs/design.md: "Missing bytes are gaps with a reason", ``not-captured`` (0), or
+    ``truncated`` (1) where a segment captured short carried the bytes (its captured part is
+    used, the rest is the gap). Writes rows (direction, offset, length, reason) into ``out``
+    while they fit; returns how many there are.
     """
     rows = []
     for d in range(len(length)):
