@@ -37,7 +37,11 @@ from tcpweave.flows import Flows
 from tcpweave.reassembly import _kernels as k
 from tcpweave.reassembly._policy import NEW_WINS
 
-__all__ = ["Plan", "plan"]
+__all__ = ["SECTION_SEGMENTS", "Plan", "plan"]
+
+#: segments placed at a time in a long direction (the placement arrays are ~300 bytes a
+#: segment: a section holds them to ~20 MB, whatever the direction's length)
+SECTION_SEGMENTS = 1 << 16
 
 
 @dataclass
@@ -102,8 +106,10 @@ def plan(
     sources: list[Source],
     policy: Policy = Policy.FIRST,
     checksums: ChecksumMode = ChecksumMode.AUTO,
+    section: int = SECTION_SEGMENTS,
 ) -> Plan:
-    """Build the plan for every direction of every stream."""
+    """Build the plan for every direction of every stream (a long direction ``section``
+    segments at a time; the plan does not depend on it)."""
     key = flows.stream * 2 + flows.direction
     order = np.argsort(key, kind="stable")  # rows are in frame order already
     dir_keys, dir_start = np.unique(key[order], return_index=True)
@@ -127,7 +133,16 @@ def plan(
     close_frame = _close_frames(packets, flows, dir_of_row, dir_keys, base, high)
     receivers = _receivers(packets, order, dir_start, dir_keys, base)
     raw, conflicts_raw, dirs = _run(
-        packets, order, dir_start, drop_bad, close_frame, receivers, policy, sources, n_dirs
+        packets,
+        order,
+        dir_start,
+        drop_bad,
+        close_frame,
+        receivers,
+        policy,
+        sources,
+        n_dirs,
+        section,
     )
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
@@ -152,13 +167,18 @@ def _run(
     policy: Policy,
     sources: list[Source],
     n_dirs: int,
+    section: int = SECTION_SEGMENTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Call the kernel (it grows its outputs and scratch arrays where they are too small)."""
+    """Call the kernel (it grows its outputs and scratch arrays where they are too small).
+    The placement arrays start at one section's size: a long direction is placed a section
+    at a time (see ``plan_directions``)."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
+    work = min(per_dir, section)
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
     plen, pcap = packets.payload_len, packets.payload_caplen
+    n_data = int(np.count_nonzero(plen))
     dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
     counts = np.zeros(k.N_COUNTS, np.int64)
     plan_arr, conflicts = k.plan_directions(
@@ -179,22 +199,24 @@ def _run(
         int(policy),
         NEW_WINS,
         buffer_list([src.buffer for src in sources]),
-        np.empty((k.N_PLAN_COLS, n + n // 4 + 16), np.int64),  # most segments: one row
+        np.empty((k.N_PLAN_COLS, n_data + n_data // 8 + 16), np.int64),  # most: one row
         np.empty((k.N_CONFLICT_COLS, 16), np.int64),
         dirs,
         counts,
-        np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
-        np.empty((k.N_PIECE_COLS, per_dir + 16), np.int64),
-        np.empty((k.N_SEG_COLS, per_dir), np.int64),
-        np.empty((k.N_RUN_COLS, per_dir + 16), np.int64),
+        np.empty((k.N_TILE_COLS, 2 * work + 2), np.int64),
+        np.empty((k.N_PIECE_COLS, work + 16), np.int64),
+        np.empty((k.N_SEG_COLS, work), np.int64),
+        np.empty((k.N_RUN_COLS, work + 16), np.int64),
         np.empty(n, np.int64),
+        section,
     )
-    # copies, so that the over-allocated arrays are freed
-    return (
-        plan_arr[:, : counts[k.K_PLAN]].copy(),
-        conflicts[:, : counts[k.K_CONFLICTS]].copy(),
-        dirs,
-    )
+    conflicts = conflicts[:, : counts[k.K_CONFLICTS]]
+    # records come out a section at a time: put them back in arrival order (the arriving
+    # segment is the later of the two rows; rows of a direction are in arrival order)
+    arriving = np.maximum(conflicts[k.C_KEPT], conflicts[k.C_DROPPED])
+    conflicts = conflicts[:, np.lexsort((arriving, conflicts[k.C_DIR]))]
+    # the plan rows are a view: _rows_table gathers them once, then they are freed
+    return plan_arr[:, : counts[k.K_PLAN]], conflicts, dirs
 
 
 def _drop_bad(
