@@ -15,13 +15,13 @@ from unittest import mock
 import numpy as np
 import pytest
 from hypothesis import given
-from test_plan_properties import FULL, QUICK, Seg, Session, build, sessions
 
 from tcpweave.decode.table import ACK, SYN
 from tcpweave.enums import Checksum, ChecksumMode, Policy
 from tcpweave.flows import assign
 from tcpweave.reassembly import SECTION_SEGMENTS, Plan, plan
 from tcpweave.reassembly import _kernels as k
+from test_plan_properties import FULL, QUICK, Seg, Session, build, sessions
 
 
 def _plan(session: Session, section: int) -> Plan:
