@@ -131,6 +131,7 @@ def plan(
         np.empty(len(order), np.int64),
     )
     close_frame = _close_frames(packets, flows, dir_of_row, dir_keys, base, high)
+    del key, dir_of_row  # per-row arrays not needed by the placement
     receivers = _receivers(packets, order, dir_start, dir_keys, base)
     raw, conflicts_raw, dirs = _run(
         packets,
@@ -144,6 +145,7 @@ def plan(
         n_dirs,
         section,
     )
+    del order
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
     directions["drops_bad_checksums"] = drop_bad  # the checksum mode's verdict, per direction
@@ -329,8 +331,12 @@ def _signed(v: int) -> int:
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
-    """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies)."""
-    take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
+    """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies).
+    Rows the kernel wrote in that order already (a direction whose segments came in order,
+    placed a section at a time) are not gathered: its int64 columns serve as they are."""
+    take: Any = slice(None)
+    if not _sorted(raw[k.P_DIR], raw[k.P_OFFSET], raw[k.P_FRAME]):
+        take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
     d = raw[k.P_DIR, take].astype(np.int32)
     return {
         "frame": raw[k.P_FRAME, take],
@@ -346,6 +352,25 @@ def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _sorted(a: np.ndarray, b: np.ndarray, c: np.ndarray, chunk: int = 1 << 18) -> bool:
+    """Are the rows (a, b, c) in lexicographic order? (checked a chunk at a time: the
+    differences are not held for the whole plan)"""
+    for lo in range(0, len(a) - 1, chunk):
+        hi = min(lo + chunk + 1, len(a))
+        da, db, dc = np.diff(a[lo:hi]), np.diff(b[lo:hi]), np.diff(c[lo:hi])
+        if not np.all((da > 0) | ((da == 0) & ((db > 0) | ((db == 0) & (dc >= 0))))):
+            return False
+    return True
+
+
+def _masked(mask: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``cols`` at ``mask``: the columns themselves when it takes every row (no copies of
+    a long direction's rows when all of them are kept)."""
+    if mask.all():
+        return cols
+    return tuple(col[mask] for col in cols)
+
+
 def _kept_mask(fate: np.ndarray) -> np.ndarray:
     return Fate.kept_in(fate)
 
@@ -358,8 +383,11 @@ def _directions_table(
     kept_end = np.zeros(n, np.int64)
     ends = rows["stream_offset"] + rows["length"]
     claimed = kept | (rows["fate"] == Fate.TRUNCATED)  # cut-off bytes still count as stream
-    np.maximum.at(kept_end, rows["dir"][claimed], ends[claimed])
-    kept_bytes = np.bincount(rows["dir"][kept], weights=rows["length"][kept], minlength=n)
+    np.maximum.at(kept_end, *_masked(claimed, rows["dir"], ends))
+    del ends
+    kept_dir, kept_len = _masked(kept, rows["dir"], rows["length"])
+    kept_bytes = np.bincount(kept_dir, weights=kept_len, minlength=n)
+    del kept_dir, kept_len
     retrans = np.isin(rows["fate"], (Fate.RETRANSMISSION, Fate.OVERLAP_SAME))
     retrans_bytes = np.bincount(rows["dir"][retrans], weights=rows["length"][retrans], minlength=n)
     fin_end = dirs[k.D_FIN_END]
@@ -387,9 +415,7 @@ def _gaps(rows: dict[str, Any], directions: dict[str, Any]) -> dict[str, np.ndar
     trunc = rows["fate"] == Fate.TRUNCATED
     ends = rows["stream_offset"] + rows["length"]
     args = (
-        rows["dir"][kept],
-        rows["stream_offset"][kept],
-        ends[kept],
+        *_masked(kept, rows["dir"], rows["stream_offset"], ends),
         directions["length"],
         rows["dir"][trunc],
         rows["stream_offset"][trunc],
