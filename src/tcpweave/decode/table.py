@@ -131,7 +131,7 @@ class PacketTable:
         take = getattr(self.columns, "gather", None)
         if take is not None:
             return take(name, rows)  # type: ignore[no-any-return]
-        return self[name][rows]
+        return np.asarray(self[name][rows])
 
     def address_strings(self, which: str) -> list[str]:
         """``src`` or ``dst`` as printed addresses."""

@@ -414,8 +414,11 @@ def _gaps(rows: dict[str, Any], directions: dict[str, Any]) -> dict[str, np.ndar
     kept = _kept_mask(rows["fate"])
     trunc = rows["fate"] == Fate.TRUNCATED
     ends = rows["stream_offset"] + rows["length"]
+    kept_dir, kept_offset, kept_end = _masked(kept, rows["dir"], rows["stream_offset"], ends)
     args = (
-        *_masked(kept, rows["dir"], rows["stream_offset"], ends),
+        kept_dir,
+        kept_offset,
+        kept_end,
         directions["length"],
         rows["dir"][trunc],
         rows["stream_offset"][trunc],

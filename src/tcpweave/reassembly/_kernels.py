@@ -9,7 +9,19 @@ never waits on ACKs): the window limit (``receiver_windows`` and ``_window_limit
 a segment starting at or beyond it could not have been accepted) and the FIN
 position (``_fin_position``: bytes from there on are not stream data).
 
-The second walk places each segment's captured bytes. The direction's stream is cut
+The second walk (``_classify``) decides, in arrival order, which data segments are
+placed and writes the rows of the others (reset, after close, bad checksum, before
+offset 0, outside the window, after the FIN, keep-alive) and of bytes cut off or past
+the FIN. The keep-alive rule is the only one that looks at the placement so far (is
+every byte below the highest end held?): that is the reach of the union of the placed
+ranges, kept with a heap of those beyond it, so no placement is needed yet.
+
+Placement then goes a *section* at a time (``_sections``): whole *islands* (segments
+linked by overlaps) in offset order, up to ``section`` segments. No byte is shared by
+two islands, so each section is placed on its own with arrays of its size: a long
+direction (issue 12: 3 M one-byte segments) is never placed whole, and the plan is the
+same whatever the section size (tests/test_plan_sections.py). An island larger than a
+section is placed whole. Within a section, the stream is cut
 into *tiles* at every segment boundary (known up front), so that the set of
 segments covering a byte is the same all across a tile. A tile holds a short list of
 *pieces* (byte ranges and the segment that owns them) and a summary of the segments

@@ -205,7 +205,7 @@ class SpilledColumns:
         """Column ``name`` at ``rows`` (frame order): from the column if it is held, else from
         one pass over the spill files that keeps only those rows."""
         if name in self._cache:
-            return self._cache[name][rows]
+            return np.asarray(self._cache[name][rows])
         if name not in PACKET_COLUMN_NAMES and name not in _CAPTURE_COLUMNS:
             raise KeyError(name)
         rows = np.asarray(rows, np.int64)
