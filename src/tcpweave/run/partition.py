@@ -27,6 +27,8 @@ __all__ = ["Partition", "load"]
 
 #: the columns numbering sessions reads (``flows.assign``): read in one pass
 FLOW_COLUMNS = ("src", "dst", "sport", "dport", "flags", "seq", "ts_ns")
+#: what writers read of each session's first packet (its endpoints)
+ENDPOINT_COLUMNS = ("ip_version", "src", "dst", "sport", "dport")
 #: the columns planning reads (``reassembly.plan``)
 PLAN_COLUMNS = ("seq", "ack", "flags", "window", "wscale", "payload_len", "payload_caplen",
                 "payload_offset", "file", "frame", "ts_ns", "tcp_checksum")  # fmt: skip
@@ -55,10 +57,12 @@ class Partition:
         self._sources = sources  # or how to open them: mapped on first use
         self.settings = settings
         if isinstance(packets.columns, SpilledColumns):  # what numbering sessions reads, at once
-            packets.columns.load(list(FLOW_COLUMNS))
+            packets.columns.load([*FLOW_COLUMNS, "ip_version"])  # and the endpoints kept below
         self.flows: Flows = assign(packets, settings.idle_timeout_ns)
-        if isinstance(packets.columns, SpilledColumns):  # writers gather the few rows they need
-            packets.columns.drop(["src", "dst", "sport", "dport"])
+        if isinstance(packets.columns, SpilledColumns):  # writers want them at first rows only
+            first = np.sort(self.flows.first_row)
+            packets.columns.keep_rows(first, list(ENDPOINT_COLUMNS))
+            packets.columns.drop(list(ENDPOINT_COLUMNS))
         n = self.flows.n_streams
         self.global_index = np.arange(n, dtype=np.int64) if global_index is None else global_index
         self._plan: Plan | None = None

@@ -176,6 +176,8 @@ class SpilledColumns:
         self._paths = paths
         self._n = sum(os.path.getsize(path) // SPILL_DTYPE.itemsize for path in paths)
         self._cache: dict[str, np.ndarray] = {}
+        self._kept_rows = np.zeros(0, np.int64)  # rows whose values of some columns are kept
+        self._kept: dict[str, np.ndarray] = {}  # (``keep_rows``: the rows writers ask for)
         self._order: np.ndarray | None = None  # rows to frame order, when the spill is not
         frame = self.load(["frame"])["frame"]
         if self._n > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
@@ -201,11 +203,22 @@ class SpilledColumns:
                 self._cache[name] = col if self._order is None else col[self._order]
         return {name: self._cache[name] for name in names}
 
+    def keep_rows(self, rows: np.ndarray, names: list[str]) -> None:
+        """Keep the values of columns ``names`` at ``rows`` (sorted, distinct): ``gather``
+        serves them from there once the columns are dropped."""
+        self._kept_rows = np.asarray(rows, np.int64)
+        self._kept = {name: col[rows] for name, col in self.load(names).items()}
+
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Column ``name`` at ``rows`` (frame order): from the column if it is held, else from
-        one pass over the spill files that keeps only those rows."""
+        """Column ``name`` at ``rows`` (frame order): from the column if it is held, or the
+        rows kept (``keep_rows``), else from one pass over the spill files that keeps only
+        those rows."""
         if name in self._cache:
             return np.asarray(self._cache[name][rows])
+        if name in self._kept and len(self._kept_rows):
+            pos = np.minimum(np.searchsorted(self._kept_rows, rows), len(self._kept_rows) - 1)
+            if np.array_equal(self._kept_rows[pos], rows):
+                return self._kept[name][pos]
         if name not in PACKET_COLUMN_NAMES and name not in _CAPTURE_COLUMNS:
             raise KeyError(name)
         rows = np.asarray(rows, np.int64)
