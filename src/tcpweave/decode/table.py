@@ -125,6 +125,14 @@ class PacketTable:
     def __repr__(self) -> str:
         return f"PacketTable({len(self)} packets)"
 
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at ``rows`` (columns read from disk on demand gather just those
+        rows, without holding the whole column)."""
+        take = getattr(self.columns, "gather", None)
+        if take is not None:
+            return take(name, rows)  # type: ignore[no-any-return]
+        return np.asarray(self[name][rows])
+
     def address_strings(self, which: str) -> list[str]:
         """``src`` or ``dst`` as printed addresses."""
         col = self[which]

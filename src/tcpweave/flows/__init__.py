@@ -53,6 +53,7 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     flow = np.empty(n, np.int64)
     with np.errstate(over="ignore"):  # the hash multiplies modulo 2^64 on purpose
         k.number_tuples(keys, flow)
+    del keys, a, b, a_gt_b  # before the per-packet arrays of the sessions are made
     order = np.argsort(flow, kind="stable")
     session = np.empty(n, np.int64)
     first_row = np.empty(n, np.int64)

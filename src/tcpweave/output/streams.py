@@ -252,7 +252,8 @@ class StreamViews:
         kept = Fate.kept_in(rows["fate"])
         cols = ("stream", "direction", "frame", "row", "stream_offset", "payload_start", "file",
                 "length", "fate")  # fmt: skip
-        self.kept_rows = {name: rows[name][kept] for name in cols}
+        every = bool(kept.all())  # then the plan's columns serve as they are (no copy)
+        self.kept_rows = {name: rows[name] if every else rows[name][kept] for name in cols}
         slots = np.arange(2 * flows.n_streams + 1)
         self.row_bounds = _bounds(self.kept_rows, slots)
         self.gap_bounds = _bounds(plan.gaps, slots)
@@ -355,9 +356,10 @@ class StreamViews:
         """((client address, port), (server address, port)) of streams lo..hi-1."""
         packets, flows = self.packets, self.flows
         first = flows.first_row[lo:hi]
-        versions = packets.ip_version[first].tolist()
-        srcs, dsts = packets.src[first], packets.dst[first]
-        sports, dports = packets.sport[first].tolist(), packets.dport[first].tolist()
+        versions = packets.gather("ip_version", first).tolist()
+        srcs, dsts = packets.gather("src", first), packets.gather("dst", first)
+        sports = packets.gather("sport", first).tolist()
+        dports = packets.gather("dport", first).tolist()
         sent_by_client = (flows.direction[first] == 0).tolist()
         cache = self._addresses
         out: list[tuple[tuple[str, int], ...]] = []

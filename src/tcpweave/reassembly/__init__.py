@@ -38,7 +38,11 @@ from tcpweave.reassembly import _kernels as k
 from tcpweave.reassembly._policy import NEW_WINS
 from tcpweave.reassembly.offload import checksum_evidence, offloaded_hosts, sender_offloaded
 
-__all__ = ["Plan", "plan"]
+__all__ = ["SECTION_SEGMENTS", "Plan", "plan"]
+
+#: segments placed at a time in a long direction (the placement arrays are ~300 bytes a
+#: segment: a section holds them to ~20 MB, whatever the direction's length)
+SECTION_SEGMENTS = 1 << 16
 
 
 @dataclass
@@ -104,10 +108,12 @@ def plan(
     policy: Policy = Policy.FIRST,
     checksums: ChecksumMode = ChecksumMode.AUTO,
     offloaded: np.ndarray | None = None,
+    section: int = SECTION_SEGMENTS,
 ) -> Plan:
-    """Build the plan for every direction of every stream. ``offloaded``: the sending
-    hosts whose bad TCP checksums are kept under ``auto`` (decided over the whole capture,
-    see ``offload``); by default decided from these packets alone."""
+    """Build the plan for every direction of every stream (a long direction ``section``
+    segments at a time; the plan does not depend on it). ``offloaded``: the sending hosts
+    whose bad TCP checksums are kept under ``auto`` (decided over the whole capture, see
+    ``offload``); by default decided from these packets alone."""
     key = flows.stream * 2 + flows.direction
     order = np.argsort(key, kind="stable")  # rows are in frame order already
     dir_keys, dir_start = np.unique(key[order], return_index=True)
@@ -129,10 +135,21 @@ def plan(
         np.empty(len(order), np.int64),
     )
     close_frame = _close_frames(packets, flows, dir_of_row, dir_keys, base, high)
+    del key, dir_of_row  # per-row arrays not needed by the placement
     receivers = _receivers(packets, order, dir_start, dir_keys, base)
     raw, conflicts_raw, dirs = _run(
-        packets, order, dir_start, drop_bad, close_frame, receivers, policy, sources, n_dirs
+        packets,
+        order,
+        dir_start,
+        drop_bad,
+        close_frame,
+        receivers,
+        policy,
+        sources,
+        n_dirs,
+        section,
     )
+    del order
     rows = _rows_table(raw, dir_keys)
     directions = _directions_table(dirs, dir_keys, rows)
     directions["drops_bad_checksums"] = drop_bad  # the checksum mode's verdict, per direction
@@ -156,13 +173,18 @@ def _run(
     policy: Policy,
     sources: list[Source],
     n_dirs: int,
+    section: int = SECTION_SEGMENTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Call the kernel (it grows its outputs and scratch arrays where they are too small)."""
+    """Call the kernel (it grows its outputs and scratch arrays where they are too small).
+    The placement arrays start at one section's size: a long direction is placed a section
+    at a time (see ``plan_directions``)."""
     n = len(order)
     per_dir = int(np.diff(dir_start).max()) if n_dirs else 0
+    work = min(per_dir, section)
     # the packet table's own columns, uncopied: the kernel widens as it reads
     seq, flags = packets.seq, packets.flags
     plen, pcap = packets.payload_len, packets.payload_caplen
+    n_data = int(np.count_nonzero(plen))
     dirs = np.zeros((k.N_DIR_COLS, n_dirs), np.int64)
     counts = np.zeros(k.N_COUNTS, np.int64)
     plan_arr, conflicts = k.plan_directions(
@@ -183,22 +205,24 @@ def _run(
         int(policy),
         NEW_WINS,
         buffer_list([src.buffer for src in sources]),
-        np.empty((k.N_PLAN_COLS, n + n // 4 + 16), np.int64),  # most segments: one row
+        np.empty((k.N_PLAN_COLS, n_data + n_data // 8 + 16), np.int64),  # most: one row
         np.empty((k.N_CONFLICT_COLS, 16), np.int64),
         dirs,
         counts,
-        np.empty((k.N_TILE_COLS, 2 * per_dir + 2), np.int64),
-        np.empty((k.N_PIECE_COLS, per_dir + 16), np.int64),
-        np.empty((k.N_SEG_COLS, per_dir), np.int64),
-        np.empty((k.N_RUN_COLS, per_dir + 16), np.int64),
+        np.empty((k.N_TILE_COLS, 2 * work + 2), np.int64),
+        np.empty((k.N_PIECE_COLS, work + 16), np.int64),
+        np.empty((k.N_SEG_COLS, work), np.int64),
+        np.empty((k.N_RUN_COLS, work + 16), np.int64),
         np.empty(n, np.int64),
+        section,
     )
-    # copies, so that the over-allocated arrays are freed
-    return (
-        plan_arr[:, : counts[k.K_PLAN]].copy(),
-        conflicts[:, : counts[k.K_CONFLICTS]].copy(),
-        dirs,
-    )
+    conflicts = conflicts[:, : counts[k.K_CONFLICTS]]
+    # records come out a section at a time: put them back in arrival order (the arriving
+    # segment is the later of the two rows; rows of a direction are in arrival order)
+    arriving = np.maximum(conflicts[k.C_KEPT], conflicts[k.C_DROPPED])
+    conflicts = conflicts[:, np.lexsort((arriving, conflicts[k.C_DIR]))]
+    # the plan rows are a view: _rows_table gathers them once, then they are freed
+    return plan_arr[:, : counts[k.K_PLAN]], conflicts, dirs
 
 
 def _drop_bad(
@@ -314,8 +338,12 @@ def _signed(v: int) -> int:
 
 
 def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
-    """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies)."""
-    take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
+    """Plan rows sorted by direction, offset, frame; one gather per column (no 2-D copies).
+    Rows the kernel wrote in that order already (a direction whose segments came in order,
+    placed a section at a time) are not gathered: its int64 columns serve as they are."""
+    take: Any = slice(None)
+    if not _sorted(raw[k.P_DIR], raw[k.P_OFFSET], raw[k.P_FRAME]):
+        take = np.lexsort((raw[k.P_FRAME], raw[k.P_OFFSET], raw[k.P_DIR]))
     d = raw[k.P_DIR, take].astype(np.int32)
     return {
         "frame": raw[k.P_FRAME, take],
@@ -331,6 +359,25 @@ def _rows_table(raw: np.ndarray, dir_keys: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _sorted(a: np.ndarray, b: np.ndarray, c: np.ndarray, chunk: int = 1 << 18) -> bool:
+    """Are the rows (a, b, c) in lexicographic order? (checked a chunk at a time: the
+    differences are not held for the whole plan)"""
+    for lo in range(0, len(a) - 1, chunk):
+        hi = min(lo + chunk + 1, len(a))
+        da, db, dc = np.diff(a[lo:hi]), np.diff(b[lo:hi]), np.diff(c[lo:hi])
+        if not np.all((da > 0) | ((da == 0) & ((db > 0) | ((db == 0) & (dc >= 0))))):
+            return False
+    return True
+
+
+def _masked(mask: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``cols`` at ``mask``: the columns themselves when it takes every row (no copies of
+    a long direction's rows when all of them are kept)."""
+    if mask.all():
+        return cols
+    return tuple(col[mask] for col in cols)
+
+
 def _kept_mask(fate: np.ndarray) -> np.ndarray:
     return Fate.kept_in(fate)
 
@@ -343,8 +390,11 @@ def _directions_table(
     kept_end = np.zeros(n, np.int64)
     ends = rows["stream_offset"] + rows["length"]
     claimed = kept | (rows["fate"] == Fate.TRUNCATED)  # cut-off bytes still count as stream
-    np.maximum.at(kept_end, rows["dir"][claimed], ends[claimed])
-    kept_bytes = np.bincount(rows["dir"][kept], weights=rows["length"][kept], minlength=n)
+    np.maximum.at(kept_end, *_masked(claimed, rows["dir"], ends))
+    del ends
+    kept_dir, kept_len = _masked(kept, rows["dir"], rows["length"])
+    kept_bytes = np.bincount(kept_dir, weights=kept_len, minlength=n)
+    del kept_dir, kept_len
     retrans = np.isin(rows["fate"], (Fate.RETRANSMISSION, Fate.OVERLAP_SAME))
     retrans_bytes = np.bincount(rows["dir"][retrans], weights=rows["length"][retrans], minlength=n)
     fin_end = dirs[k.D_FIN_END]
@@ -371,10 +421,11 @@ def _gaps(rows: dict[str, Any], directions: dict[str, Any]) -> dict[str, np.ndar
     kept = _kept_mask(rows["fate"])
     trunc = rows["fate"] == Fate.TRUNCATED
     ends = rows["stream_offset"] + rows["length"]
+    kept_dir, kept_offset, kept_end = _masked(kept, rows["dir"], rows["stream_offset"], ends)
     args = (
-        rows["dir"][kept],
-        rows["stream_offset"][kept],
-        ends[kept],
+        kept_dir,
+        kept_offset,
+        kept_end,
         directions["length"],
         rows["dir"][trunc],
         rows["stream_offset"][trunc],

@@ -9,7 +9,19 @@ never waits on ACKs): the window limit (``receiver_windows`` and ``_window_limit
 a segment starting at or beyond it could not have been accepted) and the FIN
 position (``_fin_position``: bytes from there on are not stream data).
 
-The second walk places each segment's captured bytes. The direction's stream is cut
+The second walk (``_classify``) decides, in arrival order, which data segments are
+placed and writes the rows of the others (reset, after close, bad checksum, before
+offset 0, outside the window, after the FIN, keep-alive) and of bytes cut off or past
+the FIN. The keep-alive rule is the only one that looks at the placement so far (is
+every byte below the highest end held?): that is the reach of the union of the placed
+ranges, kept with a heap of those beyond it, so no placement is needed yet.
+
+Placement then goes a *section* at a time (``_sections``): whole *islands* (segments
+linked by overlaps) in offset order, up to ``section`` segments. No byte is shared by
+two islands, so each section is placed on its own with arrays of its size: a long
+direction (issue 12: 3 M one-byte segments) is never placed whole, and the plan is the
+same whatever the section size (tests/test_plan_sections.py). An island larger than a
+section is placed whole. Within a section, the stream is cut
 into *tiles* at every segment boundary (known up front), so that the set of
 segments covering a byte is the same all across a tile. A tile holds a short list of
 *pieces* (byte ranges and the segment that owns them) and a summary of the segments
@@ -75,6 +87,8 @@ N_RUN_COLS = 3
 F_NEW, F_RETRANS, F_SAME, F_KEPT, F_DROPPED = 0, 1, 2, 3, 4
 F_WINDOW, F_BADSUM, F_AFTER_CLOSE, F_RST_DATA, F_KEEPALIVE, F_TRUNCATED, F_BEFORE = range(5, 12)
 F_AFTER_FIN = 12
+# what the first walk found of a data segment (``_classify``)
+KL_SKIP, KL_PLACE, KL_BEHIND = 0, 1, 2  # KL_BEHIND is added to KL_PLACE
 
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 CK_BAD = 2
@@ -297,21 +311,9 @@ def _counts_for_stream(f, frame, close, bad):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _window_limit(  # type: ignore[no-untyped-def]
-    order,
-    lo,
-    hi,
-    offsets,
-    flags,
-    plen,
-    frame,
-    tcp_ck,
-    drop,
-    close,
-    rcv_ack,
-    rcv_wnd,
-    scratch,
-):
+def _window_limit(
+    order, lo, hi, offsets, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd
+):  # type: ignore[no-untyped-def]
     """The offset from which a segment of this direction is outside the window; -1: unknown.
 
     RFC 9293 §3.10.7.4: a segment is acceptable when it starts within RCV.NXT ..
@@ -323,8 +325,16 @@ def _window_limit(  # type: ignore[no-untyped-def]
     """
     if rcv_wnd < 0:
         return np.int64(-1)
-    k = 0
     furthest = np.int64(-1)  # the furthest start of a data segment or FIN
+    for j in range(lo, hi):
+        i = order[j]
+        if plen[i] > 0 or flags[i] & FIN:
+            furthest = max(furthest, offsets[j])
+    if furthest < max(rcv_ack, 0) + rcv_wnd + SLACK:
+        return max(rcv_ack, 0) + rcv_wnd + SLACK  # everything is inside: no need for the rest
+    # the (rare) direction reaching beyond: its data segments' starts and ends, sorted
+    scratch = np.empty((2, hi - lo), np.int64)
+    k = 0
     for j in range(lo, hi):
         i = order[j]
         ns = offsets[j]
@@ -333,10 +343,6 @@ def _window_limit(  # type: ignore[no-untyped-def]
             scratch[0, k] = ns
             scratch[1, k] = ns + plen[i]
             k += 1
-        if plen[i] > 0 or flags[i] & FIN:
-            furthest = max(furthest, ns)
-    if furthest < max(rcv_ack, 0) + rcv_wnd + SLACK:
-        return max(rcv_ack, 0) + rcv_wnd + SLACK  # everything is inside: no need for the rest
     scratch[0, :k].sort()
     scratch[1, :k].sort()
     # the hole-free prefix: sweep starts and ends in offset order (a start before an end at
@@ -382,16 +388,21 @@ def _fin_position(order, lo, hi, offsets, flags, plen, frame, tcp_ck, drop, clos
 
 
 @helper
-def _cut_tiles(order, lo, hi, offsets, pcap, fin, tiles):  # type: ignore[no-untyped-def]
-    """Cut the direction's offsets into tiles at every segment boundary; returns the number of
-    boundaries (tile e is [tiles[T_START, e], tiles[T_START, e + 1]))."""
+def _tile_end(ns, pcap, fin):  # type: ignore[no-untyped-def]
+    """End of the captured bytes of a segment at ``ns`` that can be stream (before the FIN)."""
+    end = ns + pcap
+    return min(end, fin) if fin >= 0 else end
+
+
+@helper
+def _cut_tiles(members, a, b, order, offsets, pcap, fin, tiles):  # type: ignore[no-untyped-def]
+    """Cut the offsets of the segments ``members[a:b]`` into tiles at every boundary of theirs;
+    returns the number of boundaries (tile e is [tiles[T_START, e], tiles[T_START, e + 1]))."""
     k = 0
-    for j in range(lo, hi):
-        i = order[j]
+    for t in range(a, b):
+        j = members[t]
         ns = offsets[j]
-        end = ns + pcap[i]
-        if fin >= 0:
-            end = min(end, fin)
+        end = _tile_end(ns, pcap[order[j]], fin)
         if end > ns:
             tiles[T_START, k] = ns
             tiles[T_START, k + 1] = end
@@ -412,8 +423,9 @@ def _cut_tiles(order, lo, hi, offsets, pcap, fin, tiles):  # type: ignore[no-unt
 
 
 @helper
-def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held, limit, fin):  # type: ignore[no-untyped-def]
-    """Why a data segment is not placed, or -1 when it is."""
+def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, all_held, limit, fin):  # type: ignore[no-untyped-def]
+    """Why a data segment is not placed, or -1 when it is (``all_held``: every byte before
+    ``high_end`` is held)."""
     if f & RST:
         return F_RST_DATA
     if frame > close_frame:
@@ -426,11 +438,166 @@ def _unplaced_fate(f, frame, close_frame, bad, ns, high_end, plen, held, limit, 
         return F_WINDOW
     if 0 <= fin <= ns:
         return F_AFTER_FIN
-    if plen <= 1 and not f & (SYN | FIN) and held > 0 and held == high_end and ns == high_end - 1:
+    if plen <= 1 and not f & (SYN | FIN) and all_held and ns == high_end - 1:
         # RFC 9293 §3.8.4: a probe repeats the byte before SND.NXT, once all data is through
         # (with a hole before it, a 1-byte segment there is data, not a probe)
         return F_KEEPALIVE
     return -1
+
+
+@helper
+def _heap_push(heap, n, start, end):  # type: ignore[no-untyped-def]
+    """Add [start, end) to the min-heap (by start) of n ranges; returns the heap (grown)."""
+    heap = _room(heap, n + 1)
+    x = n
+    while x > 0:
+        up = (x - 1) // 2
+        if heap[0, up] <= start:
+            break
+        heap[0, x] = heap[0, up]
+        heap[1, x] = heap[1, up]
+        x = up
+    heap[0, x] = start
+    heap[1, x] = end
+    return heap
+
+
+@helper
+def _heap_pop(heap, n):  # type: ignore[no-untyped-def]
+    """Remove the first range of the min-heap of n > 0 ranges; returns n - 1."""
+    n -= 1
+    start, end = heap[0, n], heap[1, n]
+    x = 0
+    while 2 * x + 1 < n:
+        c = 2 * x + 1
+        if c + 1 < n and heap[0, c + 1] < heap[0, c]:
+            c += 1
+        if heap[0, c] >= start:
+            break
+        heap[0, x] = heap[0, c]
+        heap[1, x] = heap[1, c]
+        x = c
+    heap[0, x] = start
+    heap[1, x] = end
+    return n
+
+
+@helper
+def _extend_reach(heap, n, reach, start, end):  # type: ignore[no-untyped-def]
+    """Add [start, end) to ranges whose union from offset 0 is hole-free up to ``reach``, the
+    others waiting in the heap of n; returns (heap, n, reach)."""
+    if start > reach:
+        return _heap_push(heap, n, start, end), n + 1, reach
+    reach = max(reach, end)
+    while n > 0 and heap[0, 0] <= reach:
+        reach = max(reach, heap[1, 0])
+        n = _heap_pop(heap, n)
+    return heap, n, reach
+
+
+@helper
+def _classify(  # type: ignore[no-untyped-def]
+    order, lo, hi, offsets, flags, plen, pcap, poff, pfile, frame, tcp_ck, drop, close, limit,
+    fin, d, plan, counts, dirs, klass,
+):  # fmt: skip
+    """First walk, in arrival order: which data segments are placed (``klass``: KL_PLACE, plus
+    KL_BEHIND when it starts below the highest end so far), and the plan rows of the rest
+    (unplaced segments, bytes after the FIN, bytes not captured). A segment's verdict needs
+    one fact of the placement before it (the keep-alive rule: is every byte below the highest
+    end held?); it is the reach of the hole-free union of the placed ranges, kept with a heap
+    of the ranges beyond it. Returns (plan, highest end)."""
+    high_end, reach = np.int64(0), np.int64(0)
+    heap = np.empty((2, 16), np.int64)
+    n_heap = 0
+    for j in range(lo, hi):
+        i = order[j]
+        f = flags[i]
+        ns = offsets[j]
+        klass[j - lo] = KL_SKIP
+        if f & RST:
+            dirs[D_RST, d] = 1
+        if plen[i] == 0:
+            continue
+        plan = _room(plan, counts[K_PLAN] + 2)
+        bad = drop and tcp_ck[i] == CK_BAD
+        all_held = high_end > 0 and reach >= high_end
+        fate = _unplaced_fate(f, frame[i], close, bad, ns, high_end, plen[i], all_held, limit, fin)
+        if fate >= 0:
+            _emit(plan, counts, frame[i], i, d, ns, poff[i], pfile[i], pcap[i], fate)
+            continue
+        cap_end, wire_end = ns + pcap[i], ns + plen[i]
+        if fin >= 0:
+            cap_end, wire_end = min(cap_end, fin), min(wire_end, fin)
+        if cap_end > ns:
+            klass[j - lo] = KL_PLACE + (KL_BEHIND if ns < high_end else 0)
+            heap, n_heap, reach = _extend_reach(heap, n_heap, reach, ns, cap_end)
+        beyond = ns + pcap[i] - cap_end  # captured bytes beyond the FIN
+        if beyond > 0:
+            at = poff[i] + cap_end - ns
+            _emit(plan, counts, frame[i], i, d, cap_end, at, pfile[i], beyond, F_AFTER_FIN)
+        if cap_end < wire_end:
+            cut = wire_end - cap_end
+            _emit(plan, counts, frame[i], i, d, cap_end, -1, pfile[i], cut, F_TRUNCATED)
+        high_end = max(high_end, wire_end)
+    return plan, high_end
+
+
+@helper
+def _sections(order, lo, hi, offsets, pcap, fin, section):  # type: ignore[no-untyped-def]
+    """The direction's segments with bytes to place (tiles are cut at their boundaries),
+    grouped in sections: ``members[bounds[s] : bounds[s + 1]]`` are section s's, in arrival
+    order. A section is a run of whole islands (segments linked by overlaps) in offset
+    order, closed once it holds ``section`` segments: no segment shares a byte with another
+    section's, so each section is placed on its own, with tiles, pieces and segment arrays
+    of its size. Returns (members, bounds)."""
+    n_t = 0
+    ordered = True  # the segments arrived in offset order (the common case: no sort needed)
+    prev = -FAR
+    for j in range(lo, hi):
+        ns = offsets[j]
+        if _tile_end(ns, pcap[order[j]], fin) > ns:
+            n_t += 1
+            ordered = ordered and ns >= prev
+            prev = ns
+    members = np.empty(n_t, np.int64)
+    t = 0
+    for j in range(lo, hi):
+        if _tile_end(offsets[j], pcap[order[j]], fin) > offsets[j]:
+            members[t] = j
+            t += 1
+    if n_t <= section:
+        bounds = np.zeros(2, np.int64)
+        bounds[1] = n_t
+        return members, bounds
+    by_start = np.arange(n_t)
+    if not ordered:
+        starts = np.empty(n_t, np.int64)
+        for t in range(n_t):
+            starts[t] = offsets[members[t]]
+        by_start = np.argsort(starts)
+    sec = np.empty(n_t, np.int64)  # section of each member
+    n_sec, size, top = 0, 0, -FAR
+    for u in range(n_t):
+        t = by_start[u]
+        j = members[t]
+        ns = offsets[j]
+        if n_sec == 0 or (ns >= top and size >= section):  # an island starts at ns
+            n_sec += 1
+            size = 0
+        top = max(top, _tile_end(ns, pcap[order[j]], fin))
+        size += 1
+        sec[t] = n_sec - 1
+    bounds = np.zeros(n_sec + 1, np.int64)
+    for t in range(n_t):
+        bounds[sec[t] + 1] += 1
+    for s in range(n_sec):
+        bounds[s + 1] += bounds[s]
+    fill = bounds[:-1].copy()
+    out = np.empty(n_t, np.int64)
+    for t in range(n_t):  # in arrival order within each section
+        out[fill[sec[t]]] = members[t]
+        fill[sec[t]] += 1
+    return out, bounds
 
 
 # ----------------------------------------------------------------------------- placement
@@ -678,6 +845,51 @@ def _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile):
             pos = stop
 
 
+@helper
+def _place_section(  # type: ignore[no-untyped-def]
+    members, a, b, order, lo, offsets, pcap, poff, pfile, frame, fin, klass, policy, new_wins,
+    bufs, d, plan, conflicts, counts, tiles, pieces, segtab, runs,
+):  # fmt: skip
+    """Place the segments ``members[a:b]`` (one section, in arrival order) and write their
+    plan rows. Returns the arrays (grown where they were too small) and the number of
+    segments that filled a hole below the highest end (out of order)."""
+    tiles = _room(tiles, 2 * (b - a) + 2)
+    segtab = _room(segtab, b - a)
+    nb = _cut_tiles(members, a, b, order, offsets, pcap, fin, tiles)
+    starts = tiles[T_START, :nb]
+    counts[K_PIECES] = 0
+    counts[K_RUNS] = 0
+    m, ooo = 0, 0
+    for t in range(a, b):
+        j = members[t]
+        c = klass[j - lo]
+        if c == KL_SKIP:
+            continue
+        i = order[j]
+        ns = offsets[j]
+        cap_end = _tile_end(ns, pcap[i], fin)
+        e0, e1 = np.searchsorted(starts, ns), np.searchsorted(starts, cap_end)
+        conflicts = _room(conflicts, counts[K_CONFLICTS] + EXACT_CONFLICTS + e1 - e0)
+        r0 = counts[K_CONFLICTS]
+        holes, won = _resolve(
+            tiles, pieces, segtab, conflicts, counts, bufs, poff, pfile, policy, new_wins,
+            d, i, e0, e1, ns, cap_end,
+        )  # fmt: skip
+        pieces = _room(pieces, counts[K_PIECES] + holes + 2 * won)
+        runs = _room(runs, counts[K_RUNS] + 2 * (holes + counts[K_CONFLICTS] - r0) + 1)
+        added = _place(
+            tiles, pieces, segtab, runs, conflicts, counts, r0, m, i, e0, e1, ns, cap_end
+        )
+        m += 1
+        if added > 0 and c & KL_BEHIND:
+            ooo += 1
+    _sort_pieces(tiles, nb, pieces, segtab, m)
+    plan = _room(plan, counts[K_PLAN] + counts[K_RUNS] + 2 * counts[K_PIECES])
+    for q in range(m):
+        _emit_segment(plan, counts, pieces, segtab, runs, q, d, frame, poff, pfile)
+    return plan, conflicts, tiles, pieces, segtab, runs, ooo
+
+
 @kernel
 def plan_directions(  # type: ignore[no-untyped-def]
     order,
@@ -706,12 +918,17 @@ def plan_directions(  # type: ignore[no-untyped-def]
     segtab,
     runs,
     seq64,
+    section,
 ):
     """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
 
     Returns the arrays of plan rows and conflict records (``plan`` and ``conflicts``, or
-    larger copies where they were too small; as ``pieces`` and ``runs``, they grow here);
-    ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how much of them is filled.
+    larger copies where they were too small; as ``tiles``, ``pieces``, ``segtab`` and
+    ``runs``, they grow here); ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how much of
+    them is filled. A direction is placed a section at a time (``_sections``: at most
+    ``section`` segments, unless one island of overlapping segments is larger), so the
+    placement arrays are bounded by the section, not by the direction. Conflict records come
+    out grouped by section: sorted by direction and arriving row they are in arrival order.
     """
     for d in range(dir_start.size - 1):
         lo, hi = dir_start[d], dir_start[d + 1]
@@ -726,62 +943,24 @@ def plan_directions(  # type: ignore[no-untyped-def]
         drop, close = drop_bad[d], close_frame[d]
         rcv_ack, rcv_wnd = receivers[RCV_ACK, d], receivers[RCV_WND, d]
         limit = _window_limit(
-            order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd, segtab
+            order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, rcv_ack, rcv_wnd
         )
         fin = _fin_position(order, lo, hi, seq64, flags, plen, frame, tcp_ck, drop, close, limit)
         dirs[D_FIN_END, d] = fin
-        nb = _cut_tiles(order, lo, hi, seq64, pcap, fin, tiles)
-        starts = tiles[T_START, :nb]
-        counts[K_PIECES] = 0
-        counts[K_RUNS] = 0
-        m = 0
-        high_end, held, ooo = np.int64(0), np.int64(0), 0
-        for j in range(lo, hi):
-            i = order[j]
-            f = flags[i]
-            ns = seq64[j]
-            if f & RST:
-                dirs[D_RST, d] = 1
-            if plen[i] == 0:
-                continue
-            plan = _room(plan, counts[K_PLAN] + 2)
-            bad = drop and tcp_ck[i] == CK_BAD
-            fate = _unplaced_fate(f, frame[i], close, bad, ns, high_end, plen[i], held, limit, fin)
-            if fate >= 0:
-                _emit(plan, counts, frame[i], i, d, ns, poff[i], pfile[i], pcap[i], fate)
-                continue
-            cap_end, wire_end = ns + pcap[i], ns + plen[i]
-            if fin >= 0:
-                cap_end, wire_end = min(cap_end, fin), min(wire_end, fin)
-            if cap_end > ns:
-                e0, e1 = np.searchsorted(starts, ns), np.searchsorted(starts, cap_end)
-                conflicts = _room(conflicts, counts[K_CONFLICTS] + EXACT_CONFLICTS + e1 - e0)
-                r0 = counts[K_CONFLICTS]
-                holes, won = _resolve(
-                    tiles, pieces, segtab, conflicts, counts, bufs, poff, pfile, policy, new_wins,
-                    d, i, e0, e1, ns, cap_end,
-                )  # fmt: skip
-                pieces = _room(pieces, counts[K_PIECES] + holes + 2 * won)
-                runs = _room(runs, counts[K_RUNS] + 2 * (holes + counts[K_CONFLICTS] - r0) + 1)
-                added = _place(
-                    tiles, pieces, segtab, runs, conflicts, counts, r0, m, i, e0, e1, ns, cap_end
-                )
-                m += 1
-                held += added
-                if added > 0 and ns < high_end:
-                    ooo += 1
-            beyond = ns + pcap[i] - cap_end  # captured bytes beyond the FIN
-            if beyond > 0:
-                at = poff[i] + cap_end - ns
-                _emit(plan, counts, frame[i], i, d, cap_end, at, pfile[i], beyond, F_AFTER_FIN)
-            if cap_end < wire_end:
-                cut = wire_end - cap_end
-                _emit(plan, counts, frame[i], i, d, cap_end, -1, pfile[i], cut, F_TRUNCATED)
-            high_end = max(high_end, wire_end)
-        _sort_pieces(tiles, nb, pieces, segtab, m)
-        plan = _room(plan, counts[K_PLAN] + counts[K_RUNS] + 2 * counts[K_PIECES])
-        for j in range(m):
-            _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile)
+        klass = np.empty(hi - lo, np.int8)
+        plan, high_end = _classify(
+            order, lo, hi, seq64, flags, plen, pcap, poff, pfile, frame, tcp_ck, drop, close,
+            limit, fin, d, plan, counts, dirs, klass,
+        )  # fmt: skip
+        members, bounds = _sections(order, lo, hi, seq64, pcap, fin, section)
+        ooo = 0
+        for s in range(bounds.size - 1):
+            plan, conflicts, tiles, pieces, segtab, runs, n_ooo = _place_section(
+                members, bounds[s], bounds[s + 1], order, lo, seq64, pcap, poff, pfile, frame,
+                fin, klass, policy, new_wins, bufs, d, plan, conflicts, counts, tiles, pieces,
+                segtab, runs,
+            )  # fmt: skip
+            ooo += n_ooo
         dirs[D_OOO, d] = ooo
         dirs[D_HIGH, d] = high_end
     return plan, conflicts

@@ -432,13 +432,15 @@ def plan_directions(  # type: ignore[no-untyped-def]
     segtab,
     runs,
     seq64,
+    section,
 ):
     """Build the plan of every direction; ``order[dir_start[d]:dir_start[d+1]]`` are d's rows.
 
     Returns the arrays of plan rows and conflict records (``plan`` and ``conflicts`` when they
     are large enough, else new ones); ``counts[K_PLAN]`` and ``counts[K_CONFLICTS]`` say how
     many there are. ``tiles``, ``pieces``, ``segtab``, ``runs`` and ``seq64`` are the kernel's
-    scratch space, unused here.
+    scratch space, and ``section`` how many segments it places at a time: unused here (a
+    direction is one whole here, and its conflict records are in arrival order).
     """
     all_rows, all_conflicts = [], []
     for di in range(len(dir_start) - 1):

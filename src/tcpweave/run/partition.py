@@ -21,9 +21,17 @@ from tcpweave.flows import Flows, assign
 from tcpweave.output.streams import StreamViews
 from tcpweave.reassembly import Plan, plan
 from tcpweave.run.settings import Settings
-from tcpweave.run.spill import MappedFile, SpillLayout, load_partition
+from tcpweave.run.spill import MappedFile, SpilledColumns, SpillLayout, load_partition
 
 __all__ = ["Partition", "load"]
+
+#: the columns numbering sessions reads (``flows.assign``): read in one pass
+FLOW_COLUMNS = ("src", "dst", "sport", "dport", "flags", "seq", "ts_ns")
+#: what writers read of each session's first packet (its endpoints)
+ENDPOINT_COLUMNS = ("ip_version", "src", "dst", "sport", "dport")
+#: the columns planning reads (``reassembly.plan``)
+PLAN_COLUMNS = ("seq", "ack", "flags", "window", "wscale", "payload_len", "payload_caplen",
+                "payload_offset", "file", "frame", "ts_ns", "tcp_checksum")  # fmt: skip
 
 
 class Partition:
@@ -38,22 +46,38 @@ class Partition:
         global_index: np.ndarray | None = None,
         index: int = 0,
         on_discard: Callable[[], None] | None = None,
-        capture_columns: tuple[np.ndarray, np.ndarray] | None = None,
+        capture_columns: tuple[np.ndarray, np.ndarray] | SpilledColumns | None = None,
         defrag_file: int = -1,
     ) -> None:
         self.index = index  # the partition's number in its run
         self._on_discard = on_discard
-        #: ``file`` and ``payload_offset`` as the capture gave them (a spilled partition's
-        #: packet table points at its spill files instead)
-        self.capture_columns = capture_columns or (packets.file, packets.payload_offset)
+        self._capture = capture_columns
         self.defrag_file = defrag_file  # the capture ``file`` of datagrams rebuilt from fragments
         self.packets = packets
         self._sources = sources  # or how to open them: mapped on first use
         self.settings = settings
+        if isinstance(packets.columns, SpilledColumns):  # what numbering sessions reads, at once
+            packets.columns.load([*FLOW_COLUMNS, "ip_version"])  # and the endpoints kept below
         self.flows: Flows = assign(packets, settings.idle_timeout_ns)
+        if isinstance(packets.columns, SpilledColumns):  # writers want them at first rows only
+            first = np.sort(self.flows.first_row)
+            packets.columns.keep_rows(first, list(ENDPOINT_COLUMNS))
+            packets.columns.drop(list(ENDPOINT_COLUMNS))
         n = self.flows.n_streams
         self.global_index = np.arange(n, dtype=np.int64) if global_index is None else global_index
         self._plan: Plan | None = None
+
+    @property
+    def capture_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """``file`` and ``payload_offset`` as the capture gave them (a spilled partition's
+        packet table points at its spill files instead)."""
+        c = self._capture
+        if c is None:
+            return self.packets.file, self.packets.payload_offset
+        if isinstance(c, SpilledColumns):
+            got = c.load(["capture_file", "capture_offset"])
+            return got["capture_file"], got["capture_offset"]
+        return c
 
     @property
     def sources(self) -> list[Any]:
@@ -63,6 +87,8 @@ class Partition:
 
     def plan(self) -> Plan:
         if self._plan is None:
+            if isinstance(self.packets.columns, SpilledColumns):  # read in one pass
+                self.packets.columns.load(list(PLAN_COLUMNS))
             hosts = self.settings.offloaded
             offloaded = None if hosts is None else np.frombuffer(b"".join(hosts), np.uint8)
             self._plan = plan(
@@ -117,7 +143,6 @@ def load(
     """Spilled partition ``p``; its payload files are mapped when a payload is first read
     (numbering sessions needs none)."""
     paths = layout.files(p, "payload")
-    packets, capture_file, capture_offset = load_partition(layout, p)
+    packets, columns = load_partition(layout, p)
     return Partition(packets, lambda: [MappedFile(f) for f in paths], settings, global_index, p,
-                     lambda: layout.remove(p), (capture_file, capture_offset),
-                     layout.n_files)  # fmt: skip
+                     lambda: layout.remove(p), columns, layout.n_files)  # fmt: skip

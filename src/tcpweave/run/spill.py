@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tcpweave import _faults as fault
-from tcpweave.decode.table import PACKET_COLUMNS, PacketColumns, PacketTable, take_packets
+from tcpweave.decode.table import PACKET_COLUMN_NAMES, PACKET_COLUMNS, PacketTable, take_packets
 from tcpweave.output._kernels import gather_ranges
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "MappedFile",
     "Router",
     "SpillLayout",
+    "SpilledColumns",
     "load_partition",
     "partition_of",
 ]
@@ -151,47 +152,133 @@ def _allow_files(n: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, np.ndarray, np.ndarray]:
+def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, SpilledColumns]:
     """Partition ``p``'s rows as a packet table, in frame order, whose payloads are in the
     partition's payload spill files, one per tag: ``file`` says which (its index in
     ``layout.tags``) and ``payload_offset`` where in it. Also the rows' ``file`` and
-    ``payload_offset`` as the capture gave them (for exports of the packet table).
+    ``payload_offset`` as the capture gave them (for exports of the packet table), as the
+    ``capture_file`` and ``capture_offset`` columns of the second value.
 
-    The spill files are read LOAD_ROWS rows at a time into the columns, and rows are put in
-    frame order one column at a time: loading holds the table plus one chunk or one
-    column, never two copies of the table."""
-    names = layout.files(p, "rows")
-    sizes = [os.path.getsize(path) // SPILL_DTYPE.itemsize for path in names]
-    n = sum(sizes)
-    cols: dict[str, np.ndarray] = {
-        name: np.empty((n, *shape), dtype) for name, dtype, shape in PACKET_COLUMNS
-    }
-    capture: dict[str, np.ndarray] = {
-        "file": np.empty(n, np.int32),
-        "payload_offset": np.empty(n, np.int64),
-    }
-    at = 0
-    for k, path in enumerate(names):
-        with open(path, "rb") as f:
-            while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
-                rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
-                end = at + len(rec)
-                for name in cols:
-                    cols[name][at:end] = rec[name]
-                for name, col in capture.items():
-                    col[at:end] = rec[name]
-                cols["file"][at:end] = k
-                cols["payload_offset"][at:end] = rec["spill_offset"]
-                at = end
-                del rec, chunk
-    frame = cols["frame"]
-    if n > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last, pieces apart
-        order = np.argsort(frame, kind="stable")
-        for table in (cols, capture):
-            for name in table:
-                table[name] = table[name][order]
-        del order
-    return PacketTable(PacketColumns(**cols)), capture["file"], capture["payload_offset"]
+    Columns are read from the spill files when a step first asks for them (``SpilledColumns``),
+    so that a partition in memory holds the columns its steps use, not the whole table."""
+    cols = SpilledColumns(layout.files(p, "rows"))
+    return PacketTable(cols), cols
+
+
+class SpilledColumns:
+    """The packet-table columns of a spilled partition, each read from the partition's spill
+    files when it is first asked for: a pass over the files LOAD_ROWS rows at a time takes
+    that column (with ``load``, several at once), in frame order. ``drop`` forgets columns
+    (they are read again if asked for later). Also ``capture_file`` and ``capture_offset``:
+    ``file`` and ``payload_offset`` as the capture gave them."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self._paths = paths
+        self._n = sum(os.path.getsize(path) // SPILL_DTYPE.itemsize for path in paths)
+        self._cache: dict[str, np.ndarray] = {}
+        self._kept_rows = np.zeros(0, np.int64)  # rows whose values of some columns are kept
+        self._kept: dict[str, np.ndarray] = {}  # (``keep_rows``: the rows writers ask for)
+        self._order: np.ndarray | None = None  # rows to frame order, when the spill is not
+        frame = self.load(["frame"])["frame"]
+        if self._n > 1 and np.any(frame[1:] < frame[:-1]):  # rebuilt datagrams come last
+            self._order = np.argsort(frame, kind="stable")
+            self._cache["frame"] = frame[self._order]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name not in PACKET_COLUMN_NAMES and name not in _CAPTURE_COLUMNS:
+            raise AttributeError(name)
+        return self.load([name])[name]
+
+    def __iter__(self) -> Any:
+        return iter([getattr(self, name) for name in PACKET_COLUMN_NAMES])
+
+    def load(self, names: list[str]) -> dict[str, np.ndarray]:
+        """The columns ``names``, those not held yet read in one pass over the spill files."""
+        todo = [name for name in dict.fromkeys(names) if name not in self._cache]
+        if todo:
+            for name, col in self._read(todo).items():
+                self._cache[name] = col if self._order is None else col[self._order]
+        return {name: self._cache[name] for name in names}
+
+    def keep_rows(self, rows: np.ndarray, names: list[str]) -> None:
+        """Keep the values of columns ``names`` at ``rows`` (sorted, distinct): ``gather``
+        serves them from there once the columns are dropped."""
+        self._kept_rows = np.asarray(rows, np.int64)
+        self._kept = {name: col[rows] for name, col in self.load(names).items()}
+
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at ``rows`` (frame order): from the column if it is held, or the
+        rows kept (``keep_rows``), else from one pass over the spill files that keeps only
+        those rows."""
+        if name in self._cache:
+            return np.asarray(self._cache[name][rows])
+        if name in self._kept and len(self._kept_rows):
+            pos = np.minimum(np.searchsorted(self._kept_rows, rows), len(self._kept_rows) - 1)
+            if np.array_equal(self._kept_rows[pos], rows):
+                return self._kept[name][pos]
+        if name not in PACKET_COLUMN_NAMES and name not in _CAPTURE_COLUMNS:
+            raise KeyError(name)
+        rows = np.asarray(rows, np.int64)
+        where = rows if self._order is None else self._order[rows]  # rows in the spill
+        by_place = np.argsort(where, kind="stable")
+        places = where[by_place]
+        dtype, shape = self._shape(name)
+        out = np.empty((len(rows), *shape), dtype)
+        field = _SPILL_FIELD.get(name, name)
+        at = 0
+        for k, path in enumerate(self._paths):
+            with open(path, "rb") as f:
+                while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
+                    rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
+                    end = at + len(rec)
+                    a, b = np.searchsorted(places, (at, end))
+                    if b > a:
+                        hit = by_place[a:b]
+                        out[hit] = k if name == "file" else rec[field][places[a:b] - at]
+                    at = end
+                    del rec, chunk
+        return out
+
+    @staticmethod
+    def _shape(name: str) -> tuple[Any, tuple[int, ...]]:
+        for column, dtype, shape in PACKET_COLUMNS:
+            if column == name:
+                return dtype, shape
+        return _CAPTURE_COLUMNS[name]
+
+    def drop(self, names: list[str]) -> None:
+        for name in names:
+            self._cache.pop(name, None)
+
+    def _read(self, names: list[str]) -> dict[str, np.ndarray]:
+        shapes = {name: (dtype, shape) for name, dtype, shape in PACKET_COLUMNS}
+        shapes.update(_CAPTURE_COLUMNS)
+        out = {name: np.empty((self._n, *shapes[name][1]), shapes[name][0]) for name in names}
+        field = {name: _SPILL_FIELD.get(name, name) for name in names}
+        at = 0
+        for k, path in enumerate(self._paths):
+            with open(path, "rb") as f:
+                while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
+                    rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
+                    end = at + len(rec)
+                    for name, col in out.items():
+                        col[at:end] = k if name == "file" else rec[field[name]]
+                    at = end
+                    del rec, chunk
+        return out
+
+
+#: where a column is in a spilled row: the packet table points into the payload spill, the
+#: capture columns keep what the capture gave
+_SPILL_FIELD = {"payload_offset": "spill_offset", "capture_file": "file",
+                "capture_offset": "payload_offset"}  # fmt: skip
+_CAPTURE_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "capture_file": (np.int32, ()),
+    "capture_offset": (np.int64, ()),
+}
 
 
 class MappedFile:
