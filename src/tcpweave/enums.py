@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
-from typing import Any, TypeVar
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
+from tcpweave import _lazy
 from tcpweave.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a method below first needs it: the command line starts without it
+    np = _lazy.module("numpy")
 
 __all__ = [
     "Checksum",
@@ -15,6 +19,7 @@ __all__ = [
     "Close",
     "ConnState",
     "Fate",
+    "FollowMode",
     "GapReason",
     "LinkType",
     "Policy",
@@ -158,13 +163,15 @@ class Close(IntEnum):
     @staticmethod
     def of_directions(rst: Any, fin: Any) -> np.ndarray:
         """Each direction's state from its ``rst`` and ``fin`` flags (arrays or scalars)."""
+        rule = np.array(_DIRECTION_RULE, np.int8)
         rst_i = np.asarray(rst, np.bool_).astype(np.intp)
-        return np.asarray(_DIRECTION_RULE[rst_i, np.asarray(fin, np.bool_).astype(np.intp)])
+        return np.asarray(rule[rst_i, np.asarray(fin, np.bool_).astype(np.intp)])
 
     @staticmethod
     def of_sessions(c2s: Any, s2c: Any) -> np.ndarray:
         """Each session's state from its two directions' states (arrays or scalars)."""
-        return np.asarray(_SESSION_RULE[np.asarray(c2s, np.intp), np.asarray(s2c, np.intp)])
+        rule = np.array(_SESSION_RULE, np.int8)
+        return np.asarray(rule[np.asarray(c2s, np.intp), np.asarray(s2c, np.intp)])
 
     @staticmethod
     def direction_name(rst: Any, fin: Any) -> str:
@@ -174,13 +181,11 @@ class Close(IntEnum):
 
 _O, _F, _H, _R = Close.OPEN, Close.FIN, Close.HALF_CLOSED, Close.RST
 #: a direction's state by [sent a reset][sent a FIN]: a reset outranks a FIN
-_DIRECTION_RULE = np.array([[_O, _F], [_R, _R]], np.int8)
+_DIRECTION_RULE = ((_O, _F), (_R, _R))
 #: a session's state by [client's state][server's state]: a reset by either side ends it;
 #: a FIN from both sides is a close, from one side a half-close
-_SESSION_RULE = np.array(
-    [[_O, _H, _H, _R], [_H, _F, _H, _R], [_H, _H, _H, _R], [_R, _R, _R, _R]], np.int8
-)
-_DIRECTION_NAMES = [[str(Close(int(v))) for v in row] for row in _DIRECTION_RULE]
+_SESSION_RULE = ((_O, _H, _H, _R), (_H, _F, _H, _R), (_H, _H, _H, _R), (_R, _R, _R, _R))
+_DIRECTION_NAMES = [[str(v) for v in row] for row in _DIRECTION_RULE]
 
 
 class ConnState(IntEnum):
@@ -205,3 +210,12 @@ class ConnState(IntEnum):
 
     def __str__(self) -> str:
         return self.name
+
+
+class FollowMode(StrEnum):
+    """The output modes of ``tshark -z follow,tcp,<mode>,<stream>`` (tcpweave.output.follow)."""
+
+    ASCII = "ascii"
+    HEX = "hex"
+    RAW = "raw"
+    YAML = "yaml"

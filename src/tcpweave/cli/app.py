@@ -2,7 +2,8 @@
 
 Every command opens one run of the capture -- decoded whole when it is small, cut by flow
 into partitions spilled to disk when it is not -- and calls one library function on it;
-nothing here chooses a code path by size.
+nothing here chooses a code path by size. What a command runs on is imported inside
+it (cli/__init__.py says why).
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 import tcpweave
-from tcpweave.capture.inputs import stdin_spooled
-from tcpweave.cli import render
 from tcpweave.cli.guard import fail, guarded, verbosity
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
@@ -33,12 +31,12 @@ from tcpweave.cli.options import (
     split_filter,
 )
 from tcpweave.cli.pdus import pdus as pdus_command
+from tcpweave.enums import FollowMode
 from tcpweave.errors import Interrupted, UsageError
-from tcpweave.output.follow import FollowMode, render_follow
-from tcpweave.output.sessions import SESSION_RECORD_FIELDS, session_records
-from tcpweave.output.zeek import write_conn_json, write_conn_tsv
-from tcpweave.run import ROWS_PER_PARTITION, follow_stream, packet_rows
-from tcpweave.run import sessions as run_sessions
+from tcpweave.run.settings import ROWS_PER_PARTITION
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,6 +88,8 @@ class StreamFormat(StrEnum):
 
 
 def _stdout() -> Console:
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal:  # piped: do not squeeze tables into 80 columns
         console = Console(width=200)
@@ -97,6 +97,8 @@ def _stdout() -> Console:
 
 
 def _stderr() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, soft_wrap=True)  # one line per message, however long
 
 
@@ -120,6 +122,9 @@ def packets(
 ) -> None:
     """List the TCP packets of a capture (the packet table), with each packet's stream
     (as tshark's tcp.stream), session and direction."""
+    from tcpweave.cli import render
+    from tcpweave.run import packet_rows
+
     with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
         windows = render.limited(packet_rows(run), limit)
         if parquet is not None:
@@ -204,6 +209,9 @@ def extract(
     A capture larger than one partition is cut by flow into partitions spilled to a work
     directory, so memory stays bounded whatever the capture's size.
     """
+    from tcpweave.capture.inputs import stdin_spooled
+    from tcpweave.cli import render
+
     started = time.perf_counter()
     chosen = _stream_list(stream)
     files, bpf = split_filter(captures)
@@ -267,6 +275,11 @@ def streams_cmd(
     ] = StreamFormat.table,
 ) -> None:
     """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
+    from tcpweave.cli import render
+    from tcpweave.output.sessions import SESSION_RECORD_FIELDS, session_records
+    from tcpweave.output.zeek import write_conn_json, write_conn_tsv
+    from tcpweave.run import sessions as run_sessions
+
     opened = datetime.now(UTC)
     with open_run(captures, policy, checksums, jobs, partition_rows) as run:
         table = run_sessions(run)
@@ -289,6 +302,8 @@ def info(
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
     """Summarise a capture: files, frames, TCP packets and the decoder's counts."""
+    from tcpweave.cli import render
+
     with open_run(captures, jobs=jobs, partition_rows=partition_rows) as run:
         console = _stdout()
         console.print(render.stats_summary(run.decode_stats(), len(run.paths)))
@@ -331,6 +346,9 @@ def follow_cmd(
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
     """Print one stream as `tshark -q -z follow,tcp,FORMAT,STREAM` does, byte for byte."""
+    from tcpweave.output.follow import render_follow
+    from tcpweave.run import follow_stream
+
     with open_run([capture], jobs=jobs, partition_rows=partition_rows) as run:
         found = follow_stream(run, stream)
     sys.stdout.write(render_follow(found, fmt))

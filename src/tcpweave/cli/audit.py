@@ -5,16 +5,12 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
-import tcpweave
-from tcpweave.audit import Audit
-from tcpweave.cli import render
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
     Captures,
@@ -25,8 +21,13 @@ from tcpweave.cli.options import (
     open_run,
 )
 from tcpweave.errors import UsageError
-from tcpweave.run import ROWS_PER_PARTITION
-from tcpweave.run import audit as run_audit
+from tcpweave.run.settings import ROWS_PER_PARTITION
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    import tcpweave
+    from tcpweave.audit import Audit
 
 __all__ = ["audit_cmd", "compare_cmd"]
 
@@ -39,6 +40,9 @@ def _stdout() -> Console:
 
 
 def _open(paths: list[Path]) -> tcpweave.Capture:
+    import tcpweave
+    from tcpweave.cli import render
+
     cap = tcpweave.open(paths)
     render.report_errors(Console(stderr=True, soft_wrap=True), cap)
     return cap
@@ -64,6 +68,8 @@ def _opt(value: float | None) -> str:
 
 
 def summary_table(a: Audit) -> Table:
+    from rich.table import Table
+
     pk, st, ru = a.packet, a.stream, a.reuse
     t = Table(title=f"audit of {', '.join(a.captures)} (policy {a.policy}, checksums "
               f"{a.checksums})", title_justify="left", show_header=True)  # fmt: skip
@@ -90,6 +96,8 @@ def summary_table(a: Audit) -> Table:
 
 
 def mismatch_table(a: Audit) -> Table | None:
+    from rich.table import Table
+
     rows = a.mismatches()
     if not rows:
         return None
@@ -123,6 +131,8 @@ def audit_cmd(
     partition_rows: PartitionRowsOpt = ROWS_PER_PARTITION,
 ) -> None:
     """Forensic accuracy figures, per-packet verification matrix and per-stream verdicts."""
+    from tcpweave.run import audit as run_audit
+
     ports = parse_port_range(port_range)
     with open_run(captures, policy, checksums, jobs, partition_rows) as run:
         a = run_audit(run, ports, None if matrix is None else str(matrix))
@@ -167,6 +177,10 @@ def compare_cmd(
 
 
 def _compare_table(d: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    from tcpweave.cli import render
+
     totals = ", ".join(f"{k} {v}" for k, v in d["totals"].items())
     t = Table(title=f"{d['tool']} against tcpweave: {totals}; ours {d['ours_streams']} streams, "
               f"theirs {d['theirs_streams']}; I_p {_opt(d['I_p'])}, A_p {_opt(d['A_p'])}",

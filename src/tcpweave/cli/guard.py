@@ -38,7 +38,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tcpweave.capture import truncated_inputs
 from tcpweave.errors import SignalReceived, TcpweaveError, UsageError, stop_signal
 
 __all__ = [
@@ -114,7 +113,7 @@ def guarded(fn: F) -> F:
         )
         try:
             result = _run_guarded(fn, args, kwargs)
-            cut = truncated_inputs()
+            cut = _truncated_inputs()
             if cut:  # it read zeros where the file was: its output is not the capture's
                 raise fail(str(cut[0]))
             if damage[0] and verbosity() >= 0:
@@ -163,8 +162,15 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
                 raise fail(f"stopped by {signal.Signals(signum).name}", 128 + signum) from None
             if os.environ.get("TCPWEAVE_DEBUG") or verbosity() > 0:
                 traceback.print_exc()
-            cut = truncated_inputs()  # the cause of whatever failed after a capture shrank
+            cut = _truncated_inputs()  # the cause of whatever failed after a capture shrank
             raise fail(str(cut[0]) if cut else describe(exc), exit_code(exc)) from None
+
+
+def _truncated_inputs() -> list[TcpweaveError]:
+    """Captures truncated while this command read them. A command that read none never
+    loaded the reader's guard (nor numba behind it), and is not made to load it here."""
+    guard = sys.modules.get("tcpweave.capture._mapguard")
+    return [] if guard is None else list(guard.truncated())
 
 
 def exit_code(exc: BaseException) -> int:

@@ -7,16 +7,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from tcpweave.capture.inputs import stdin_spooled
-from tcpweave.cli import render
 from tcpweave.enums import ChecksumMode, Policy
 from tcpweave.errors import UsageError
-from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
+from tcpweave.run.settings import ROWS_PER_PARTITION
+
+if TYPE_CHECKING:
+    from tcpweave.run import Run
 
 __all__ = [
     "JOBS_DEFAULT",
@@ -111,6 +111,12 @@ def open_run(
     """The run of a command: the capture decoded whole when it is small, else spilled into
     partitions; ``-`` reads it from standard input; damaged records reported on stderr
     (and in the exit status). Closed (its files removed) when the block ends."""
+    from rich.console import Console
+
+    from tcpweave.capture.inputs import stdin_spooled
+    from tcpweave.cli import render
+    from tcpweave.run import Run, Settings, executor_for
+
     files, bpf = split_filter(captures)
     settings = Settings.of(policy, checksums, idle_timeout, bpf)
     with stdin_spooled(files) as paths:

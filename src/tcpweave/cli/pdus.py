@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
@@ -22,11 +21,12 @@ from tcpweave.cli.options import (
     open_run,
 )
 from tcpweave.errors import UsageError
-from tcpweave.framing import Framer, Pdus
-from tcpweave.framing.lua import export_lua
-from tcpweave.framing.spec import parse_framer
-from tcpweave.run import ROWS_PER_PARTITION, pdu_windows
-from tcpweave.run import pdus as run_pdus
+from tcpweave.run.settings import ROWS_PER_PARTITION
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tcpweave.framing import Framer, Pdus
 
 __all__ = ["pdus"]
 
@@ -75,6 +75,10 @@ def pdus(
     ] = "tcpweave",
 ) -> None:
     """Cut each direction of each TCP session into PDUs (messages) with a framer."""
+    from tcpweave.framing.spec import parse_framer
+    from tcpweave.run import pdu_windows
+    from tcpweave.run import pdus as run_pdus
+
     if not framer:
         raise UsageError("pdus: give --framer (for example --framer http, or length:size=2)")
     chosen = parse_framer(framer)
@@ -93,6 +97,8 @@ def pdus(
 
 
 def _export(framer: Framer, out: Path, port: int | None, proto: str, spec: str) -> None:
+    from tcpweave.framing.lua import export_lua
+
     if port is None:
         raise typer.BadParameter("--export-lua needs --port")
     out.write_text(export_lua(framer, port, proto, spec))
@@ -107,6 +113,8 @@ def _preview(data: bytes) -> str:
 
 
 def pdu_table(found: Pdus) -> Table:
+    from rich.table import Table
+
     damaged = int(found.damaged.sum())
     table = Table(
         title=f"{len(found)} PDUs ({found.framer}), {damaged} damaged, "

@@ -36,12 +36,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
 from tcpweave.capture import Source
 from tcpweave.decode.table import ACK, SYN, PacketTable, format_address
+from tcpweave.enums import FollowMode
 from tcpweave.flows import Flows
 
 __all__ = ["FollowChunk", "FollowMode", "FollowStream", "Node", "follow", "render_follow"]
@@ -51,15 +51,6 @@ _HALF = 1 << 31
 SEPARATOR = "=" * 67 + "\n"
 _PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
 _ASCII_VIEW = bytes(b if b in (0x0A, 0x0D) else _PRINTABLE[b] for b in range(256))
-
-
-class FollowMode(StrEnum):
-    """The output modes of ``tshark -z follow,tcp,<mode>,<stream>``."""
-
-    ASCII = "ascii"
-    HEX = "hex"
-    RAW = "raw"
-    YAML = "yaml"
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,11 @@ from tcpweave.reassembly.offload import (
 )
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.partition import Partition, load
-from tcpweave.run.settings import Settings
+from tcpweave.run.settings import ROWS_PER_PARTITION, Settings
 from tcpweave.run.spill import Router, SpillLayout
 
 __all__ = ["MIN_FRAME_BYTES", "ROWS_PER_PARTITION", "Run", "fits_whole"]
 
-#: rows a partition should hold (it bounds a task's memory): a few hundred bytes per row
-#: while it is planned and written
-ROWS_PER_PARTITION = 100_000
 #: the smallest plausible frame with its record header: a capture's packets are at most
 #: its size over this (``fits_whole``); also the frame size assumed when the first
 #: records say nothing

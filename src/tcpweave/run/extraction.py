@@ -35,11 +35,11 @@ from tcpweave.output.extract import (
     write_lines,
 )
 from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
-from tcpweave.run.driver import ROWS_PER_PARTITION, Progress, Run
+from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
 from tcpweave.run.partition import Partition
-from tcpweave.run.settings import Settings
+from tcpweave.run.settings import ROWS_PER_PARTITION, Settings
 
 __all__ = ["Extraction", "extract", "write_partition"]
 

@@ -7,7 +7,11 @@ from typing import Any
 
 from tcpweave.enums import ChecksumMode, Policy, parse_option
 
-__all__ = ["Settings"]
+__all__ = ["ROWS_PER_PARTITION", "Settings"]
+
+#: rows a partition should hold (it bounds a task's memory): a few hundred bytes per row
+#: while it is planned and written
+ROWS_PER_PARTITION = 100_000
 
 
 @dataclass(frozen=True)
