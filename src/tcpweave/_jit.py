@@ -5,17 +5,22 @@ project's cache policy and records it beside its plain-Python reference (a
 function of the same name in the stage's ``_reference`` module). Property tests
 walk :data:`REGISTRY` to check kernel == reference; with ``NUMBA_DISABLE_JIT=1``
 numba hands back the Python function itself, so the whole suite also runs
-without compilation.
+without compilation. Compilations (numba's cache missed) are told to the listener of
+``tcpweave._compiling``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numba
+import numba.core.event
 import numba.typed
 import numpy as np
+
+from tcpweave import _compiling
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +39,37 @@ def kernel(func: F) -> F:
 def helper(func: F) -> F:
     """Compile a small inlined building block used by kernels (not registered)."""
     return numba.njit(cache=True, nogil=True, inline="always")(func)  # type: ignore[no-any-return]
+
+
+class _CompileEvents(numba.core.event.Listener):  # type: ignore[misc]
+    """Forwards numba's outermost ``"numba:compile"`` events of tcpweave's functions (not
+    numba's own small ones): a kernel's helpers compile while it does (the compiler lock
+    makes compilations one at a time, so one depth counter serves all threads)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = 0.0
+
+    def on_start(self, event: Any) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            self.started = time.perf_counter()
+            self._tell(event, None)
+
+    def on_end(self, event: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self._tell(event, time.perf_counter() - self.started)
+
+    @staticmethod
+    def _tell(event: Any, seconds: float | None) -> None:
+        hear = _compiling.listener()
+        func = event.data["dispatcher"].py_func
+        if hear is not None and func.__module__.startswith("tcpweave."):
+            hear(func.__name__, seconds)
+
+
+numba.core.event.register("numba:compile", _CompileEvents())
 
 
 def _prefetch_intrinsic() -> Any:

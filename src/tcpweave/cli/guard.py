@@ -15,7 +15,9 @@ Exit status (every command):
 ====  ==============================================================================
 
 A traceback is printed (before the error line) only with ``--verbose`` or
-``TCPWEAVE_DEBUG=1``. A command with ``--json`` also prints the error as
+``TCPWEAVE_DEBUG=1``. When numba compiles kernels (its cache, ``NUMBA_CACHE_DIR``, does not
+hold them yet: a first run), a command says so on stderr, one line per kernel, unless
+``--quiet``. A command with ``--json`` also prints the error as
 ``{"error": ..., "exit_status": N}`` on stdout.
 """
 
@@ -38,6 +40,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tcpweave import _compiling
 from tcpweave.errors import SignalReceived, TcpweaveError, UsageError, stop_signal
 
 __all__ = [
@@ -112,7 +115,8 @@ def guarded(fn: F) -> F:
             _VERBOSITY.set(-1 if quiet else (1 if verbose else 0)),
         )
         try:
-            result = _run_guarded(fn, args, kwargs)
+            with _compiling.listening(_compile_lines() if verbosity() >= 0 else None):
+                result = _run_guarded(fn, args, kwargs)
             cut = _truncated_inputs()
             if cut:  # it read zeros where the file was: its output is not the capture's
                 raise fail(str(cut[0]))
@@ -164,6 +168,25 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
                 traceback.print_exc()
             cut = _truncated_inputs()  # the cause of whatever failed after a capture shrank
             raise fail(str(cut[0]) if cut else describe(exc), exit_code(exc)) from None
+
+
+def _compile_lines() -> _compiling.Listener:
+    """Kernel compilations as lines on stderr: a heading before the first, then each
+    kernel's name when it starts and its time when it is done. Plain writes, not rich:
+    a progress display on the terminal shows them above itself."""
+    started: list[str] = []
+
+    def hear(kernel: str, seconds: float | None) -> None:
+        if seconds is None:
+            if not started:
+                sys.stderr.write("compiling kernels (first run only)…\n")
+            started.append(kernel)
+            sys.stderr.write(f"  {len(started)}. {kernel} …")
+        else:
+            sys.stderr.write(f" {seconds:.1f} s\n")
+        sys.stderr.flush()
+
+    return hear
 
 
 def _truncated_inputs() -> list[TcpweaveError]:
