@@ -25,10 +25,7 @@ from tcpweave.output.extract import ExtractSummary
 from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
-from tcpweave.run import audit as run_audit
 from tcpweave.run import extract as run_extract
-from tcpweave.run import pdus as run_pdus
-from tcpweave.run import sessions as run_sessions
 from tcpweave.run.partition import Partition
 
 if TYPE_CHECKING:
@@ -92,6 +89,8 @@ class Capture:
     ) -> pa.Table:
         """One row per session, as Arrow (schema ``tcpweave.output.sessions.SESSION_SCHEMA``):
         endpoints, times, per-direction figures, close state and Zeek-style history."""
+        from tcpweave.run import sessions as run_sessions  # not above: it loads audit/framing
+
         return run_sessions(self._with(policy, checksums))
 
     def stream_views(
@@ -112,6 +111,7 @@ class Capture:
         """The PDUs a framer (or a framer spec such as ``"length:size=2,adjust=2"``) cuts
         from the chosen streams (all by default): iterate them, or ``.to_arrow()``."""
         from tcpweave.framing.spec import parse_framer
+        from tcpweave.run import pdus as run_pdus
 
         chosen = [streams] if isinstance(streams, int) else streams
         framer = parse_framer(framer) if isinstance(framer, str) else framer
@@ -125,6 +125,7 @@ class Capture:
     ) -> Audit:
         """Accuracy figures, verification matrix and per-stream verdicts (tcpweave.audit)."""
         from tcpweave.audit import DEFAULT_PORT_RANGE
+        from tcpweave.run import audit as run_audit
 
         return run_audit(self._with(policy, checksums), port_range or DEFAULT_PORT_RANGE)
 
