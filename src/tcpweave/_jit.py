@@ -72,6 +72,20 @@ class _CompileEvents(numba.core.event.Listener):  # type: ignore[misc]
 numba.core.event.register("numba:compile", _CompileEvents())
 
 
+def outlined(func: F) -> F:
+    """Compile a large building block that runs seldom -- once per direction or section,
+    or only on damaged records and rare headers -- as a function of its own, called
+    rather than inlined (not registered).
+
+    Why: numba inlines a :func:`helper` by deep-copying its IR, nested helpers included,
+    into every call site and typing the result again; for the big blocks at the top of a
+    kernel that is most of a first run's compile time (``plan_directions``: its two
+    per-direction blocks cost seconds of copying), and a call per direction costs nothing
+    measurable. Per-packet helpers stay inlined.
+    """
+    return numba.njit(cache=True, nogil=True)(func)  # type: ignore[no-any-return]
+
+
 def _prefetch_intrinsic() -> Any:
     """``prefetch(array, index)``: hint the CPU to pull ``array[index]`` into cache.
 

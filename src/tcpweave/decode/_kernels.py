@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16be, u32be, u32le
-from tcpweave._jit import helper, kernel, prefetch
+from tcpweave._jit import helper, kernel, outlined, prefetch
 
 # record status (one per record; tcpweave.decode.RecordStatus names them)
 S_TCP = 1
@@ -271,7 +271,7 @@ def _tcp_checksum(buf, buf64, l4, l4_cap, l4_len, pseudo):  # type: ignore[no-un
     return CK_OK if fold(pseudo + ocsum(buf, buf64, l4, l4_len)) == 0xFFFF else CK_BAD
 
 
-@helper
+@outlined
 def _v6_final_destination(buf, p, nh_len):  # type: ignore[no-untyped-def]
     """Offset of the final destination named by a routing header, or -1 (RFC 8200 §8.1)."""
     rtype = buf[p + 2]
@@ -329,7 +329,7 @@ def _parse_ipv4(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
     return status, l4, l4_cap, l4_len, pseudo, ip_ck, frag_offset, more, proto, beyond
 
 
-@helper
+@outlined
 def _ipv6_jumbo_length(buf, p, end):  # type: ignore[no-untyped-def]
     """Jumbo payload length from a hop-by-hop header spanning [p, end), or 0 (RFC 2675)."""
     q = p + 2
@@ -421,7 +421,7 @@ def _parse_ipv6(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
     return status, p, l4_cap, l4_len, pseudo, pseudo_dst, frag_offset, more, nh, ident, beyond
 
 
-@helper
+@outlined
 def _store_fragment(  # type: ignore[no-untyped-def]
     frags,
     buf,
