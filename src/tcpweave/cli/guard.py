@@ -115,7 +115,7 @@ def guarded(fn: F) -> F:
             _VERBOSITY.set(-1 if quiet else (1 if verbose else 0)),
         )
         try:
-            with _compiling.listening(_compile_lines() if verbosity() >= 0 else None):
+            with _compile_lines() as hear, _compiling.listening(hear):
                 result = _run_guarded(fn, args, kwargs)
             cut = _truncated_inputs()
             if cut:  # it read zeros where the file was: its output is not the capture's
@@ -170,23 +170,42 @@ def _run_guarded(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
             raise fail(str(cut[0]) if cut else describe(exc), exit_code(exc)) from None
 
 
-def _compile_lines() -> _compiling.Listener:
-    """Kernel compilations as lines on stderr: a heading before the first, then each
-    kernel's name when it starts and its time when it is done. Plain writes, not rich:
-    a progress display on the terminal shows them above itself."""
-    started: list[str] = []
+class _CompileLines:
+    """Kernel compilations told on stderr: a heading before the first, each kernel's name
+    as it starts, and the count and time at the end of the command. Whole lines, written
+    plainly: a progress display on the terminal shows them above itself."""
 
-    def hear(kernel: str, seconds: float | None) -> None:
-        if seconds is None:
-            if not started:
-                sys.stderr.write("compiling kernels (first run only)…\n")
-            started.append(kernel)
-            sys.stderr.write(f"  {len(started)}. {kernel} …")
-        else:
-            sys.stderr.write(f" {seconds:.1f} s\n")
+    def __init__(self) -> None:
+        self.started = 0
+        self.seconds = 0.0
+
+    def __call__(self, kernel: str, took: float | None) -> None:
+        if took is not None:
+            self.seconds += took
+            return
+        if not self.started:
+            sys.stderr.write("compiling kernels (first run only)…\n")
+        self.started += 1
+        sys.stderr.write(f"  {self.started}. {kernel}\n")
         sys.stderr.flush()
 
-    return hear
+    def close(self) -> None:
+        if self.started:
+            sys.stderr.write(f"compiled {self.started} kernels in {self.seconds:.1f} s; "
+                             "later runs load them from numba's cache\n")  # fmt: skip
+
+
+@contextmanager
+def _compile_lines() -> Iterator[_compiling.Listener | None]:
+    """The listener of a command's kernel compilations: none with --quiet."""
+    if verbosity() < 0:
+        yield None
+        return
+    lines = _CompileLines()
+    try:
+        yield lines
+    finally:
+        lines.close()
 
 
 def _truncated_inputs() -> list[TcpweaveError]:
