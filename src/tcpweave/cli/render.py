@@ -42,16 +42,18 @@ def limited(windows: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table
 def _rows(windows: Iterable[pa.Table]) -> Iterator[dict[str, Any]]:
     """Packet rows as plain values: addresses printed, enums as their strings."""
     for window in windows:
+        strings = ("src", "dst", "ip_checksum", "tcp_checksum")
         cols = {name: window.column(name).to_numpy(zero_copy_only=False) for name in PACKET_FIELDS
-                if name not in ("src", "dst")}  # fmt: skip
-        raw = {name: window.column(name).to_pylist() for name in ("src", "dst")}
+                if name not in (*strings, "ts_ns")}  # fmt: skip
+        cols["ts_ns"] = window.column("ts_ns").cast(pa.int64()).to_numpy()
+        raw = {name: window.column(name).to_pylist() for name in strings}
         for i in range(len(window)):
             row: dict[str, Any] = {name: values[i].item() for name, values in cols.items()}
             version = row["ip_version"]
             row["src"] = format_address(np.frombuffer(raw["src"][i], np.uint8), version)
             row["dst"] = format_address(np.frombuffer(raw["dst"][i], np.uint8), version)
-            row["ip_checksum"] = str(tcpweave.Checksum(row["ip_checksum"]))
-            row["tcp_checksum"] = str(tcpweave.Checksum(row["tcp_checksum"]))
+            row["ip_checksum"] = raw["ip_checksum"][i]  # the states' names (dictionary)
+            row["tcp_checksum"] = raw["tcp_checksum"][i]
             row["direction"] = "c2s" if row["direction"] == 0 else "s2c"
             yield {name: row[name] for name in PACKET_FIELDS}
 

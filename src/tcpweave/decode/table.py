@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tcpweave.enums import Checksum
+
 #: (name, dtype, shape suffix). Order is the public column order.
 PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("frame", np.int64, ()),
@@ -52,6 +54,10 @@ PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
 )
 
 PACKET_COLUMN_NAMES = tuple(name for name, _, _ in PACKET_COLUMNS)
+#: Arrow types of the packet table where they are not the numpy column's own
+TS_TYPE = pa.timestamp("ns", tz="UTC")
+#: the checksum states by code (``tcpweave.Checksum``), the dictionary of those columns
+CHECKSUM_NAMES = pa.array([str(c) for c in sorted(Checksum)])
 PacketColumns = namedtuple("PacketColumns", PACKET_COLUMN_NAMES)  # type: ignore[misc]
 
 # TCP flag bits as in the header's 12-bit flags field (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
@@ -140,7 +146,9 @@ class PacketTable:
         return [format_address(col[i], int(versions[i])) for i in range(len(self))]
 
     def to_arrow(self) -> pa.Table:
-        """Zero-copy Arrow view (addresses as fixed_size_binary(16))."""
+        """Arrow view, zero-copy where the types allow (docs/records.md): addresses as
+        fixed_size_binary(16), ``ts_ns`` as timestamp[ns, UTC], the checksum states as
+        dictionary-encoded strings (``ok``, ``bad``, ``unknown``, ``none``)."""
         arrays = []
         for name, _, shape in PACKET_COLUMNS:
             col = getattr(self.columns, name)
@@ -151,6 +159,12 @@ class PacketTable:
                         pa.binary(shape[0]), len(col), [None, pa.py_buffer(col)]
                     )
                 )
+            elif name == "ts_ns":
+                col = np.ascontiguousarray(col, np.int64)
+                arrays.append(pa.Array.from_buffers(TS_TYPE, len(col), [None, pa.py_buffer(col)]))
+            elif name in ("ip_checksum", "tcp_checksum"):
+                indices = pa.array(np.asarray(col).view(np.int8))
+                arrays.append(pa.DictionaryArray.from_arrays(indices, CHECKSUM_NAMES))
             else:
                 arrays.append(pa.array(col))
         return pa.Table.from_arrays(arrays, names=list(PACKET_COLUMN_NAMES))
