@@ -49,6 +49,13 @@ PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("ts_present", np.bool_, ()),
     ("ts_val", np.uint32, ()),
     ("ts_ecr", np.uint32, ()),
+    # the innermost IP tunnel the packet came through (docs/encapsulations.md): its kind
+    # (tcpweave.Encapsulation, 0 none), its id (VNI, GRE key, TEID, ERSPAN session) and the
+    # outer header's addresses
+    ("tunnel", np.uint8, ()),
+    ("tunnel_id", np.uint32, ()),
+    ("tunnel_src", np.uint8, (16,)),
+    ("tunnel_dst", np.uint8, (16,)),
 )
 
 PACKET_COLUMN_NAMES = tuple(name for name, _, _ in PACKET_COLUMNS)
