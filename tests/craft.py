@@ -19,6 +19,7 @@ import gzip
 import ipaddress
 import itertools
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1880,13 +1881,16 @@ def etag(packet: bytes) -> bytes:
 
 def fabricpath(inner: bytes) -> bytes:
     """Cisco FabricPath: outer DA and SA (switch, sub-switch and port ids), the FP tag
-    (EtherType 0x8903, FTag 10 bits, TTL 6 bits), then the classical Ethernet frame."""
-    return (
+    (EtherType 0x8903, FTag 10 bits, TTL 6 bits), the classical Ethernet frame, and the
+    FabricPath frame's own FCS (IEEE 802.3 CRC-32, least significant byte first), which
+    Wireshark's dissector expects at the end."""
+    frame = (
         bytes.fromhex("020001000100")
         + bytes.fromhex("020002000200")
         + struct.pack("!HH", 0x8903, (1 << 6) | 32)
         + inner
     )
+    return frame + struct.pack("<I", zlib.crc32(frame))
 
 
 def llc_snap(packet: bytes) -> bytes:
@@ -1983,8 +1987,11 @@ def _interleave(*convs: list[tuple[bool, bytes]]) -> list[tuple[int, bool, bytes
 Wrapper = Callable[[bytes, bool, int], tuple[bytes, Tunnel | None]]
 
 
-def _over_ip(outer_v: int, proto_of: Callable[[bytes], int], body: Callable[[bytes, bool, int], bytes],
-             kind: str, ident: Callable[[bool], int] = lambda fwd: 0) -> Wrapper:  # fmt: skip
+Body = Callable[[bytes, bool, int], bytes]  # (inner packet, forward?, frame index) -> payload
+
+
+def _over_ip(outer_v: int, proto_of: Callable[[bytes], int], body: Body, kind: str,
+             ident: Callable[[bool], int] = lambda fwd: 0) -> Wrapper:  # fmt: skip
     """An IP tunnel: Ethernet, outer IP (forward A->B, back B->A) carrying ``body``."""
 
     def wrap(inner: bytes, fwd: bool, n: int) -> tuple[bytes, Tunnel | None]:
@@ -2068,7 +2075,8 @@ def _tunnel_kinds() -> list[tuple[str, int, int, Wrapper]]:
         ("fabricpath", 1, 4, _l2(lambda p: fabricpath(eth(p)))),
         ("vntag", 1, 4, _l2(vntag)),
         ("etag", 1, 4, _l2(etag)),
-        ("eompls", 1, 4, _l2(lambda p: ethernet_header(0x8847) + mpls([16, 1001], pw_control_word() + eth(p, dst=PW_MAC)))),
+        ("eompls", 1, 4, _l2(lambda p: ethernet_header(0x8847)
+                             + mpls([16, 1001], pw_control_word() + eth(p, dst=PW_MAC)))),
         ("llc_snap", 1, 4, _l2(ethernet_8023)),
         ("fddi", LINKTYPE_FDDI, 4, _l2(fddi)),
         ("ppp_hdlc", LINKTYPE_PPP_HDLC, 6, _l2(ppp_hdlc)),

@@ -454,8 +454,8 @@ def tunnel_headers(draw: st.DrawFn, inner: bytes) -> tuple[int, bytes]:
         flags = draw(st.sampled_from([0, 0x2000, 0x1000, 0xB000, 0x4000, 0x0001, 0x3000]))
         extra = 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
         if kind == "gre":
-            proto, body = draw(st.sampled_from([(ip_type, inner), (0x6558, frame),
-                                                (0x8847, b"\x00\x01\x01\x40" + inner)]))  # fmt: skip
+            mpls = b"\x00\x01\x01\x40" + inner
+            proto, body = draw(st.sampled_from([(ip_type, inner), (0x6558, frame), (0x8847, mpls)]))
         else:
             proto = draw(st.sampled_from([0x88BE, 0x22EB]))
             span = draw(st.binary(min_size=12, max_size=20))

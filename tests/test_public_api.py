@@ -29,6 +29,7 @@ PINNED = [
     "Delimited",
     "Direction",
     "Dns",
+    "Encapsulation",
     "ExtractSummary",
     "Fate",
     "FixedSize",

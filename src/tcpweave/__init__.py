@@ -10,7 +10,16 @@ from __future__ import annotations
 from tcpweave._capture_api import Capture, CaptureStats, extract, open
 from tcpweave.audit import Audit, Matrix, Reason, birthday_probability
 from tcpweave.decode.table import PACKET_COLUMN_NAMES, PacketTable
-from tcpweave.enums import Checksum, ChecksumMode, Close, Fate, GapReason, LinkType, Policy
+from tcpweave.enums import (
+    Checksum,
+    ChecksumMode,
+    Close,
+    Encapsulation,
+    Fate,
+    GapReason,
+    LinkType,
+    Policy,
+)
 from tcpweave.errors import CaptureError, Interrupted, SignalReceived, TcpweaveError, UsageError
 from tcpweave.flows import Flows
 from tcpweave.framing import (
@@ -58,6 +67,7 @@ __all__ = [
     "Delimited",
     "Direction",
     "Dns",
+    "Encapsulation",
     "ExtractSummary",
     "Fate",
     "FixedSize",

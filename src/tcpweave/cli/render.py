@@ -18,12 +18,18 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.cli.guard import note_damage, verbosity
-from tcpweave.decode.table import PACKET_COLUMNS, flag_string, format_address
+from tcpweave.decode.table import (
+    PACKET_COLUMNS,
+    flag_string,
+    format_address,
+    format_tunnel_address,
+)
 
 _MAX_ERRORS_SHOWN = 20
 
 
 PACKET_FIELDS = [name for name, _, _ in PACKET_COLUMNS] + ["stream", "session", "direction"]
+_ADDRESSES = ("src", "dst", "tunnel_src", "tunnel_dst")
 
 
 def limited(windows: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table]:
@@ -42,13 +48,17 @@ def _rows(windows: Iterable[pa.Table]) -> Iterator[dict[str, Any]]:
     """Packet rows as plain values: addresses printed, enums as their strings."""
     for window in windows:
         cols = {name: window.column(name).to_numpy(zero_copy_only=False) for name in PACKET_FIELDS
-                if name not in ("src", "dst")}  # fmt: skip
-        raw = {name: window.column(name).to_pylist() for name in ("src", "dst")}
+                if name not in _ADDRESSES}  # fmt: skip
+        raw = {name: window.column(name).to_pylist() for name in _ADDRESSES}
         for i in range(len(window)):
             row: dict[str, Any] = {name: values[i].item() for name, values in cols.items()}
             version = row["ip_version"]
             row["src"] = format_address(np.frombuffer(raw["src"][i], np.uint8), version)
             row["dst"] = format_address(np.frombuffer(raw["dst"][i], np.uint8), version)
+            tunnel = tcpweave.Encapsulation(row["tunnel"])
+            row["tunnel"] = str(tunnel) if tunnel else ""
+            for name in ("tunnel_src", "tunnel_dst"):
+                row[name] = format_tunnel_address(raw[name][i]) if tunnel else ""
             row["ip_checksum"] = str(tcpweave.Checksum(row["ip_checksum"]))
             row["tcp_checksum"] = str(tcpweave.Checksum(row["tcp_checksum"]))
             row["direction"] = "c2s" if row["direction"] == 0 else "s2c"
@@ -156,6 +166,8 @@ def stats_summary(s: Any, files: int) -> Table:
         ("corrupt records", s.corrupt_records),
     ):
         table.add_row(label, f"{value:,}")
+    for name, count in s.encapsulations.items():
+        table.add_row(f"frames through {name}", f"{count:,}")
     for lt, count in sorted(s.unknown_link_types.items()):
         table.add_row(f"unknown link type {lt}", f"{count:,}")
     return table

@@ -27,7 +27,7 @@ from tcpweave.decode.table import (
     empty_packets,
     take_packets,
 )
-from tcpweave.enums import Checksum
+from tcpweave.enums import Checksum, Encapsulation
 
 __all__ = [
     "DecodeStats",
@@ -80,6 +80,9 @@ class DecodeStats:
     malformed: int = 0  # IP or TCP headers too bogus to decode
     truncated_headers: int = 0  # frames cut short before the TCP header ended
     ip_length_beyond_frame: int = 0
+    #: frames that went through each encapsulation (``str(Encapsulation)`` -> count), only
+    #: those met; a frame with nested tunnels counts once for each
+    encapsulations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -400,3 +403,7 @@ def _finish_stats(stats: DecodeStats, reasm: Reassembly, counters: np.ndarray) -
     stats.fragment_conflicts = reasm.conflicts
     stats.fragments_dropped = reasm.dropped
     stats.ip_length_beyond_frame = int(counters[k.C_IP_LEN_BEYOND_FRAME])
+    for kind in Encapsulation:
+        n = int(counters[k.C_ENCAP + kind])
+        if n:
+            stats.encapsulations[str(kind)] = n

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tcpweave.enums import Encapsulation
+
 #: (name, dtype, shape suffix). Order is the public column order.
 PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("frame", np.int64, ()),
@@ -82,6 +84,29 @@ def flag_string(flags: int) -> str:
     return "".join(c for i, c in enumerate(FLAG_LETTERS) if flags >> i & 1) or "."
 
 
+#: Encapsulation values whose id is the same both ways and so keys flows (the one list:
+#: tcpweave.enums.Encapsulation.id_keys_flows says why)
+_ID_KEYS_FLOWS = np.array([int(e) for e in Encapsulation if e.id_keys_flows], np.uint8)
+
+
+def tunnel_key(cols: Any) -> np.ndarray | None:
+    """Five 64-bit words per row naming the tunnel a packet came through, the same for both
+    directions, or None when no row came through one (docs/encapsulations.md): kind and id
+    (the id only where it is the same both ways), then the outer addresses as a sorted
+    pair. Rows outside tunnels have all-zero words."""
+    kind = cols.tunnel
+    if not kind.any():
+        return None
+    ident = np.where(np.isin(kind, _ID_KEYS_FLOWS), cols.tunnel_id, 0).astype(np.uint64)
+    a = np.ascontiguousarray(cols.tunnel_src).view(">u8")
+    b = np.ascontiguousarray(cols.tunnel_dst).view(">u8")
+    a_gt_b = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+    lo = np.where(a_gt_b[:, None], b, a)
+    hi = np.where(a_gt_b[:, None], a, b)
+    head = (kind.astype(np.uint64) << np.uint64(32)) | ident
+    return np.stack([head, lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]]).astype(np.uint64)
+
+
 def empty_packets(n: int, zeroed: bool = True) -> Any:
     """Packet columns for ``n`` rows (zeroed, or left as allocated for a writer of every cell)."""
     make = np.zeros if zeroed else np.empty
@@ -107,6 +132,16 @@ def format_address(raw: np.ndarray, ip_version: int) -> str:
         a, b, c, d = raw[12:16].tolist()
         return f"{a}.{b}.{c}.{d}"
     return str(ipaddress.IPv6Address(bytes(raw)))
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def format_tunnel_address(raw: bytes | np.ndarray) -> str:
+    """A tunnel's outer address, printed: IPv4 when stored IPv4-mapped (the column has no
+    version of its own; an outer IPv6 header holding a mapped address is not expected)."""
+    data = bytes(raw)
+    return format_address(np.frombuffer(data, np.uint8), 4 if data[:12] == _V4_MAPPED else 6)
 
 
 class PacketTable:

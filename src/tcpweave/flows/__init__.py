@@ -1,7 +1,10 @@
 """flows/: conversation, session and direction of every packet.
 
-The 4-tuple of each packet is made order-free (its two endpoints sorted), the
-packets of each 4-tuple are walked in capture order and split into sessions,
+The 4-tuple of each packet is made order-free (its two endpoints sorted) and, for a
+packet that came through an IP tunnel, joined by the tunnel's identity (``tunnel_key``:
+kind, the id where it is the same both ways, the outer addresses as an unordered pair),
+so that one inner 4-tuple in two tunnels is two flows (docs/encapsulations.md). The
+packets of each key are walked in capture order and split into sessions,
 and sessions are numbered by their first packet, as Wireshark numbers
 ``tcp.stream``. ``direction`` is 0 from client to server, 1 back.
 """
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tcpweave.decode.table import PacketTable
+from tcpweave.decode.table import PacketTable, tunnel_key
 from tcpweave.flows import _kernels as k
 
 __all__ = ["Flows", "assign"]
@@ -46,10 +49,13 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     b = _endpoint_keys(packets.dst, packets.dport)
     a_gt_b = (a[0] > b[0]) | ((a[0] == b[0]) & ((a[1] > b[1]) | ((a[1] == b[1]) & (a[2] > b[2]))))
     side = a_gt_b.astype(np.uint8)  # 0: sent by the lower endpoint
-    keys = np.empty((6, n), np.uint64)
+    tunnel = tunnel_key(packets.columns)
+    keys = np.empty((6 if tunnel is None else 6 + len(tunnel), n), np.uint64)
     for i in range(3):
         keys[i] = np.where(a_gt_b, b[i], a[i])
         keys[i + 3] = np.where(a_gt_b, a[i], b[i])
+    if tunnel is not None:
+        keys[6:] = tunnel
     flow = np.empty(n, np.int64)
     with np.errstate(over="ignore"):  # the hash multiplies modulo 2^64 on purpose
         k.number_tuples(keys, flow)

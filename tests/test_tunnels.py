@@ -1,0 +1,194 @@
+"""TCP through encapsulations: crafted captures (tests/craft.py, built from the specs) of
+two connections through each encapsulation of docs/encapsulations.md, held against tshark
+(per-packet TCP fields, ``tcp.stream``, follow output byte for byte, tunnel ids and outer
+addresses) and against how they were built (the tunnel columns, the counters).
+
+One named difference: tshark numbers one inner 4-tuple in two tunnels as one stream;
+tcpweave keys flows by tunnel too (two streams), on one partition or many.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import craft
+import tcpweave
+from tcpweave import run as engine
+from tcpweave.decode.table import format_tunnel_address
+from tcpweave.output.follow import FollowMode
+from test_follow import MODES, _ours, _tshark_follow
+from test_tcp_stream_diff import _compare as compare_streams
+from test_tcp_stream_diff import _tshark as tshark_streams
+from tshark_oracle import first_difference, tcpweave_rows, tshark_rows
+
+TSHARK = shutil.which("tshark")
+needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+NAMES = craft.tunnel_kind_names()
+
+#: what each capture must count in ``stats.encapsulations`` per frame (16 frames each)
+COUNTED = {
+    "gre_teb": ["gre"],
+    "erspan1": ["erspan"],
+    "erspan2": ["erspan"],
+    "erspan3": ["erspan"],
+    "vxlan_v6": ["vxlan"],
+    "gre_v6": ["gre"],
+    "gre_key_seq_csum": ["gre"],
+    "geneve_ip": ["geneve"],
+    "fddi": ["llc_snap"],
+    "atm_rfc1483": ["llc_snap"],
+    "llc_snap": ["llc_snap"],
+    "ppp_hdlc": [],
+    "cisco_hdlc": [],
+}
+
+#: tshark fields holding each tunnel's id
+ID_FIELDS = {
+    "vxlan": "vxlan.vni",
+    "geneve": "geneve.vni",
+    "gre": "gre.key",
+    "gtpu": "gtp.teid",
+    "erspan": "erspan.spanid",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, craft.TunnelCapture]:
+    return craft.build_tunnels(tmp_path_factory.mktemp("tunnels"))
+
+
+def _counted(name: str) -> dict[str, int]:
+    kinds = COUNTED.get(name, [name.split("_")[0]])
+    return dict.fromkeys(kinds, 16)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tunnel_columns_match_construction(built: dict[str, Any], name: str) -> None:
+    """Every frame is a TCP row with the tunnel it was built with, and each encapsulation
+    met is counted once per frame."""
+    c = built[name]
+    with tcpweave.open(c.path) as cap:
+        p = cap.packets
+        assert p.frame.tolist() == list(range(1, len(c.tunnels) + 1))
+        ours = []
+        for i in range(len(p)):
+            kind = tcpweave.Encapsulation(int(p.tunnel[i]))
+            if kind == tcpweave.Encapsulation.NONE:
+                ours.append(None)
+                continue
+            src, dst = (format_tunnel_address(p[n][i]) for n in ("tunnel_src", "tunnel_dst"))
+            ours.append((str(kind), src, dst, int(p.tunnel_id[i])))
+        assert ours == c.tunnels
+        assert cap.stats.encapsulations == _counted(name)
+        assert {cap.stats.non_ip, cap.stats.non_tcp, cap.stats.malformed} == {0}
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", NAMES)
+def test_tunnelled_packets_match_tshark(built: dict[str, Any], name: str) -> None:
+    """Addresses, ports, seq/ack, flags, length, checksum verdict of the inner TCP: tshark's."""
+    path = built[name].path
+    theirs, skipped = tshark_rows(path)
+    assert not skipped
+    assert len(theirs) == 16
+    assert first_difference(tcpweave_rows(path), theirs) is None
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", NAMES)
+def test_tunnelled_streams_match_tshark(built: dict[str, Any], name: str) -> None:
+    path = built[name].path
+    theirs = tshark_streams(path)
+    assert sorted({s for s, _ in theirs.values()}) == [0, 1]
+    with tcpweave.open(path) as cap:
+        ours = dict(zip(cap.packets.frame.tolist(), cap.flows.stream.tolist(), strict=True))
+    compare_streams(theirs, ours, name)
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", NAMES)
+def test_tunnelled_follow_is_byte_equal_to_tshark(built: dict[str, Any], name: str) -> None:
+    path = built[name].path
+    with tcpweave.open(path) as cap:
+        theirs = _tshark_follow(path, (0, 1))
+        for stream in (0, 1):
+            for mode in MODES:
+                assert _ours(cap, stream, mode) == theirs[mode, stream], (stream, str(mode))
+
+
+def _tshark_fields(path: Path, fields: list[str]) -> list[list[str]]:
+    assert TSHARK is not None
+    cmd = [TSHARK, "-n", "-r", str(path), "-T", "fields", "-E", "occurrence=f"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+@needs_tshark
+@pytest.mark.parametrize("name", NAMES)
+def test_tunnel_id_and_outer_addresses_match_tshark(built: dict[str, Any], name: str) -> None:
+    """The outer addresses are the first IP layer's, the id tshark's VNI / key / TEID / span
+    id (GRE without a key, IP-in-IP, Teredo and AYIYA have none: 0)."""
+    c = built[name]
+    if c.tunnels[0] is None:
+        pytest.skip("a link-layer encapsulation: no tunnel columns")
+    kind = c.tunnels[0][0]
+    fields = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "frame.protocols"]
+    fields += [ID_FIELDS[kind]] if kind in ID_FIELDS else []
+    rows = _tshark_fields(c.path, fields)
+    with tcpweave.open(c.path) as cap:
+        p = cap.packets
+        for i, row in enumerate(rows):
+            v = dict(zip(fields, row, strict=True))
+            outer = (
+                "ip" if v["frame.protocols"].split(":ethertype:")[1].startswith("ip:") else "ipv6"
+            )
+            assert format_tunnel_address(p.tunnel_src[i]) == v[f"{outer}.src"]
+            assert format_tunnel_address(p.tunnel_dst[i]) == v[f"{outer}.dst"]
+            their_id = int(v[ID_FIELDS[kind]], 0) if v.get(ID_FIELDS.get(kind, "")) else 0
+            assert int(p.tunnel_id[i]) == their_id
+
+
+def _engine_streams(path: Path, rows_per_partition: int) -> list[int]:
+    with engine.Run([str(path)], engine.Settings(), rows_per_partition=rows_per_partition) as run:
+        out: dict[int, int] = {}
+        for window in engine.packet_rows(run):
+            frames = window.column("frame").to_pylist()
+            out.update(zip(frames, window.column("stream").to_pylist(), strict=True))
+    return [out[f] for f in sorted(out)]
+
+
+@pytest.mark.parametrize("rows", [1 << 30, 2], ids=["one-partition", "many-partitions"])
+def test_one_inner_tuple_in_two_tunnels_is_two_flows(tmp_path: Path, rows: int) -> None:
+    """VXLAN 10 and VXLAN 20 carry the same inner 4-tuple with the same ISNs, interleaved:
+    two streams (as Zeek keys connections by tunnel), on one partition or many (the partition
+    hash covers the tunnel, so both directions of each land together)."""
+    c = craft.two_tunnels_one_tuple(tmp_path)
+    ours = _engine_streams(c.path, rows)
+    by_vni = [t[3] for t in c.tunnels if t is not None]
+    assert ours == [0 if vni == 10 else 1 for vni in by_vni]
+
+
+@needs_tshark
+def test_tshark_merges_one_inner_tuple_in_two_tunnels(tmp_path: Path) -> None:
+    """The named difference: tshark 4.0 keys conversations by addresses and ports only."""
+    c = craft.two_tunnels_one_tuple(tmp_path)
+    assert {s for s, _ in tshark_streams(c.path).values()} == {0}
+
+
+def test_gtpu_directions_are_one_flow_though_their_teids_differ(built: dict[str, Any]) -> None:
+    """A GTP-U TEID names the receiving endpoint (3GPP TS 29.281 §5.1): each direction has its
+    own, so the TEID is kept per packet but does not key the flow."""
+    with tcpweave.open(built["gtpu"].path) as cap:
+        assert len(set(cap.packets.tunnel_id.tolist())) == 2
+        assert cap.flows.n_streams == 2
+
+
+def test_follow_modes_are_all_checked() -> None:
+    assert set(MODES) == set(FollowMode)
