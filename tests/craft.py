@@ -1806,13 +1806,13 @@ def ayiya(payload: bytes, next_header: int, identity: bytes = b"\1" * 16) -> byt
 
 
 def erspan2(session: int, frame: bytes, vlan: int = 0) -> bytes:
-    """ERSPAN type II (draft-foschiano-erspan §4.2): Ver 1, VLAN, COS/En/T, Session ID (10 bits),
+    """ERSPAN type II (draft-foschiano-erspan): Ver 1, VLAN, COS/En/T, Session ID (10 bits),
     Reserved, Index."""
     return struct.pack("!HHI", (1 << 12) | vlan, session & 0x3FF, 7) + frame
 
 
 def erspan3(session: int, frame: bytes, *, platform: bool = False) -> bytes:
-    """ERSPAN type III (draft-foschiano-erspan §4.3): Ver 2, VLAN, COS/BSO/T, Session ID,
+    """ERSPAN type III (draft-foschiano-erspan): Ver 2, VLAN, COS/BSO/T, Session ID,
     Timestamp, SGT, P/FT/HW ID/D/Gra/O; O set: an 8-byte platform specific subheader."""
     head = struct.pack("!HHIHH", 2 << 12, session & 0x3FF, 12345, 0, int(platform))
     if platform:

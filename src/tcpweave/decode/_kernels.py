@@ -726,7 +726,7 @@ def _decap(buf, proto, pos, end):  # type: ignore[no-untyped-def]
     """
     if proto == 4:  # IPv4 in IP (RFC 2003)
         return E_IPIP, 0, 0x0800, pos
-    if proto == 41:  # IPv6 in IP (RFC 4213 §3.5, RFC 2473)
+    if proto == 41:  # IPv6 in IP (RFC 4213 §3, RFC 2473)
         return E_IPIP, 0, 0x86DD, pos
     if proto == 47:
         return _gre(buf, pos, end)

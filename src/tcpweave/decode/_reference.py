@@ -158,7 +158,7 @@ def _link_to_l3(buf, off: int, caplen: int, linktype: int) -> tuple[int, int, se
             return CUT_SHORT, off, set()
         return _after_ethertype(buf, off + header_len, end, _u16(buf, off + type_at))
     # LINKTYPE_FDDI (10): frame control, destination, source (13 bytes), then 802.2 LLC;
-    # LINKTYPE_ATM_RFC1483 (100): LLC at once (RFC 2684 §5). Type 0 is "a length: LLC".
+    # LINKTYPE_ATM_RFC1483 (100): LLC at once (RFC 2684). Type 0 is "a length: LLC".
     if linktype in (10, 100):
         start = off + 13 if linktype == 10 else off
         if start > end:
@@ -224,7 +224,7 @@ def _gre(buf, pos: int, end: int) -> tuple[int, int, int, int]:  # type: ignore[
     if p > end:
         return E_GRE, 0, TUNNEL_CUT_SHORT, pos
     key = _u32(buf, key_at) if has_key else 0
-    # draft-foschiano-erspan §4.1-4.3: type I has no sequence number and no header; type II
+    # draft-foschiano-erspan: type I has no sequence number and no header; type II
     # (0x88BE with S) an 8-byte header; type III (0x22EB) 12 bytes, and an 8-byte platform
     # specific subheader when its last bit (O) is set. Session ID: low 10 bits of bytes 2-3.
     if proto == 0x88BE and not has_seq:
@@ -309,7 +309,7 @@ def _udp_tunnel(buf, pos: int, end: int, port: int) -> tuple[int, int, int, int]
 
 def _decapsulate(buf, proto: int, pos: int, end: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
     """(encapsulation or E_NONE, id, EtherType or TUNNEL_*, offset) of a non-TCP IP payload."""
-    if proto in (4, 41):  # RFC 2003 IPv4 in IP; RFC 4213 §3.5 / RFC 2473 IPv6 in IP
+    if proto in (4, 41):  # RFC 2003 IPv4 in IP; RFC 4213 §3 / RFC 2473 IPv6 in IP
         return E_IPIP, 0, ETHERTYPE_IPV4 if proto == 4 else ETHERTYPE_IPV6, pos
     if proto == 47:
         return _gre(buf, pos, end)
