@@ -1749,6 +1749,26 @@ def gre(
     return head + rest + payload
 
 
+def pptp_gre(call_id: int, ppp: bytes, *, seq: int | None = None, ack: int | None = None) -> bytes:
+    """PPTP's enhanced GRE (RFC 2637 §4.1): K set, A if an acknowledgment number follows,
+    version 1, protocol 0x880B; key = payload length and the peer's call id; then sequence
+    number if S, acknowledgment number if A; then the PPP frame."""
+    flags = 0x2000 | ((seq is not None) << 12) | ((ack is not None) << 7) | 1
+    head = struct.pack("!HHHH", flags, 0x880B, len(ppp), call_id)
+    head += b"" if seq is None else struct.pack("!I", seq)
+    head += b"" if ack is None else struct.pack("!I", ack)
+    return head + ppp
+
+
+def ppp_frame(packet: bytes, *, compressed: bool = False) -> bytes:
+    """A PPP frame in HDLC-like framing (RFC 1662 §3.1: 0xFF 0x03, protocol), or with both
+    compressions (RFC 1661 §6.5-6.6: no address and control, a one-byte protocol)."""
+    v6 = packet[0] >> 4 == 6
+    if compressed:
+        return bytes([0x57 if v6 else 0x21]) + packet
+    return b"\xff\x03" + struct.pack("!H", 0x0057 if v6 else 0x0021) + packet
+
+
 def vxlan(vni: int, frame: bytes) -> bytes:
     """RFC 7348 §5: flags (I bit 0x08), 24 reserved bits, VNI (24), 8 reserved bits."""
     return struct.pack("!II", 0x08 << 24, vni << 8) + frame
@@ -2029,6 +2049,7 @@ def _tunnel_kinds() -> list[tuple[str, int, int, Wrapper]]:
     """(name, link type, inner IP version, wrapper) for every encapsulation."""
     eth = ethernet_frame
     teid = lambda fwd: 0x1000AA if fwd else 0x2000BB  # noqa: E731 (each side's own TEID)
+    call = lambda fwd: 0x1111 if fwd else 0x2222  # noqa: E731 (the peer's call id, RFC 2637)
     return [
         ("ipip_4in4", 1, 4, _over_ip(4, _ip_proto, lambda p, f, n: p, "ipip")),
         ("ipip_6in4", 1, 6, _over_ip(4, _ip_proto, lambda p, f, n: p, "ipip")),
@@ -2043,6 +2064,11 @@ def _tunnel_kinds() -> list[tuple[str, int, int, Wrapper]]:
         ("gre_teb", 1, 4, _over_ip(
             4, lambda p: PROTO_GRE, lambda p, f, n: gre(ETHERTYPE_TEB, eth(p), key=77), "gre",
             lambda fwd: 77)),
+        ("pptp", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE,
+            lambda p, f, n: pptp_gre(call(f), ppp_frame(p, compressed=bool(n % 2)), seq=n,
+                                     ack=n - 1 if n % 3 else None),
+            "gre", call)),
         ("erspan1", 1, 4, _over_ip(
             4, lambda p: PROTO_GRE, lambda p, f, n: gre(0x88BE, eth(p)), "erspan")),
         ("erspan2", 1, 4, _over_ip(

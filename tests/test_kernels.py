@@ -462,9 +462,19 @@ def tunnel_headers(draw: st.DrawFn, inner: bytes) -> tuple[int, bytes]:
             body = (span[:8] if proto == 0x88BE and flags & 0x1000 else span) + frame
             if proto == 0x88BE and not flags & 0x1000:
                 body = frame
-        return 47, struct.pack(">HH", flags, proto) + draw(
-            st.binary(min_size=extra, max_size=extra)
-        ) + body
+        if draw(st.integers(0, 3)) == 0:  # PPTP's enhanced GRE (RFC 2637 §4.1)
+            flags = draw(st.sampled_from([0x2001, 0x3001, 0x3081, 0x2081, 0x0001, 0x2002]))
+            extra = 4 * (bool(flags & 0x1000) + bool(flags & 0x0080))
+            ppp = draw(st.sampled_from([b"\xff\x03\x00\x21", b"\x21", b"\x00\x57", b"\xc0"]))
+            body = ppp + inner
+            key = struct.pack(">HH", draw(st.sampled_from([len(body), 0])), 7)
+            return 47, struct.pack(">HH", flags, 0x880B) + key + bytes(extra) + body
+        return (
+            47,
+            struct.pack(">HH", flags, proto)
+            + draw(st.binary(min_size=extra, max_size=extra))
+            + body,
+        )
     port = draw(st.sampled_from([4789, 6081, 2152, 3544, 5072, 53]))
     if port == 4789:
         head = struct.pack(">II", 0x08000000, draw(st.integers(0, 2**32 - 1)))

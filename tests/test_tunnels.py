@@ -39,6 +39,7 @@ COUNTED = {
     "vxlan_v6": ["vxlan"],
     "gre_v6": ["gre"],
     "gre_key_seq_csum": ["gre"],
+    "pptp": ["gre"],
     "geneve_ip": ["geneve"],
     "fddi": ["llc_snap"],
     "atm_rfc1483": ["llc_snap"],
@@ -139,8 +140,9 @@ def test_tunnel_id_and_outer_addresses_match_tshark(built: dict[str, Any], name:
     if c.tunnels[0] is None:
         pytest.skip("a link-layer encapsulation: no tunnel columns")
     kind = c.tunnels[0][0]
+    id_field = "gre.key.call_id" if name == "pptp" else ID_FIELDS.get(kind)  # RFC 2637 §4.1
     fields = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "frame.protocols"]
-    fields += [ID_FIELDS[kind]] if kind in ID_FIELDS else []
+    fields += [id_field] if id_field else []
     rows = _tshark_fields(c.path, fields)
     with tcpweave.open(c.path) as cap:
         p = cap.packets
@@ -151,7 +153,7 @@ def test_tunnel_id_and_outer_addresses_match_tshark(built: dict[str, Any], name:
             )
             assert format_tunnel_address(p.tunnel_src[i]) == v[f"{outer}.src"]
             assert format_tunnel_address(p.tunnel_dst[i]) == v[f"{outer}.dst"]
-            their_id = int(v[ID_FIELDS[kind]], 0) if v.get(ID_FIELDS.get(kind, "")) else 0
+            their_id = int(v[id_field], 0) if id_field and v[id_field] else 0
             assert int(p.tunnel_id[i]) == their_id
 
 

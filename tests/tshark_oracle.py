@@ -7,7 +7,6 @@ explained reasons in ``EXPECTED_DIFFERENCES``.
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -60,11 +59,8 @@ TUNNELS_NOT_OPENED = frozenset({"l2tp", "nsh", "vxlan_gpe", "capwap", "openvpn",
 
 
 def _unopened_tunnel(before_tcp: list[str]) -> bool:
-    """Whether the layers before TCP pass through a tunnel tcpweave does not open: those
-    above, and GRE version 1 (PPTP, RFC 2637: GRE carrying PPP)."""
-    if TUNNELS_NOT_OPENED.intersection(before_tcp):
-        return True
-    return any(pair == ("gre", "ppp") for pair in itertools.pairwise(before_tcp))
+    """Whether the layers before TCP pass through a tunnel tcpweave does not open."""
+    return bool(TUNNELS_NOT_OPENED.intersection(before_tcp))
 
 
 def tshark_rows(path: Path) -> tuple[list[Row], dict[int, str]]:

@@ -613,14 +613,16 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
 def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
     """GRE (RFC 2784 §2, RFC 2890 §2) and the ERSPAN it may carry: (kind, id, type, offset).
 
-    Type -1: cut short; kind 0: not one tcpweave opens (routing present, version 1).
+    Type -1: cut short; kind 0: not one tcpweave opens (RFC 1701 routing, version > 1).
     """
     if pos + 4 > end:
         return E_GRE, 0, -1, pos
     flags = u16be(buf, pos)
     proto = u16be(buf, pos + 2)
-    if flags & 0x4007:  # RFC 1701 routing present, or a version other than 0 (PPTP's is 1)
+    if flags & 0x4000 or flags & 0x0007 > 1:
         return E_NONE, 0, 0, pos
+    if flags & 0x0007 == 1:
+        return _pptp_gre(buf, pos, end, flags, proto)
     p = pos + 4
     if flags & 0x8000:  # checksum and reserved1
         p += 4
@@ -646,6 +648,42 @@ def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
         hlen = 20 if buf[p + 11] & 1 else 12
         return E_ERSPAN, u16be(buf, p + 2) & 0x3FF, ETH_TEB, p + hlen
     return E_GRE, key, proto, p
+
+
+@helper
+def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
+    """PPTP's enhanced GRE (RFC 2637 §4.1): key (payload length, call id), sequence number
+    if S, acknowledgment number if A, then a PPP frame; (kind, call id, type, offset)."""
+    if proto != 0x880B or not flags & 0x2000:
+        return E_NONE, 0, 0, pos
+    p = pos + 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
+    if p > end:
+        return E_GRE, 0, -1, pos
+    call_id = u16be(buf, pos + 6)
+    if u16be(buf, pos + 4) == 0:  # payload length 0: an acknowledgment alone
+        return E_GRE, call_id, 0, p
+    etype, q = _ppp(buf, p, end)
+    return E_GRE, call_id, etype, q
+
+
+@helper
+def _ppp(buf, p, end):  # type: ignore[no-untyped-def]
+    """(EtherType of what a PPP frame at ``p`` carries, its offset): address and control
+    0xFF 0x03 if present (RFC 1662 §3.1), then the protocol, one byte when compressed
+    (RFC 1661 §6.5: an odd first byte). Type 0: not IP; -1: cut short."""
+    if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
+        p += 2
+    if p >= end:
+        return -1, p
+    if buf[p] & 1:
+        proto = np.int64(buf[p])
+        p += 1
+    else:
+        if p + 2 > end:
+            return -1, p
+        proto = u16be(buf, p)
+        p += 2
+    return (0x0800 if proto == 0x21 else (0x86DD if proto == 0x57 else 0)), p
 
 
 @helper

@@ -208,12 +208,15 @@ def _ip_type_by_nibble(buf, pos: int, end: int) -> int:  # type: ignore[no-untyp
 def _gre(buf, pos: int, end: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
     # RFC 2784 §2.1: C (bit 0), Reserved0 (bits 1-12), Ver (bits 13-15), Protocol Type; RFC
     # 2890 §2: K (bit 2) and S (bit 3), then Checksum+Reserved1 if C, Key if K, Sequence
-    # Number if S. Bit 1 (RFC 1701's routing) and versions other than 0 are not opened.
+    # Number if S. Bit 1 (RFC 1701's routing) and versions above 1 are not opened; version
+    # 1 is PPTP's enhanced GRE.
     if pos + 4 > end:
         return E_GRE, 0, TUNNEL_CUT_SHORT, pos
     flags, proto = struct.unpack_from(">HH", buf, pos)
-    if flags & 0x4000 or flags & 0x0007:
+    if flags & 0x4000 or flags & 0x0007 > 1:
         return E_NONE, 0, TUNNEL_NOT_IP, pos
+    if flags & 0x0007 == 1:
+        return _pptp_gre(buf, pos, end, flags, proto)
     has_checksum, has_key, has_seq = (
         bool(flags & 0x8000),
         bool(flags & 0x2000),
@@ -236,6 +239,31 @@ def _gre(buf, pos: int, end: int) -> tuple[int, int, int, int]:  # type: ignore[
         length = 20 if proto == 0x22EB and _u8(buf, p + 11) & 1 else fixed
         return E_ERSPAN, _u16(buf, p + 2) & 0x3FF, ETH_TEB, p + length
     return E_GRE, key, proto, p
+
+
+def _pptp_gre(buf, pos: int, end: int, flags: int, proto: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
+    # RFC 2637 §4.1 enhanced GRE: K set, Protocol Type 0x880B (PPP); Key is Payload Length
+    # (16 bits) and Call ID (16); Sequence Number present if S, Acknowledgment Number if A
+    # (bit 8). A payload length of 0 is an acknowledgment with no PPP frame.
+    if proto != 0x880B or not flags & 0x2000:
+        return E_NONE, 0, TUNNEL_NOT_IP, pos
+    p = pos + 8 + 4 * bool(flags & 0x1000) + 4 * bool(flags & 0x0080)
+    if p > end:
+        return E_GRE, 0, TUNNEL_CUT_SHORT, pos
+    payload_len, call_id = struct.unpack_from(">HH", buf, pos + 4)
+    if payload_len == 0:
+        return E_GRE, call_id, TUNNEL_NOT_IP, p
+    # RFC 1662 §3.1: address 0xFF and control 0x03, unless compressed away (RFC 1661 §6.6);
+    # RFC 1661 §6.5: a protocol field compressed to one byte is told by its odd value
+    if bytes(buf[p : min(p + 2, end)]) == b"\xff\x03":
+        p += 2
+    if p >= end:
+        return E_GRE, call_id, TUNNEL_CUT_SHORT, p
+    width = 1 if _u8(buf, p) & 1 else 2
+    if p + width > end:
+        return E_GRE, call_id, TUNNEL_CUT_SHORT, p
+    ppp = _u8(buf, p) if width == 1 else _u16(buf, p)
+    return E_GRE, call_id, {0x21: ETHERTYPE_IPV4, 0x57: ETHERTYPE_IPV6}.get(ppp, 0), p + width
 
 
 def _gtpu(buf, pos: int, end: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]

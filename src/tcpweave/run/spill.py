@@ -37,12 +37,19 @@ __all__ = [
     "partition_of",
 ]
 
+#: the tunnel columns are spilled apart (``part-NNNNN<tag>.tunnels``), for the rows that
+#: came through a tunnel only: most captures have none, and their rows stay as small as
+#: they were before tunnels were decoded
+TUNNEL_COLUMNS = ("tunnel", "tunnel_id", "tunnel_src", "tunnel_dst")
+_ROW_COLUMNS = tuple(c for c in PACKET_COLUMNS if c[0] not in TUNNEL_COLUMNS)
 #: a spilled row: the packet-table columns as the capture gave them (``file`` and
 #: ``payload_offset`` name the capture file and the payload's place in it) and where the
 #: payload was copied in the partition's payload spill
 SPILL_DTYPE = np.dtype(
-    [(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS] + [("spill_offset", np.int64)]
+    [(name, dtype, shape) for name, dtype, shape in _ROW_COLUMNS] + [("spill_offset", np.int64)]
 )
+#: a spilled tunnel: the row it belongs to (its index in the rows file) and its columns
+TUNNEL_DTYPE = np.dtype([("row", np.int64)] + [c for c in PACKET_COLUMNS if c[0] in TUNNEL_COLUMNS])
 #: payload bytes copied at once by a router (their copy is held while they are written)
 ROUTE_BYTES = 8 << 20
 #: spill rows read at a time while a partition is loaded (about 18 MB)
@@ -69,7 +76,7 @@ class SpillLayout:
 
     def remove(self, p: int) -> None:
         """Remove partition ``p``'s spill files (not needed once it is written)."""
-        for name in self.files(p, "rows") + self.files(p, "payload"):
+        for name in self.files(p, "rows") + self.files(p, "payload") + self.files(p, "tunnels"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name)
 
@@ -109,6 +116,8 @@ class Router:
     rewritten to point there), so that later steps never read the capture again."""
 
     def __init__(self, layout: SpillLayout, tag: str = "") -> None:
+        self.layout, self.tag = layout, tag
+        self.tunnels: dict[int, Any] = {}  # partition -> its tunnel spill, once it has one
         self.n_parts = layout.n_parts
         _allow_files(2 * self.n_parts + 64)
         self.files = [open(layout.path(p, "rows", tag), "wb") for p in range(self.n_parts)]
@@ -133,9 +142,11 @@ class Router:
         part = partition_of(cols, self.n_parts)
         order = np.argsort(part, kind="stable")
         rec = np.empty(n, SPILL_DTYPE)
-        for name, _, _ in PACKET_COLUMNS:
+        for name, _, _ in _ROW_COLUMNS:
             rec[name] = getattr(cols, name)[order]
         bounds = np.searchsorted(part[order], np.arange(self.n_parts + 1))
+        if cols.tunnel.any():
+            self._route_tunnels(cols, order, bounds)
         length = rec["payload_caplen"]
         at = np.concatenate(([0], np.cumsum(length)))  # where each row's payload is copied
         payload = np.empty(int(at[-1]), np.uint8)
@@ -148,8 +159,23 @@ class Router:
         self.rows += sizes
         self.payload_bytes += at[bounds[1:]] - at[bounds[:-1]]
 
+    def _route_tunnels(self, cols: Any, order: np.ndarray, bounds: np.ndarray) -> None:
+        """Append the tunnel columns of the tunnelled rows to their partitions' tunnel
+        spills, each with its row's index in the partition's rows file (before this chunk's
+        rows are counted in ``self.rows``)."""
+        inside = np.flatnonzero(cols.tunnel[order])
+        part = np.searchsorted(bounds, inside, side="right") - 1
+        rec = np.empty(len(inside), TUNNEL_DTYPE)
+        rec["row"] = self.rows[part] + inside - bounds[part]
+        for name in TUNNEL_COLUMNS:
+            rec[name] = getattr(cols, name)[order[inside]]
+        for p in np.unique(part).tolist():
+            if p not in self.tunnels:
+                self.tunnels[p] = open(self.layout.path(p, "tunnels", self.tag), "wb")
+            self.tunnels[p].write(rec[part == p].data)
+
     def close(self) -> None:
-        for f in self.files + self.payloads:
+        for f in self.files + self.payloads + list(self.tunnels.values()):
             f.close()
 
 
@@ -182,13 +208,16 @@ def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, np.ndarray
         "file": np.empty(n, np.int32),
         "payload_offset": np.empty(n, np.int64),
     }
+    for name in TUNNEL_COLUMNS:  # zero pages until a tunnelled row is written
+        cols[name] = np.zeros_like(cols[name])
     at = 0
     for k, path in enumerate(names):
+        _load_tunnels(layout.path(p, "tunnels", layout.tags[k]), at, cols)
         with open(path, "rb") as f:
             while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
                 rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
                 end = at + len(rec)
-                for name in cols:
+                for name, _, _ in _ROW_COLUMNS:
                     cols[name][at:end] = rec[name]
                 for name, col in capture.items():
                     col[at:end] = rec[name]
@@ -204,6 +233,17 @@ def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, np.ndarray
                 table[name] = table[name][order]
         del order
     return PacketTable(PacketColumns(**cols)), capture["file"], capture["payload_offset"]
+
+
+def _load_tunnels(path: str, first_row: int, cols: dict[str, np.ndarray]) -> None:
+    """Put the tunnel columns of one tunnel spill (if there is one) into the rows it names,
+    counted from ``first_row``."""
+    if not os.path.exists(path):
+        return
+    rec = np.fromfile(path, dtype=TUNNEL_DTYPE)
+    rows = first_row + rec["row"]
+    for name in TUNNEL_COLUMNS:
+        cols[name][rows] = rec[name]
 
 
 class MappedFile:
