@@ -157,12 +157,16 @@ def test_tunnel_id_and_outer_addresses_match_tshark(built: dict[str, Any], name:
             assert int(p.tunnel_id[i]) == their_id
 
 
-def _engine_streams(path: Path, rows_per_partition: int) -> list[int]:
+def _engine_rows(path: Path, rows_per_partition: int) -> list[tuple[int, int, str]]:
+    """(stream, tunnel id, outer source) per frame, through the engine (spilled partitions
+    when ``rows_per_partition`` is small)."""
     with engine.Run([str(path)], engine.Settings(), rows_per_partition=rows_per_partition) as run:
-        out: dict[int, int] = {}
+        out: dict[int, tuple[int, int, str]] = {}
         for window in engine.packet_rows(run):
-            frames = window.column("frame").to_pylist()
-            out.update(zip(frames, window.column("stream").to_pylist(), strict=True))
+            cols = [window.column(n).to_pylist() for n in ("frame", "stream", "tunnel_id")]
+            sources = [format_tunnel_address(a) for a in window.column("tunnel_src").to_pylist()]
+            for frame, stream, ident, source in zip(*cols, sources, strict=True):
+                out[frame] = (stream, ident, source)
     return [out[f] for f in sorted(out)]
 
 
@@ -172,9 +176,8 @@ def test_one_inner_tuple_in_two_tunnels_is_two_flows(tmp_path: Path, rows: int) 
     two streams (as Zeek keys connections by tunnel), on one partition or many (the partition
     hash covers the tunnel, so both directions of each land together)."""
     c = craft.two_tunnels_one_tuple(tmp_path)
-    ours = _engine_streams(c.path, rows)
-    by_vni = [t[3] for t in c.tunnels if t is not None]
-    assert ours == [0 if vni == 10 else 1 for vni in by_vni]
+    tunnels = [t for t in c.tunnels if t is not None]
+    assert _engine_rows(c.path, rows) == [(0 if t[3] == 10 else 1, t[3], t[1]) for t in tunnels]
 
 
 @needs_tshark
