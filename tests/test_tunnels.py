@@ -4,11 +4,13 @@ two connections through each encapsulation of docs/encapsulations.md, held again
 addresses) and against how they were built (the tunnel columns, the counters).
 
 One named difference: tshark numbers one inner 4-tuple in two tunnels as one stream;
-tcpweave keys flows by tunnel too (two streams), on one partition or many.
+tcpweave keys flows by tunnel too (two streams, sessions 0 and 1 of the 4-tuple), on one
+partition or many.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -173,8 +175,7 @@ def _engine_rows(path: Path, rows_per_partition: int) -> list[tuple[int, int, st
 @pytest.mark.parametrize("rows", [1 << 30, 2], ids=["one-partition", "many-partitions"])
 def test_one_inner_tuple_in_two_tunnels_is_two_flows(tmp_path: Path, rows: int) -> None:
     """VXLAN 10 and VXLAN 20 carry the same inner 4-tuple with the same ISNs, interleaved:
-    two streams (as Zeek keys connections by tunnel), on one partition or many (the partition
-    hash covers the tunnel, so both directions of each land together)."""
+    two streams, on one partition or many, with their tunnel columns."""
     c = craft.two_tunnels_one_tuple(tmp_path)
     tunnels = [t for t in c.tunnels if t is not None]
     assert _engine_rows(c.path, rows) == [(0 if t[3] == 10 else 1, t[3], t[1]) for t in tunnels]
@@ -197,3 +198,20 @@ def test_gtpu_directions_are_one_flow_though_their_teids_differ(built: dict[str,
 
 def test_follow_modes_are_all_checked() -> None:
     assert set(MODES) == set(FollowMode)
+
+
+@pytest.mark.parametrize("rows", [1 << 30, 2], ids=["one-partition", "many-partitions"])
+@pytest.mark.parametrize("layout", ["tcpweave", "tcpflow"])
+def test_two_tunnels_one_tuple_extract_apart(tmp_path: Path, rows: int, layout: str) -> None:
+    """The two streams are sessions 0 and 1 of their 4-tuple, and their files are apart in
+    both layouts (the tcpflow layout names files by 4-tuple and session)."""
+    c = craft.two_tunnels_one_tuple(tmp_path)
+    out = tmp_path / "out"
+    tcpweave.extract(c.path, out, partition_rows=rows, jobs=1, layout=layout)
+    records = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
+    assert sorted((r["stream"], r["session"], r["direction"]) for r in records) == [
+        (0, 0, "c2s"), (0, 0, "s2c"), (1, 1, "c2s"), (1, 1, "s2c")
+    ]  # fmt: skip
+    assert len({r["path"] for r in records}) == 4
+    sent = {(r["stream"], r["direction"]): (out / r["path"]).read_bytes() for r in records}
+    assert sent[0, "c2s"] == sent[1, "c2s"] and len(sent[0, "c2s"]) == 40

@@ -1,4 +1,4 @@
-"""decode/: records -> packet table (link, IPv4/IPv6, fragments, TCP, checksums).
+"""decode/: records -> packet table (link, tunnels, IPv4/IPv6, fragments, TCP, checksums).
 
 ``decode`` runs the decode kernel over each source's record index, hands IP
 fragments to the reassembler, decodes the rebuilt datagrams with the same
@@ -26,6 +26,7 @@ from tcpweave.decode.table import (
     concat_packets,
     empty_packets,
     take_packets,
+    zero_tunnel_details,
 )
 from tcpweave.enums import Checksum, Encapsulation
 
@@ -174,6 +175,7 @@ class _Spill:
             chunk = take_packets(self.cols, slice(0, self.n))
             _tally(self.stats, chunk)
             self.sink(chunk, self.buffer)
+            zero_tunnel_details(self.cols, self.n)  # the columns are decoded into again
         self.n = 0
 
 

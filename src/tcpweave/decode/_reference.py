@@ -2,7 +2,8 @@
 
 It is the readable statement of the decoder, written from the RFCs rather than
 from ``_kernels``: link header (tcpdump.org/linktypes.html) -> IPv4 (RFC 791) or
-IPv6 with its extension headers (RFC 8200) -> TCP (RFC 9293), checksums as the
+IPv6 with its extension headers (RFC 8200) -> TCP (RFC 9293), opening the tunnels
+of docs/encapsulations.md on the way (each with its spec), checksums as the
 plain big-endian 16-bit word sum of RFC 1071. It fills the same packet,
 status, fragment and counter columns as the kernel and returns the same row
 count, so the property tests can compare them exactly. Nothing but the tests
@@ -621,9 +622,8 @@ def _ipv6(
 
 
 def _put_tunnel(buf, out, row: int, tunnel: tuple[int, int, int, int] | None) -> None:  # type: ignore[no-untyped-def]
-    if tunnel is None:
-        out.tunnel[row], out.tunnel_id[row] = E_NONE, 0
-        out.tunnel_src[row], out.tunnel_dst[row] = [0] * 16, [0] * 16
+    if tunnel is None:  # the other tunnel columns are left as the caller zeroed them
+        out.tunnel[row] = E_NONE
         return
     kind, ident, version, l3 = tunnel
     out.tunnel[row], out.tunnel_id[row] = kind, ident

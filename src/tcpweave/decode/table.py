@@ -107,10 +107,27 @@ def tunnel_key(cols: Any) -> np.ndarray | None:
     return np.stack([head, lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]]).astype(np.uint64)
 
 
+#: columns the decoder writes only for tunnelled rows (a table for it must hold zeros there)
+TUNNEL_DETAIL_COLUMNS = ("tunnel_id", "tunnel_src", "tunnel_dst")
+
+
 def empty_packets(n: int, zeroed: bool = True) -> Any:
-    """Packet columns for ``n`` rows (zeroed, or left as allocated for a writer of every cell)."""
-    make = np.zeros if zeroed else np.empty
-    return PacketColumns(*(make((n, *shape), dtype) for _, dtype, shape in PACKET_COLUMNS))
+    """Packet columns for ``n`` rows: zeroed, or left as allocated for a writer of every cell
+    (the decoder), but for TUNNEL_DETAIL_COLUMNS, always zeroed."""
+    return PacketColumns(
+        *(
+            (np.zeros if zeroed or name in TUNNEL_DETAIL_COLUMNS else np.empty)((n, *shape), dtype)
+            for name, dtype, shape in PACKET_COLUMNS
+        )
+    )
+
+
+def zero_tunnel_details(cols: Any, n: int) -> None:
+    """Zero the tunnel details of rows [0, n) of a table the decoder will fill again (only
+    tunnelled rows have any)."""
+    if cols.tunnel[:n].any():
+        for name in TUNNEL_DETAIL_COLUMNS:
+            getattr(cols, name)[:n] = 0
 
 
 def concat_packets(parts: list[Any]) -> Any:

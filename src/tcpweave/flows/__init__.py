@@ -6,7 +6,9 @@ kind, the id where it is the same both ways, the outer addresses as an unordered
 so that one inner 4-tuple in two tunnels is two flows (docs/encapsulations.md). The
 packets of each key are walked in capture order and split into sessions,
 and sessions are numbered by their first packet, as Wireshark numbers
-``tcp.stream``. ``direction`` is 0 from client to server, 1 back.
+``tcp.stream``. ``direction`` is 0 from client to server, 1 back. ``session`` numbers
+the streams of one 4-tuple, whatever tunnel each came through (file names of the
+tcpflow layout are made from it).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class Flows:
     direction: np.ndarray  # uint8 per row: 0 client->server
     first_row: np.ndarray  # per stream: packet-table row of its first packet
     client_side: np.ndarray  # per stream: which endpoint side is the client
-    session: np.ndarray  # per stream: index among the sessions of its 4-tuple
-    tuple_index: np.ndarray  # per stream: index of its (order-free) 4-tuple
+    session: np.ndarray  # per stream: index among the sessions of its 4-tuple (any tunnel)
+    tuple_index: np.ndarray  # per stream: index of its flow key (order-free 4-tuple, tunnel)
 
     @property
     def n_streams(self) -> int:
@@ -89,8 +91,14 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     first_row = first_row[by_first]
     client_side = client_side[by_first]
     tuple_index = flow[first_row]
+    four_tuple = tuple_index
+    if tunnel is not None:  # sessions are counted per 4-tuple, whatever tunnel they are in
+        bare = np.empty(n, np.int64)
+        with np.errstate(over="ignore"):
+            k.number_tuples(keys[:6], bare)
+        four_tuple = bare[first_row]
     return Flows(
-        stream, direction, first_row, client_side, _session_numbers(tuple_index), tuple_index
+        stream, direction, first_row, client_side, _session_numbers(four_tuple), tuple_index
     )
 
 

@@ -24,7 +24,6 @@ from tcpweave.decode.table import (
     PacketColumns,
     PacketTable,
     take_packets,
-    tunnel_key,
 )
 from tcpweave.output._kernels import gather_ranges
 
@@ -98,15 +97,14 @@ def _endpoint_hash(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
 
 
 def partition_of(cols: Any, n_parts: int) -> np.ndarray:
-    """Partition of each row: a hash of its flow key (flows.assign) that ignores direction (a
-    sum is order-free): the 4-tuple, and the tunnel's words for rows that came through one."""
+    """Partition of each row: a hash of its 4-tuple that ignores direction (a sum is order-free).
+
+    For a tunnelled row it is the inner 4-tuple's: both halves of a tunnelled flow land
+    together, and so does every tunnel's copy of one 4-tuple, which keeps ``session`` (the
+    index among a 4-tuple's sessions) a partition's own business (docs/encapsulations.md).
+    """
     with np.errstate(over="ignore"):
         h = _mix(_endpoint_hash(cols.src, cols.sport) + _endpoint_hash(cols.dst, cols.dport))
-        tunnel = tunnel_key(cols)
-        if tunnel is not None:  # rows outside tunnels keep the hash of their 4-tuple alone
-            inside = cols.tunnel != 0
-            for word in tunnel:  # each word is the same both ways already
-                h = np.where(inside, _mix(h ^ word), h)
     return np.asarray(h % np.uint64(n_parts)).astype(np.int64)
 
 
