@@ -1774,6 +1774,12 @@ def vxlan(vni: int, frame: bytes) -> bytes:
     return struct.pack("!II", 0x08 << 24, vni << 8) + frame
 
 
+def vxlan_gpe(vni: int, payload: bytes, next_protocol: int) -> bytes:
+    """draft-ietf-nvo3-vxlan-gpe: flags (I and P set), reserved, Next Protocol (1 IPv4,
+    2 IPv6, 3 Ethernet), VNI (24 bits), reserved."""
+    return struct.pack("!BBBBI", 0x0C, 0, 0, next_protocol, vni << 8) + payload
+
+
 def geneve(vni: int, protocol: int, payload: bytes, options: bytes = b"") -> bytes:
     """RFC 8926 §3.4: Ver(2) Opt Len(6, 4-byte units) O C Rsvd(6), Protocol Type, VNI, Reserved."""
     opts = _pad(options, 4)
@@ -2080,6 +2086,10 @@ def _tunnel_kinds() -> list[tuple[str, int, int, Wrapper]]:
             "erspan", lambda fwd: 9)),
         ("vxlan", 1, 4, _over_udp(4, 4789, lambda p, f, n: vxlan(4242, eth(p)), "vxlan",
                                   lambda fwd: 4242)),
+        ("vxlan_gpe", 1, 4, _over_udp(
+            4, 4790,
+            lambda p, f, n: vxlan_gpe(31, eth(p), 3) if n % 2 else vxlan_gpe(31, p, 1),
+            "vxlan", lambda fwd: 31)),
         ("vxlan_v6", 1, 6, _over_udp(6, 4789, lambda p, f, n: vxlan(7, eth(p)), "vxlan",
                                      lambda fwd: 7)),
         ("geneve", 1, 4, _over_udp(

@@ -475,10 +475,14 @@ def tunnel_headers(draw: st.DrawFn, inner: bytes) -> tuple[int, bytes]:
             + draw(st.binary(min_size=extra, max_size=extra))
             + body,
         )
-    port = draw(st.sampled_from([4789, 6081, 2152, 3544, 5072, 53]))
+    port = draw(st.sampled_from([4789, 4790, 6081, 2152, 3544, 5072, 53]))
     if port == 4789:
         head = struct.pack(">II", 0x08000000, draw(st.integers(0, 2**32 - 1)))
         body = head + frame
+    elif port == 4790:  # VXLAN-GPE: Next Protocol 1 IPv4, 2 IPv6, 3 Ethernet, 5 MPLS, 4 NSH
+        nxt, payload = draw(st.sampled_from([(2 if v6 else 1, inner), (3, frame), (4, inner),
+                                             (5, b"\x00\x01\x01\x40" + inner)]))  # fmt: skip
+        body = struct.pack(">BBBBI", 0x0C, 0, 0, nxt, draw(st.integers(0, 2**32 - 1))) + payload
     elif port == 6081:
         opts = draw(st.binary(max_size=12))
         opts += b"\x00" * (-len(opts) % 4)

@@ -55,7 +55,7 @@ class Row:
 
 #: tunnels that tshark opens and tcpweave does not (docs/encapsulations.md): TCP inside them
 #: is not a TCP packet for tcpweave
-TUNNELS_NOT_OPENED = frozenset({"l2tp", "nsh", "vxlan_gpe", "capwap", "openvpn", "wg"})
+TUNNELS_NOT_OPENED = frozenset({"l2tp", "nsh", "capwap", "openvpn", "wg"})
 
 
 def _unopened_tunnel(before_tcp: list[str]) -> bool:

@@ -700,6 +700,10 @@ def _udp_tunnel(buf, pos, end, port):  # type: ignore[no-untyped-def]
         if pos + 8 > end:
             return E_VXLAN, 0, -1, pos
         return E_VXLAN, u32be(buf, pos + 4) >> 8, ETH_TEB, pos + 8
+    if port == 4790:  # VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe): Next Protocol at byte 3
+        if pos + 8 > end:
+            return E_VXLAN, 0, -1, pos
+        return E_VXLAN, u32be(buf, pos + 4) >> 8, _gpe_type(buf[pos + 3]), pos + 8
     if port == 6081:  # Geneve, RFC 8926 §3.4: Ver, Opt Len (4-byte units), Protocol Type, VNI
         if pos + 8 > end:
             return E_GENEVE, 0, -1, pos
@@ -727,6 +731,20 @@ def _udp_tunnel(buf, pos, end, port):  # type: ignore[no-untyped-def]
         p = pos + 8 + (1 << (buf[pos] >> 4)) + (buf[pos + 1] >> 4) * 4
         return E_AYIYA, 0, 0x0800 if nh == 4 else (0x86DD if nh == 41 else 0), p
     return E_NONE, 0, 0, pos
+
+
+@helper
+def _gpe_type(next_protocol):  # type: ignore[no-untyped-def]
+    """VXLAN-GPE Next Protocol as an EtherType: 1 IPv4, 2 IPv6, 3 Ethernet, 5 MPLS."""
+    if next_protocol == 1:
+        return 0x0800
+    if next_protocol == 2:
+        return 0x86DD
+    if next_protocol == 3:
+        return ETH_TEB
+    if next_protocol == 5:
+        return 0x8847
+    return 0
 
 
 @helper

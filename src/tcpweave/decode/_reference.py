@@ -330,6 +330,14 @@ def _udp_tunnel(buf, pos: int, end: int, port: int) -> tuple[int, int, int, int]
         # Type (an EtherType), VNI (24), Reserved (8), then the options
         opt_len = (_u8(buf, pos) & 0x3F) * 4
         return E_GENEVE, vni, _u16(buf, pos + 2), pos + 8 + opt_len
+    if port == 4790:
+        # draft-ietf-nvo3-vxlan-gpe: flags (8), reserved (16), Next Protocol (8: 1 IPv4,
+        # 2 IPv6, 3 Ethernet, 4 NSH, 5 MPLS), VNI (24), reserved (8)
+        if pos + 8 > end:
+            return E_VXLAN, 0, TUNNEL_CUT_SHORT, pos
+        next_type = {1: ETHERTYPE_IPV4, 2: ETHERTYPE_IPV6, 3: ETH_TEB, 5: MPLS_TYPES[0]}
+        vni = _u32(buf, pos + 4) >> 8
+        return E_VXLAN, vni, next_type.get(_u8(buf, pos + 3), TUNNEL_NOT_IP), pos + 8
     handlers = {2152: _gtpu, 3544: _teredo, 5072: _ayiya}
     if port in handlers:
         return handlers[port](buf, pos, end)  # type: ignore[no-any-return]
