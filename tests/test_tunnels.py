@@ -215,3 +215,26 @@ def test_two_tunnels_one_tuple_extract_apart(tmp_path: Path, rows: int, layout: 
     assert len({r["path"] for r in records}) == 4
     sent = {(r["stream"], r["direction"]): (out / r["path"]).read_bytes() for r in records}
     assert sent[0, "c2s"] == sent[1, "c2s"] and len(sent[0, "c2s"]) == 40
+
+
+def test_streams_jsonl_names_each_direction_s_tunnel(tmp_path: Path, built: dict[str, Any]) -> None:
+    """streams.jsonl gives the tunnel of each direction's first packet (a GTP-U TEID is each
+    receiver's own, so the two directions differ); an untunnelled stream has no key."""
+    out = tmp_path / "gtpu"
+    tcpweave.extract(built["gtpu"].path, out, jobs=1)
+    records = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
+    expected = {
+        t[1:3]: {"encapsulation": t[0], "id": t[3], "src": t[1], "dst": t[2]}
+        for t in built["gtpu"].tunnels
+        if t is not None
+    }
+    assert len(records) == 4
+    for r in records:
+        outer = (
+            ("192.0.2.1", "192.0.2.2") if r["direction"] == "c2s" else ("192.0.2.2", "192.0.2.1")
+        )
+        assert r["tunnel"] == expected[outer]
+    plain = tmp_path / "plain"
+    tcpweave.extract(built["llc_snap"].path, plain, jobs=1)
+    lines = (plain / "streams.jsonl").read_text().splitlines()
+    assert lines and all("tunnel" not in json.loads(line) for line in lines)
