@@ -20,6 +20,7 @@ import pytest
 
 import craft
 import tcpweave
+from conftest import CORPUS
 from tcpweave import run as engine
 from tcpweave.decode.table import format_tunnel_address
 from tcpweave.output.follow import FollowMode
@@ -238,3 +239,15 @@ def test_streams_jsonl_names_each_direction_s_tunnel(tmp_path: Path, built: dict
     tcpweave.extract(built["llc_snap"].path, plain, jobs=1)
     lines = (plain / "streams.jsonl").read_text().splitlines()
     assert lines and all("tunnel" not in json.loads(line) for line in lines)
+
+
+@needs_tshark
+def test_corpus_geneve_frames_are_counted_as_tshark_sees_them() -> None:
+    """tcpdump/geneve.pcap: every frame tshark dissects as Geneve is counted once."""
+    path = CORPUS / "tcpdump/geneve.pcap"
+    if not path.is_file():
+        pytest.skip("corpus not found")
+    layers = [row[0].split(":") for row in _tshark_fields(path, ["frame.protocols"])]
+    with tcpweave.open(path) as cap:
+        assert cap.stats.encapsulations == {"geneve": sum("geneve" in x for x in layers)}
+        assert set(cap.packets.tunnel.tolist()) == {tcpweave.Encapsulation.GENEVE}
