@@ -153,19 +153,30 @@ def _flat(values: np.ndarray) -> array[int]:
 
 
 def _key_ids(used: list[tuple[Any, int]]) -> np.ndarray:
-    """A number per fragment, equal for fragments of one datagram (RFC 791 §3.2 and
-    RFC 8200 §4.5 name the fields)."""
+    """A number per fragment, equal for fragments of one datagram: equal version, source,
+    destination, identification and protocol (RFC 791 §3.2, RFC 8200 §4.5)."""
     if not used:
         return _NONE
-    rows = np.concatenate([
-        np.concatenate([
-            c.version[:n, None], c.src[:n], c.dst[:n],
-            c.ident[:n].astype("<i8").view(np.uint8).reshape(n, 8), c.proto[:n, None],
-        ], axis=1)
-        for c, n in used
-    ])  # fmt: skip
-    _, ids = np.unique(rows, axis=0, return_inverse=True)
-    return ids.reshape(-1)
+    words = [np.concatenate(col) for col in zip(*(_key_words(c, n) for c, n in used), strict=True)]
+    order = np.lexsort(words)
+    new = np.zeros(len(order), np.bool_)
+    new[0] = True
+    for word in words:
+        ordered = word[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    ids = np.empty(len(order), np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
+
+
+def _key_words(cols: Any, n: int) -> list[np.ndarray]:
+    """The key fields of ``n`` fragments as five 64-bit words each."""
+    src = np.ascontiguousarray(cols.src[:n]).view(np.uint64)
+    dst = np.ascontiguousarray(cols.dst[:n]).view(np.uint64)
+    rest = (cols.ident[:n].astype(np.uint64) << np.uint64(16)) | (
+        cols.version[:n].astype(np.uint64) << np.uint64(8)
+    ) | cols.proto[:n].astype(np.uint64)  # IPv6 identifications are 32 bits
+    return [src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], rest]
 
 
 class _Pending:
