@@ -173,9 +173,11 @@ def _key_words(cols: Any, n: int) -> list[np.ndarray]:
     """The key fields of ``n`` fragments as five 64-bit words each."""
     src = np.ascontiguousarray(cols.src[:n]).view(np.uint64)
     dst = np.ascontiguousarray(cols.dst[:n]).view(np.uint64)
-    rest = (cols.ident[:n].astype(np.uint64) << np.uint64(16)) | (
-        cols.version[:n].astype(np.uint64) << np.uint64(8)
-    ) | cols.proto[:n].astype(np.uint64)  # IPv6 identifications are 32 bits
+    rest = (
+        (cols.ident[:n].astype(np.uint64) << np.uint64(16))
+        | (cols.version[:n].astype(np.uint64) << np.uint64(8))
+        | cols.proto[:n].astype(np.uint64)
+    )  # IPv6 identifications are 32 bits
     return [src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], rest]
 
 
