@@ -19,6 +19,7 @@ import gzip
 import ipaddress
 import itertools
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1711,3 +1712,464 @@ def split_pcap(path: Path, parts: int, out_dir: Path, stem: str = "cut") -> list
         f.write_bytes(header + b"".join(records[i * step : (i + 1) * step]))
         files.append(f)
     return files
+
+
+# --------------------------------------------------------------------------- encapsulations
+# Each builder wraps bytes in one encapsulation, written from its specification. A tunnel
+# scenario (:func:`build_tunnels`) carries two TCP connections through one encapsulation,
+# forward and back, and states the tunnel a reader must report for every frame.
+
+ETHERTYPE_TEB = 0x6558  # transparent Ethernet bridging (RFC 1701 protocol types)
+PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_GRE = 4, 41, 47
+
+
+def ip_packet(src: str, dst: str, payload: bytes, proto: int) -> bytes:
+    """An IPv4 or IPv6 packet, by the family of ``src``."""
+    if len(_addr(src)) == 4:
+        return ipv4(src, dst, payload, proto=proto, ident=0x4242)
+    return ipv6(src, dst, payload, next_header=proto)
+
+
+def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP datagram (RFC 768) with its checksum over the pseudo-header (RFC 8200 §8.1)."""
+    head = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+    value = internet_checksum(
+        _pseudo_header(src, dst, PROTO_UDP, 8 + len(payload)) + head + payload
+    )
+    return head[:6] + struct.pack("!H", value or 0xFFFF) + payload
+
+
+def gre(
+    protocol: int,
+    payload: bytes,
+    *,
+    key: int | None = None,
+    seq: int | None = None,
+    checksum: bool = False,
+) -> bytes:
+    """A GRE header (RFC 2784 §2, with RFC 2890 §2's Key and Sequence Number) and payload."""
+    flags = (checksum << 15) | ((key is not None) << 13) | ((seq is not None) << 12)
+    head = struct.pack("!HH", flags, protocol)
+    rest = b""
+    if key is not None:
+        rest += struct.pack("!I", key)
+    if seq is not None:
+        rest += struct.pack("!I", seq)
+    if checksum:  # RFC 2784 §2.5: over the GRE header and payload, the field taken as zero
+        value = internet_checksum(head + b"\0\0\0\0" + rest + payload)
+        head += struct.pack("!HH", value, 0)
+    return head + rest + payload
+
+
+def pptp_gre(call_id: int, ppp: bytes, *, seq: int | None = None, ack: int | None = None) -> bytes:
+    """PPTP's enhanced GRE (RFC 2637 §4.1): K set, A if an acknowledgment number follows,
+    version 1, protocol 0x880B; key = payload length and the peer's call id; then sequence
+    number if S, acknowledgment number if A; then the PPP frame."""
+    flags = 0x2000 | ((seq is not None) << 12) | ((ack is not None) << 7) | 1
+    head = struct.pack("!HHHH", flags, 0x880B, len(ppp), call_id)
+    head += b"" if seq is None else struct.pack("!I", seq)
+    head += b"" if ack is None else struct.pack("!I", ack)
+    return head + ppp
+
+
+def ppp_frame(packet: bytes, *, compressed: bool = False) -> bytes:
+    """A PPP frame in HDLC-like framing (RFC 1662 §3.1: 0xFF 0x03, protocol), or with both
+    compressions (RFC 1661 §6.5-6.6: no address and control, a one-byte protocol)."""
+    v6 = packet[0] >> 4 == 6
+    if compressed:
+        return bytes([0x57 if v6 else 0x21]) + packet
+    return b"\xff\x03" + struct.pack("!H", 0x0057 if v6 else 0x0021) + packet
+
+
+def vxlan(vni: int, frame: bytes) -> bytes:
+    """RFC 7348 §5: flags (I bit 0x08), 24 reserved bits, VNI (24), 8 reserved bits."""
+    return struct.pack("!II", 0x08 << 24, vni << 8) + frame
+
+
+def vxlan_gpe(vni: int, payload: bytes, next_protocol: int) -> bytes:
+    """draft-ietf-nvo3-vxlan-gpe: flags (I and P set), reserved, Next Protocol (1 IPv4,
+    2 IPv6, 3 Ethernet), VNI (24 bits), reserved."""
+    return struct.pack("!BBBBI", 0x0C, 0, 0, next_protocol, vni << 8) + payload
+
+
+def geneve(vni: int, protocol: int, payload: bytes, options: bytes = b"") -> bytes:
+    """RFC 8926 §3.4: Ver(2) Opt Len(6, 4-byte units) O C Rsvd(6), Protocol Type, VNI, Reserved."""
+    opts = _pad(options, 4)
+    return struct.pack("!BBHI", len(opts) // 4, 0, protocol, vni << 8) + opts + payload
+
+
+def geneve_option(cls: int, typ: int, data: bytes) -> bytes:
+    """RFC 8926 §3.5: Option Class, Type, R R R Length (4-byte units of data)."""
+    data = _pad(data, 4)
+    return struct.pack("!HBB", cls, typ, len(data) // 4) + data
+
+
+def gtpu(teid: int, tpdu: bytes, *, seq: int | None = None, ext: Sequence[bytes] = ()) -> bytes:
+    """3GPP TS 29.281 §5.1: version 1, PT 1, E/S/PN flags, type 255 (G-PDU), length, TEID.
+
+    ``ext`` are extension header contents (each padded to 4n - 2 bytes here); the length
+    counts everything after the first 8 bytes."""
+    flags = 0x30 | (bool(ext) << 2) | ((seq is not None) << 1)
+    opt = b""
+    if ext or seq is not None:
+        chain = b""
+        for i, body in enumerate(ext):
+            body = _pad(body + b"\0\0", 4)[:-2] if (len(body) + 2) % 4 else body
+            nxt = 0x85 if i + 1 < len(ext) else 0
+            chain += bytes([(len(body) + 2) // 4]) + body + bytes([nxt])
+        first = 0x85 if ext else 0
+        opt = struct.pack("!HBB", seq or 0, 0, first) + chain
+    return struct.pack("!BBHI", flags, 0xFF, len(opt) + len(tpdu), teid) + opt + tpdu
+
+
+def teredo(packet: bytes, *, origin: tuple[int, str] | None = None, auth: bool = False) -> bytes:
+    """RFC 4380 §5.1.1: an IPv6 packet, after an optional authentication and origin indication
+    (port and address obfuscated by XOR with all ones)."""
+    head = b""
+    if auth:  # 0x0001, ID-len, AU-len, client id, authentication value, nonce (8), confirmation
+        head += struct.pack("!HBB", 1, 2, 4) + b"id" + b"auth" + b"\x11" * 8 + b"\0"
+    if origin is not None:
+        port, addr = origin
+        head += struct.pack("!HH", 0, port ^ 0xFFFF) + bytes(b ^ 0xFF for b in _addr(addr))
+    return head + packet
+
+
+def ayiya(payload: bytes, next_header: int, identity: bytes = b"\1" * 16) -> bytes:
+    """AYIYA (draft-massar-v6ops-ayiya §5): IdLen/IdType, SigLen/HshMeth, AutMeth/OpCode,
+    Next Header, Epoch Time, Identity (2^IdLen bytes), Signature (4 * SigLen bytes)."""
+    id_len = len(identity).bit_length() - 1
+    sig = b"\2" * 20
+    head = struct.pack("!BBBBI", (id_len << 4) | 1, (len(sig) // 4) << 4 | 2, 0x01, next_header, 0)
+    return head + identity + sig + payload
+
+
+def erspan2(session: int, frame: bytes, vlan: int = 0) -> bytes:
+    """ERSPAN type II (draft-foschiano-erspan): Ver 1, VLAN, COS/En/T, Session ID (10 bits),
+    Reserved, Index."""
+    return struct.pack("!HHI", (1 << 12) | vlan, session & 0x3FF, 7) + frame
+
+
+def erspan3(session: int, frame: bytes, *, platform: bool = False) -> bytes:
+    """ERSPAN type III (draft-foschiano-erspan): Ver 2, VLAN, COS/BSO/T, Session ID,
+    Timestamp, SGT, P/FT/HW ID/D/Gra/O; O set: an 8-byte platform specific subheader."""
+    head = struct.pack("!HHIHH", 2 << 12, session & 0x3FF, 12345, 0, int(platform))
+    if platform:
+        head += struct.pack("!II", 3 << 26, 0)  # platform id 3
+    return head + frame
+
+
+def mpls(labels: Sequence[int], payload: bytes, ttl: int = 64) -> bytes:
+    """RFC 3032 §2.1 label stack entries: Label (20), TC (3), S (1), TTL (8)."""
+    return (
+        b"".join(
+            struct.pack("!I", (label << 12) | ((i == len(labels) - 1) << 8) | ttl)
+            for i, label in enumerate(labels)
+        )
+        + payload
+    )
+
+
+#: an inner destination whose bytes 2-4 are no vendor's OUI: tshark 4.0 takes a PW payload for
+#: Ethernet without control word when bytes 0-2 and 6-8 both look like known OUIs
+#: (packet-pw-eth.c, looks_like_plain_eth), and a zero control word reads as OUI 00:00:00
+PW_MAC = bytes.fromhex("02a1b2c3d4e5")
+
+
+def pw_control_word(seq: int = 0) -> bytes:
+    """RFC 4448 §4.6: the preferred control word, first nibble 0, then flags, length, sequence."""
+    return struct.pack("!HH", 0, seq)
+
+
+def ethernet_frame(packet: bytes, ethertype: int | None = None, *, src: bytes = MAC_A,
+                   dst: bytes = MAC_B, tags: Sequence[tuple[int, int]] = ()) -> bytes:  # fmt: skip
+    """An inner Ethernet frame (no padding: it travels inside another packet)."""
+    return (
+        ethernet_header(_ethertype_of(packet) if ethertype is None else ethertype, tags, src, dst)
+        + packet
+    )
+
+
+def pbb(isid: int, inner: bytes, b_vid: int = 100) -> bytes:
+    """IEEE 802.1ah backbone frame: B-DA, B-SA, B-TAG (0x88A8), I-TAG (0x88E7: PCP/DEI/UCA
+    and a 24-bit I-SID), then the customer frame from its C-DA."""
+    return (
+        bytes.fromhex("02bbbbbb0001") + bytes.fromhex("02bbbbbb0002")
+        + struct.pack("!HHHI", TPID_8021AD, b_vid, 0x88E7, isid & 0xFFFFFF)
+        + inner
+    )  # fmt: skip
+
+
+def vntag(packet: bytes) -> bytes:
+    """Cisco VN-Tag (EtherType 0x8926): D/P, destination vif, L/R/ver, source vif (4 bytes)."""
+    return (
+        ethernet_header(0x8926)
+        + struct.pack("!HHH", 0x0005, 0x0007, _ethertype_of(packet))
+        + packet
+    )
+
+
+def etag(packet: bytes) -> bytes:
+    """IEEE 802.1BR E-TAG (EtherType 0x893F): E-PCP/DEI/ingress E-CID, GRP/E-CID, ext (6 bytes)."""
+    return (
+        ethernet_header(0x893F)
+        + struct.pack("!HHHH", 0x0012, 0x0034, 0, _ethertype_of(packet))
+        + packet
+    )
+
+
+def fabricpath(inner: bytes) -> bytes:
+    """Cisco FabricPath: outer DA and SA (switch, sub-switch and port ids), the FP tag
+    (EtherType 0x8903, FTag 10 bits, TTL 6 bits), the classical Ethernet frame, and the
+    FabricPath frame's own FCS (IEEE 802.3 CRC-32, least significant byte first), which
+    Wireshark's dissector expects at the end."""
+    frame = (
+        bytes.fromhex("020001000100")
+        + bytes.fromhex("020002000200")
+        + struct.pack("!HH", 0x8903, (1 << 6) | 32)
+        + inner
+    )
+    return frame + struct.pack("<I", zlib.crc32(frame))
+
+
+def llc_snap(packet: bytes) -> bytes:
+    """IEEE 802.2 LLC (DSAP AA, SSAP AA, UI 03) with a SNAP header (RFC 1042: OUI 0, type)."""
+    return b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", _ethertype_of(packet)) + packet
+
+
+def ethernet_8023(packet: bytes) -> bytes:
+    """IEEE 802.3 frame: a length field in place of the EtherType, then LLC/SNAP."""
+    body = llc_snap(packet)
+    return MAC_B + MAC_A + struct.pack("!H", len(body)) + body
+
+
+def fddi(packet: bytes) -> bytes:
+    """LINKTYPE_FDDI: frame control (0x50, async LLC), destination, source, then LLC/SNAP."""
+    return b"\x50" + MAC_B + MAC_A + llc_snap(packet)
+
+
+def ppp_hdlc(packet: bytes) -> bytes:
+    """LINKTYPE_PPP_HDLC (RFC 1662 framing): address 0xFF, control 0x03, PPP protocol."""
+    return b"\xff\x03" + struct.pack("!H", 0x0057 if packet[0] >> 4 == 6 else 0x0021) + packet
+
+
+def cisco_hdlc(packet: bytes) -> bytes:
+    """LINKTYPE_C_HDLC: address (0x0F unicast), control 0, then an EtherType."""
+    return b"\x0f\x00" + struct.pack("!H", _ethertype_of(packet)) + packet
+
+
+LINKTYPE_FDDI, LINKTYPE_PPP_HDLC, LINKTYPE_C_HDLC, LINKTYPE_ATM_RFC1483 = 10, 50, 104, 100
+
+#: a tunnel as a reader must report it: (encapsulation, outer source, outer destination, id)
+Tunnel = tuple[str, str, str, int]
+
+
+@dataclass
+class TunnelCapture:
+    """A crafted capture of TCP through an encapsulation, and the tunnel of every frame."""
+
+    name: str
+    path: Path
+    linktype: int
+    tunnels: list[Tunnel | None]  # per frame, in frame order (None: not in a tunnel)
+    inner_version: int
+
+
+#: outer endpoints of the tunnels, by family
+OUTER = {4: ("192.0.2.1", "192.0.2.2"), 6: ("2001:db8:ff::1", "2001:db8:ff::2")}
+INNER = {4: ("10.1.0.1", "10.1.0.2"), 6: ("2001:db8:1::1", "2001:db8:1::2")}
+
+
+def _conversation(v: int, cport: int, isn: int) -> list[tuple[bool, bytes]]:
+    """One TCP connection (handshake, data both ways, FIN both ways): (forward?, IP packet)."""
+    c, s = INNER[v]
+    si = (isn + 50_000) & 0xFFFFFFFF
+
+    def seq(x: int) -> int:
+        return x & 0xFFFFFFFF
+
+    segs = [
+        (True, Tcp(cport, 80, isn, 0, SYN)),
+        (False, Tcp(80, cport, si, seq(isn + 1), SYN | ACK)),
+        (True, Tcp(cport, 80, seq(isn + 1), seq(si + 1), ACK)),
+        (
+            True,
+            Tcp(cport, 80, seq(isn + 1), seq(si + 1), PSH | ACK, payload=_text(40, f"req{cport}")),
+        ),
+        (
+            False,
+            Tcp(
+                80, cport, seq(si + 1), seq(isn + 41), PSH | ACK, payload=_text(70, f"resp{cport}")
+            ),
+        ),
+        (True, Tcp(cport, 80, seq(isn + 41), seq(si + 71), FIN | ACK)),
+        (False, Tcp(80, cport, seq(si + 71), seq(isn + 42), FIN | ACK)),
+        (True, Tcp(cport, 80, seq(isn + 42), seq(si + 72), ACK)),
+    ]
+    out = []
+    for fwd, tcp in segs:
+        a, b = (c, s) if fwd else (s, c)
+        out.append((fwd, ipv6(a, b, tcp) if v == 6 else ipv4(a, b, tcp, ident=cport & 0xFFFF)))
+    return out
+
+
+def _interleave(*convs: list[tuple[bool, bytes]]) -> list[tuple[int, bool, bytes]]:
+    """Frames of several conversations, round-robin: (conversation, forward?, IP packet)."""
+    out = []
+    for i in range(max(len(c) for c in convs)):
+        for k, conv in enumerate(convs):
+            if i < len(conv):
+                out.append((k, *conv[i]))
+    return out
+
+
+Wrapper = Callable[[bytes, bool, int], tuple[bytes, Tunnel | None]]
+
+
+Body = Callable[[bytes, bool, int], bytes]  # (inner packet, forward?, frame index) -> payload
+
+
+def _over_ip(outer_v: int, proto_of: Callable[[bytes], int], body: Body, kind: str,
+             ident: Callable[[bool], int] = lambda fwd: 0) -> Wrapper:  # fmt: skip
+    """An IP tunnel: Ethernet, outer IP (forward A->B, back B->A) carrying ``body``."""
+
+    def wrap(inner: bytes, fwd: bool, n: int) -> tuple[bytes, Tunnel | None]:
+        a, b = OUTER[outer_v] if fwd else OUTER[outer_v][::-1]
+        outer = ip_packet(a, b, body(inner, fwd, n), proto_of(inner))
+        return ethernet(outer), (kind, a, b, ident(fwd))
+
+    return wrap
+
+
+def _over_udp(outer_v: int, port: int, body: Callable[[bytes, bool, int], bytes], kind: str,
+              ident: Callable[[bool], int] = lambda fwd: 0) -> Wrapper:  # fmt: skip
+    def wrap(inner: bytes, fwd: bool, n: int) -> tuple[bytes, Tunnel | None]:
+        a, b = OUTER[outer_v] if fwd else OUTER[outer_v][::-1]
+        # the source port varies per flow (RFC 7348 §5: a hash of the inner headers)
+        dgram = udp(a, b, 49152 + (n % 7), port, body(inner, fwd, n))
+        return ethernet(ip_packet(a, b, dgram, PROTO_UDP)), (kind, a, b, ident(fwd))
+
+    return wrap
+
+
+def _l2(frame: Callable[[bytes], bytes]) -> Wrapper:
+    return lambda inner, fwd, n: (frame(inner), None)
+
+
+def _ip_proto(inner: bytes) -> int:
+    return PROTO_IPV6_IN_IP if inner[0] >> 4 == 6 else PROTO_IPIP
+
+
+def _gre(inner: bytes, fwd: bool, n: int) -> bytes:
+    return gre(_ethertype_of(inner), inner)
+
+
+def _tunnel_kinds() -> list[tuple[str, int, int, Wrapper]]:
+    """(name, link type, inner IP version, wrapper) for every encapsulation."""
+    eth = ethernet_frame
+    teid = lambda fwd: 0x1000AA if fwd else 0x2000BB  # noqa: E731 (each side's own TEID)
+    call = lambda fwd: 0x1111 if fwd else 0x2222  # noqa: E731 (the peer's call id, RFC 2637)
+    return [
+        ("ipip_4in4", 1, 4, _over_ip(4, _ip_proto, lambda p, f, n: p, "ipip")),
+        ("ipip_6in4", 1, 6, _over_ip(4, _ip_proto, lambda p, f, n: p, "ipip")),
+        ("ipip_4in6", 1, 4, _over_ip(6, _ip_proto, lambda p, f, n: p, "ipip")),
+        ("ipip_6in6", 1, 6, _over_ip(6, _ip_proto, lambda p, f, n: p, "ipip")),
+        ("gre", 1, 4, _over_ip(4, lambda p: PROTO_GRE, _gre, "gre")),
+        ("gre_v6", 1, 6, _over_ip(6, lambda p: PROTO_GRE, _gre, "gre")),
+        ("gre_key_seq_csum", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE,
+            lambda p, f, n: gre(0x0800, p, key=0xABCD01, seq=n, checksum=True), "gre",
+            lambda fwd: 0xABCD01)),
+        ("gre_teb", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE, lambda p, f, n: gre(ETHERTYPE_TEB, eth(p), key=77), "gre",
+            lambda fwd: 77)),
+        ("pptp", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE,
+            lambda p, f, n: pptp_gre(call(f), ppp_frame(p, compressed=bool(n % 2)), seq=n,
+                                     ack=n - 1 if n % 3 else None),
+            "gre", call)),
+        ("erspan1", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE, lambda p, f, n: gre(0x88BE, eth(p)), "erspan")),
+        ("erspan2", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE, lambda p, f, n: gre(0x88BE, erspan2(5, eth(p)), seq=n),
+            "erspan", lambda fwd: 5)),
+        ("erspan3", 1, 4, _over_ip(
+            4, lambda p: PROTO_GRE,
+            lambda p, f, n: gre(0x22EB, erspan3(9, eth(p), platform=bool(n % 2)), seq=n),
+            "erspan", lambda fwd: 9)),
+        ("vxlan", 1, 4, _over_udp(4, 4789, lambda p, f, n: vxlan(4242, eth(p)), "vxlan",
+                                  lambda fwd: 4242)),
+        ("vxlan_gpe", 1, 4, _over_udp(
+            4, 4790,
+            lambda p, f, n: vxlan_gpe(31, eth(p), 3) if n % 2 else vxlan_gpe(31, p, 1),
+            "vxlan", lambda fwd: 31)),
+        ("vxlan_v6", 1, 6, _over_udp(6, 4789, lambda p, f, n: vxlan(7, eth(p)), "vxlan",
+                                     lambda fwd: 7)),
+        ("geneve", 1, 4, _over_udp(
+            4, 6081,
+            lambda p, f, n: geneve(0x123456, ETHERTYPE_TEB, eth(p),
+                                   geneve_option(0x0103, 0x80, b"\1\2\3\4\5\6\7\x08")),
+            "geneve", lambda fwd: 0x123456)),
+        ("geneve_ip", 1, 6, _over_udp(
+            6, 6081, lambda p, f, n: geneve(99, _ethertype_of(p), p), "geneve", lambda fwd: 99)),
+        ("gtpu", 1, 4, _over_udp(
+            4, 2152, lambda p, f, n: gtpu(teid(f), p, seq=n if n % 2 else None,
+                                          ext=[b"\x09\x01"] if n % 3 == 0 else ()),
+            "gtpu", teid)),
+        ("teredo", 1, 6, _over_udp(
+            4, 3544, lambda p, f, n: teredo(p, origin=(40000, "198.51.100.9") if n % 2 else None),
+            "teredo")),
+        ("ayiya", 1, 6, _over_udp(4, 5072, lambda p, f, n: ayiya(p, 41), "ayiya")),
+        ("pbb", 1, 4, _l2(lambda p: pbb(0x00ABCD, eth(p)))),
+        ("fabricpath", 1, 4, _l2(lambda p: fabricpath(eth(p)))),
+        ("vntag", 1, 4, _l2(vntag)),
+        ("etag", 1, 4, _l2(etag)),
+        ("eompls", 1, 4, _l2(lambda p: ethernet_header(0x8847)
+                             + mpls([16, 1001], pw_control_word() + eth(p, dst=PW_MAC)))),
+        ("llc_snap", 1, 4, _l2(ethernet_8023)),
+        ("fddi", LINKTYPE_FDDI, 4, _l2(fddi)),
+        ("ppp_hdlc", LINKTYPE_PPP_HDLC, 6, _l2(ppp_hdlc)),
+        ("cisco_hdlc", LINKTYPE_C_HDLC, 4, _l2(cisco_hdlc)),
+        ("atm_rfc1483", LINKTYPE_ATM_RFC1483, 4, _l2(llc_snap)),
+    ]  # fmt: skip
+
+
+def tunnel_kind_names() -> list[str]:
+    return [name for name, *_ in _tunnel_kinds()]
+
+
+def build_tunnels(
+    directory: str | Path, only: Sequence[str] | None = None
+) -> dict[str, TunnelCapture]:
+    """One capture per encapsulation: two TCP connections (client ports 40000 and 40001) through
+    it, interleaved, forward and back, each frame with the tunnel it was built with."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, linktype, v, wrap in _tunnel_kinds():
+        if only is not None and name not in only:
+            continue
+        frames, tunnels = [], []
+        packets = _interleave(_conversation(v, 40000, 1000), _conversation(v, 40001, 2**32 - 20))
+        for n, (_conv, fwd, ip) in enumerate(packets):
+            frame, tunnel = wrap(ip, fwd, n)
+            frames.append((1_700_000_000_000_000_000 + n * 1_000_000, frame, None))
+            tunnels.append(tunnel)
+        path = write_pcap(d / f"{name}.pcap", frames, linktype)
+        out[name] = TunnelCapture(name, path, linktype, tunnels, v)
+    return out
+
+
+def two_tunnels_one_tuple(directory: str | Path) -> TunnelCapture:
+    """The same inner 4-tuple (and ISNs) in VXLAN 10 and VXLAN 20, interleaved: two flows for a
+    reader that keys flows by tunnel (Zeek), one for tshark."""
+    convs = [_conversation(4, 40000, 1000), _conversation(4, 40000, 1000)]
+    frames, tunnels = [], []
+    for n, (k, fwd, ip) in enumerate(_interleave(*convs)):
+        vni = 10 if k == 0 else 20
+        wrap = _over_udp(4, 4789, lambda p, f, i, vni=vni: vxlan(vni, ethernet_frame(p)), "vxlan",
+                         lambda fwd, vni=vni: vni)  # fmt: skip
+        frame, tunnel = wrap(ip, fwd, k)
+        frames.append((1_700_000_000_000_000_000 + n * 1_000_000, frame, None))
+        tunnels.append(tunnel)
+    path = write_pcap(Path(directory) / "two_tunnels_one_tuple.pcap", frames, LINKTYPE_ETHERNET)
+    return TunnelCapture("two_tunnels_one_tuple", path, LINKTYPE_ETHERNET, tunnels, 4)

@@ -450,24 +450,142 @@ def ipv6_packets(draw: st.DrawFn) -> bytes:
     return head + src + dst + chain + body
 
 
-LINK_TYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 242, 276, 147]
+LINK_TYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 242, 276, 147, 9, 10, 50, 100, 104]
+
+
+@st.composite
+def tunnel_headers(draw: st.DrawFn, inner: bytes) -> tuple[int, bytes]:
+    """(IP protocol, payload): ``inner`` behind one of the tunnel headers tcpweave opens, with
+    random flags, lengths and ports (docs/encapsulations.md)."""
+    v6 = bool(inner) and inner[0] >> 4 == 6
+    ip_type = 0x86DD if v6 else 0x0800
+    frame = b"\x02" * 12 + struct.pack(">H", ip_type) + inner
+    kind = draw(st.sampled_from(["ipip", "gre", "erspan", "udp"]))
+    if kind == "ipip":
+        return draw(st.sampled_from([41 if v6 else 4, 4, 41])), inner
+    if kind in ("gre", "erspan"):
+        flags = draw(st.sampled_from([0, 0x2000, 0x1000, 0xB000, 0x4000, 0x0001, 0x3000]))
+        extra = 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+        if kind == "gre":
+            mpls = b"\x00\x01\x01\x40" + inner
+            proto, body = draw(st.sampled_from([(ip_type, inner), (0x6558, frame), (0x8847, mpls)]))
+        else:
+            proto = draw(st.sampled_from([0x88BE, 0x22EB]))
+            span = draw(st.binary(min_size=12, max_size=20))
+            body = (span[:8] if proto == 0x88BE and flags & 0x1000 else span) + frame
+            if proto == 0x88BE and not flags & 0x1000:
+                body = frame
+        if draw(st.integers(0, 3)) == 0:  # PPTP's enhanced GRE (RFC 2637 §4.1)
+            flags = draw(st.sampled_from([0x2001, 0x3001, 0x3081, 0x2081, 0x0001, 0x2002]))
+            extra = 4 * (bool(flags & 0x1000) + bool(flags & 0x0080))
+            ppp = draw(st.sampled_from([b"\xff\x03\x00\x21", b"\x21", b"\x00\x57", b"\xc0"]))
+            body = ppp + inner
+            key = struct.pack(">HH", draw(st.sampled_from([len(body), 0])), 7)
+            return 47, struct.pack(">HH", flags, 0x880B) + key + bytes(extra) + body
+        return (
+            47,
+            struct.pack(">HH", flags, proto)
+            + draw(st.binary(min_size=extra, max_size=extra))
+            + body,
+        )
+    port = draw(st.sampled_from([4789, 4790, 6081, 2152, 3544, 5072, 53]))
+    if port == 4789:
+        head = struct.pack(">II", 0x08000000, draw(st.integers(0, 2**32 - 1)))
+        body = head + frame
+    elif port == 4790:  # VXLAN-GPE: Next Protocol 1 IPv4, 2 IPv6, 3 Ethernet, 5 MPLS, 4 NSH
+        nxt, payload = draw(st.sampled_from([(2 if v6 else 1, inner), (3, frame), (4, inner),
+                                             (5, b"\x00\x01\x01\x40" + inner)]))  # fmt: skip
+        body = struct.pack(">BBBBI", 0x0C, 0, 0, nxt, draw(st.integers(0, 2**32 - 1))) + payload
+    elif port == 6081:
+        opts = draw(st.binary(max_size=12))
+        opts += b"\x00" * (-len(opts) % 4)
+        proto, payload = draw(st.sampled_from([(ip_type, inner), (0x6558, frame), (0x0806, b"x")]))
+        body = struct.pack(">BBHI", len(opts) // 4 | draw(st.sampled_from([0, 0x40])), 0, proto,
+                           draw(st.integers(0, 2**32 - 1))) + opts + payload  # fmt: skip
+    elif port == 2152:
+        flags = draw(st.sampled_from([0x30, 0x32, 0x34, 0x36, 0x20, 0x50]))
+        ext = b""
+        if flags & 0x07:
+            nxt = 0x85 if flags & 0x04 else 0
+            ext = struct.pack(">HBB", 1, 0, nxt)
+            if nxt:
+                ext += bytes([draw(st.sampled_from([1, 1, 0, 2]))]) + b"\x09\x01" + b"\x00"
+                ext += b"\x00" * 4 if ext[4] == 2 else b""
+        mtype = draw(st.sampled_from([0xFF, 0xFF, 1]))
+        body = struct.pack(">BBHI", flags, mtype, len(ext) + len(inner), 7) + ext + inner
+    elif port == 3544:
+        auth = b"\x00\x01\x01\x02" + b"i" + b"au" + b"\x00" * 9 if draw(st.booleans()) else b""
+        origin = b"\x00\x00" + b"\xff" * 6 if draw(st.booleans()) else b""
+        body = auth + origin + inner
+    elif port == 5072:
+        id_len = draw(st.integers(0, 4))
+        head = bytes([id_len << 4 | 1, 5 << 4 | 2, draw(st.sampled_from([1, 1, 2])),
+                      draw(st.sampled_from([41, 4, 17]))]) + b"\x00" * 4  # fmt: skip
+        body = head + b"\x01" * (1 << id_len) + b"\x02" * 20 + inner
+    else:
+        body = inner
+    ports = [port, draw(st.integers(0, 0xFFFF))]
+    if draw(st.booleans()):
+        ports.reverse()
+    return 17, struct.pack(">HHHH", *ports, 8 + len(body), 0) + body
+
+
+@st.composite
+def tunnelled_packets(draw: st.DrawFn) -> bytes:
+    """An IP packet inside one or two tunnels, each in an outer IPv4 or IPv6 header."""
+    packet = draw(st.one_of(ipv4_packets(), ipv6_packets()))
+    for _ in range(draw(st.integers(1, 2))):
+        proto, payload = draw(tunnel_headers(packet))
+        if draw(st.booleans()):
+            head = struct.pack(">BBHHHBBH", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0)
+            head += draw(st.binary(min_size=8, max_size=8))
+            head = head[:10] + struct.pack(">H", checksum(head)) + head[12:]
+        else:
+            head = struct.pack(">IHBB", 6 << 28, len(payload), proto, 64)
+            head += draw(st.binary(min_size=32, max_size=32))
+        packet = head + payload
+    return packet
+
+
+#: link-layer encapsulations in front of an EtherType: (EtherType, header before the next type)
+LINK_WRAPS = {
+    "pbb": (0x88E7, b"\x00\x00\x00\x01" + b"\x02" * 12),
+    "vntag": (0x8926, b"\x00\x05\x00\x07"),
+    "etag": (0x893F, b"\x00\x12\x00\x34\x00\x00"),
+    "fabricpath": (0x8903, b"\x00\x60" + b"\x02" * 12),
+    "teb": (0x6558, b"\x02" * 12),
+}
 
 
 @st.composite
 def frames(draw: st.DrawFn) -> tuple[int, bytes]:
     """(link type, frame): an IP packet behind one of the supported link headers, or noise."""
-    ip = draw(st.one_of(ipv4_packets(), ipv6_packets(), st.binary(max_size=60)))
+    ip = draw(
+        st.one_of(ipv4_packets(), ipv6_packets(), tunnelled_packets(), st.binary(max_size=60))
+    )
     v6 = bool(ip) and ip[0] >> 4 == 6
     ip_type = 0x86DD if v6 else 0x0800
-    encap = draw(st.sampled_from(["plain"] * 4 + ["mpls", "pppoe", "other"]))
+    encap = draw(
+        st.sampled_from(["plain"] * 4 + ["mpls", "pppoe", "other", "llc", "eompls", "link"])
+    )
     payload, inner_type = ip, ip_type
     if encap == "mpls":  # RFC 3032 label stack, bottom-of-stack bit on the last label
         labels = draw(st.integers(1, 3))
         stack = b"".join(struct.pack(">I", (i == labels - 1) << 8) for i in range(labels))
         payload, inner_type = stack + ip, 0x8847
+    elif encap == "eompls":  # label, RFC 4448 control word, Ethernet frame
+        eth = b"\x02" * 12 + struct.pack(">H", ip_type) + ip
+        payload, inner_type = b"\x00\x01\x01\x40" + b"\x00" * 4 + eth, 0x8847
     elif encap == "pppoe":  # RFC 2516 session header, then the PPP protocol
         ppp = draw(st.sampled_from([0x0057 if v6 else 0x0021, 0xC021]))
         payload, inner_type = struct.pack(">BBHHH", 0x11, 0, 1, len(ip) + 2, ppp) + ip, 0x8864
+    elif encap == "llc":  # 802.3 length, LLC/SNAP
+        oui = draw(st.sampled_from([b"\x00\x00\x00", b"\x00\x00\xf8", b"\x00\x00\x0c"]))
+        payload = b"\xaa\xaa\x03" + oui + struct.pack(">H", ip_type) + ip
+        inner_type = draw(st.sampled_from([len(payload), 0x05DC, 0x0500]))
+    elif encap == "link":
+        inner_type, head = LINK_WRAPS[draw(st.sampled_from(sorted(LINK_WRAPS)))]
+        payload = head + struct.pack(">H", ip_type) + ip
     elif encap == "other":
         inner_type = draw(st.sampled_from([0x0806, 0x88CC, 0]))
     # 802.1Q/802.1ad tags: the outer type is the first TPID, each tag names the next type
@@ -476,16 +594,23 @@ def frames(draw: st.DrawFn) -> tuple[int, bytes]:
     tags = b"".join(struct.pack(">HH", draw(st.integers(0, 0xFFFF)), t) for t in types[1:])
     ethertype = struct.pack(">H", types[0])
     family = draw(st.sampled_from([10 if v6 else 2, 24, 28, 30, 23, 7]))
+    ppp = struct.pack(">H", 0x0057 if v6 else draw(st.sampled_from([0x0021, 0xC021])))
+    snap = b"\xaa\xaa\x03\x00\x00\x00" + struct.pack(">H", ip_type)
     headers = {
         1: b"\x00" * 12 + ethertype + tags,
         113: b"\x00" * 14 + ethertype + tags,
         276: ethertype + b"\x00" * 18 + tags,
         242: b"\x00" * 40 + ethertype + b"\x00\x00" + tags,
+        104: b"\x0f\x00" + ethertype + tags,
         0: struct.pack(draw(st.sampled_from(["<I", ">I"])), family),
         108: struct.pack(">I", family),
+        9: draw(st.sampled_from([b"\xff\x03", b""])) + ppp,
+        50: b"\xff\x03" + ppp,
+        10: b"\x50" + b"\x02" * 12 + snap,
+        100: snap,
     }
     lt = draw(st.sampled_from(LINK_TYPES))
-    body = payload if lt in (1, 113, 276, 242) else ip
+    body = payload if lt in (1, 113, 276, 242, 104) else ip
     return lt, headers.get(lt, b"") + body
 
 
@@ -516,7 +641,7 @@ def decode_cases(draw: st.DrawFn, max_frames: int = 8) -> tuple:
         )
     buf64 = buf[: buf.size // 8 * 8].view(np.uint64)
     frags = empty_fragments(draw(st.sampled_from([0, 1, 16])))
-    counters = np.zeros(4, np.int64)
+    counters = np.zeros(tcpweave.decode._kernels.N_COUNTERS, np.int64)
     file_index, frame_base = draw(st.sampled_from([(0, 0), (3, 1000)]))
     row0 = draw(st.sampled_from([0, 2]))  # a later chunk of the same table starts further down
     return (
@@ -593,7 +718,7 @@ def test_corpus_kernels_match_reference(path: Any) -> None:
             0,
             np.zeros(n, np.uint8),
             empty_fragments(max(16, n)),
-            np.zeros(4, np.int64),
+            np.zeros(tcpweave.decode._kernels.N_COUNTERS, np.int64),
         )
         _decode_both(args)
     finally:

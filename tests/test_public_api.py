@@ -30,6 +30,7 @@ PINNED = [
     "Delimited",
     "Direction",
     "Dns",
+    "Encapsulation",
     "ExtractSummary",
     "Fate",
     "FixedSize",

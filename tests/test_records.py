@@ -158,3 +158,28 @@ def test_every_csv_writes_booleans_and_line_ends_alike(tmp_path: Path) -> None:
 def test_table_for_people_gives_iso_utc(tmp_path: Path) -> None:
     text = _run("streams", str(_capture(tmp_path)))
     assert "2023-11-14T22:13:20.000000Z" in text  # 1,700,000,000 s after the epoch
+
+
+def test_packet_table_arrow_types_are_the_csv_values(tmp_path: Path) -> None:
+    """timestamp[ns, UTC] and the checksum states as dictionary strings, equal to what the
+    CSV says, in packets.parquet too (issue 15.2)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s = Session().handshake()
+    s.c(0, b"abcd", checksum="bad")
+    s.s(0, b"ok")
+    path = s.write(tmp_path / "p.pcap")
+    out = tmp_path / "p.parquet"
+    runner = CliRunner()
+    assert runner.invoke(app, ["packets", str(path), "--parquet", str(out)]).exit_code == 0
+    table = pq.read_table(out)
+    assert table.schema.field("ts_ns").type == pa.timestamp("ns", tz="UTC")
+    for name in ("ip_checksum", "tcp_checksum"):
+        assert pa.types.is_dictionary(table.schema.field(name).type)
+    text = runner.invoke(app, ["packets", str(path), "--format", "csv"]).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert table.column("tcp_checksum").to_pylist() == [r["tcp_checksum"] for r in rows]
+    assert "bad" in table.column("tcp_checksum").to_pylist()
+    ns = table.column("ts_ns").cast(pa.int64()).to_pylist()
+    assert ns == [int(r["ts_ns"]) for r in rows]

@@ -8,9 +8,9 @@ Three sources of truth:
 * live tshark on crafted port-reuse captures (tests/sessions.py), one per rule of
   docs/wireshark-tcp-stream.md.
 
-Expected differences are named with their reason: TCP inside tunnels (tcpweave does
-not decapsulate them) and TCP headers quoted in ICMP errors (tshark gives them a
-tcp.stream; for tcpweave they are not TCP packets).
+Expected differences are named with their reason: TCP inside tunnels tcpweave does not
+open (none in the corpus today) and TCP headers quoted in ICMP errors (tshark gives them
+a tcp.stream; for tcpweave they are not TCP packets).
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ TSHARK = shutil.which("tshark")
 EXPECTED_DIR = CORPUS / "expected_tshark"
 
 #: captures whose TCP packets all ride in a tunnel tcpweave does not open (reason)
-TUNNELED = {
-    "tcpdump/geneve.pcap": "TCP inside Geneve (UDP 6081): tcpweave does not decapsulate tunnels",
-}
+TUNNELED: dict[str, str] = {}
 
 
 def _tsv_for(path: Path) -> Path:
@@ -91,13 +89,15 @@ def test_every_stored_tsv_has_its_capture() -> None:
     assert sorted(p.name for p in EXPECTED_DIR.glob("*.streams.tsv") if p.name not in known) == []
 
 
-def test_tunnel_exception_is_real() -> None:
-    """The geneve capture's TCP rows in tshark are all tunnelled: tcpweave sees no TCP."""
+def test_tunnelled_tcp_is_numbered_like_tshark() -> None:
+    """The geneve capture's TCP rides in Geneve (UDP 6081, RFC 8926): tcpweave opens it and
+    numbers its streams as tshark does."""
     path = CORPUS / "tcpdump/geneve.pcap"
     if not path.is_file():
         pytest.skip(NO_CORPUS)
-    assert _parse(_tsv_for(path).read_text())
-    assert _ours(path) == {}
+    theirs = _parse(_tsv_for(path).read_text())
+    assert theirs
+    assert _ours(path) == {frame: stream for frame, (stream, _) in theirs.items()}
 
 
 # --------------------------------------------------------------------------- live tshark

@@ -53,15 +53,21 @@ class Row:
     tcp_checksum: str
 
 
-#: protocols that carry whole packets inside UDP or GRE; tcpweave reads the outer packet only
-TUNNELS = frozenset({"geneve", "vxlan", "gre", "l2tp", "gtp", "teredo", "erspan", "nsh"})
+#: tunnels that tshark opens and tcpweave does not (docs/encapsulations.md): TCP inside them
+#: is not a TCP packet for tcpweave
+TUNNELS_NOT_OPENED = frozenset({"l2tp", "nsh", "capwap", "openvpn", "wg"})
+
+
+def _unopened_tunnel(before_tcp: list[str]) -> bool:
+    """Whether the layers before TCP pass through a tunnel tcpweave does not open."""
+    return bool(TUNNELS_NOT_OPENED.intersection(before_tcp))
 
 
 def tshark_rows(path: Path) -> tuple[list[Row], dict[int, str]]:
     """tshark's TCP rows, and the frames it shows as TCP that tcpweave must not (with why).
 
     Skipped: a TCP header quoted inside an ICMP error (not a TCP packet), and
-    TCP inside a tunnel (tcpweave does not decapsulate tunnels).
+    TCP inside a tunnel tcpweave does not open.
     """
     assert TSHARK is not None
     cmd = [
@@ -96,8 +102,10 @@ def tshark_rows(path: Path) -> tuple[list[Row], dict[int, str]]:
         if "icmp" in before_tcp or "icmpv6" in before_tcp:
             skipped[frame] = "TCP header quoted in an ICMP error"
             continue
-        if TUNNELS.intersection(before_tcp):
-            skipped[frame] = "TCP inside a tunnel (" + ":".join(before_tcp) + ")"
+        if _unopened_tunnel(before_tcp):
+            skipped[frame] = (
+                "TCP inside a tunnel tcpweave does not open (" + ":".join(before_tcp) + ")"
+            )
             continue
         family = next(x for x in reversed(before_tcp) if x in ("ip", "ipv6"))
         nth = before_tcp.count(family) - 1  # the IP layer that directly carries the TCP

@@ -18,6 +18,7 @@ __all__ = [
     "ChecksumMode",
     "Close",
     "ConnState",
+    "Encapsulation",
     "Fate",
     "FollowMode",
     "GapReason",
@@ -54,6 +55,55 @@ class LinkType(IntEnum):
     # DLT_RAW values that some platforms write in place of LINKTYPE_RAW
     DLT_RAW_12 = 12
     DLT_RAW_14 = 14
+    PPP = 9
+    FDDI = 10
+    PPP_HDLC = 50
+    ATM_RFC1483 = 100
+    C_HDLC = 104
+
+
+class Encapsulation(IntEnum):
+    """Encapsulations the decoder opens (docs/encapsulations.md).
+
+    The IP tunnels (IPIP to ERSPAN) are the values of the packet table's ``tunnel`` column;
+    every kind is counted in ``DecodeStats.encapsulations``.
+    """
+
+    NONE = 0
+    IPIP = 1  # IPv4/IPv6 in IPv4/IPv6 (RFC 2003, RFC 4213, RFC 2473)
+    GRE = 2  # RFC 2784, RFC 2890
+    VXLAN = 3  # RFC 7348
+    GENEVE = 4  # RFC 8926
+    GTPU = 5  # 3GPP TS 29.281
+    TEREDO = 6  # RFC 4380
+    AYIYA = 7  # draft-massar-v6ops-ayiya
+    ERSPAN = 8  # draft-foschiano-erspan, over GRE
+    PBB = 9  # IEEE 802.1ah
+    FABRICPATH = 10  # Cisco FabricPath
+    VNTAG = 11  # Cisco VN-Tag
+    ETAG = 12  # IEEE 802.1BR
+    EOMPLS = 13  # Ethernet over MPLS with a control word (RFC 4448)
+    LLC_SNAP = 14  # IEEE 802.2 LLC with SNAP (RFC 1042)
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @property
+    def is_tunnel(self) -> bool:
+        """An IP tunnel: it has outer addresses and keys flows."""
+        return Encapsulation.IPIP <= self <= Encapsulation.ERSPAN
+
+    @property
+    def id_keys_flows(self) -> bool:
+        """Whether the tunnel id is the same both ways, and so part of a flow's key.
+
+        A VXLAN VNI names the segment both ends are on (RFC 7348 §4) and an ERSPAN session
+        id the mirror session. A Geneve VNI may differ per direction (RFC 8926 does not tie
+        them; tcpdump's geneve.pcap has 0xa one way and 0xb back), a GRE key is chosen for
+        its receiver (RFC 2890 §2.1; Linux's ikey/okey), and a GTP-U TEID names the
+        receiving endpoint (3GPP TS 29.281 §5.1): those are kept per packet only.
+        """
+        return self in (Encapsulation.VXLAN, Encapsulation.ERSPAN)
 
 
 class Fate(IntEnum):

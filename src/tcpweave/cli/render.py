@@ -19,12 +19,20 @@ from rich.table import Table
 
 import tcpweave
 from tcpweave.cli.guard import note_damage, verbosity
-from tcpweave.decode.table import PACKET_COLUMNS, flag_string, format_address
+from tcpweave.decode.table import (
+    PACKET_COLUMNS,
+    flag_string,
+    format_address,
+    format_tunnel_address,
+)
 
 _MAX_ERRORS_SHOWN = 20
 
 
 PACKET_FIELDS = [name for name, _, _ in PACKET_COLUMNS] + ["stream", "session", "direction"]
+_ADDRESSES = ("src", "dst", "tunnel_src", "tunnel_dst")
+#: packet columns read as Python values (the addresses' bytes, the checksum states' names)
+_STRINGS = (*_ADDRESSES, "ip_checksum", "tcp_checksum")
 
 
 def limited(windows: Iterable[pa.Table], limit: int | None) -> Iterator[pa.Table]:
@@ -43,15 +51,20 @@ def _rows(windows: Iterable[pa.Table]) -> Iterator[dict[str, Any]]:
     """Packet rows as plain values: addresses printed, enums as their strings."""
     for window in windows:
         cols = {name: window.column(name).to_numpy(zero_copy_only=False) for name in PACKET_FIELDS
-                if name not in ("src", "dst")}  # fmt: skip
-        raw = {name: window.column(name).to_pylist() for name in ("src", "dst")}
+                if name not in (*_STRINGS, "ts_ns")}  # fmt: skip
+        cols["ts_ns"] = window.column("ts_ns").cast(pa.int64()).to_numpy()
+        raw = {name: window.column(name).to_pylist() for name in _STRINGS}
         for i in range(len(window)):
             row: dict[str, Any] = {name: values[i].item() for name, values in cols.items()}
             version = row["ip_version"]
             row["src"] = format_address(np.frombuffer(raw["src"][i], np.uint8), version)
             row["dst"] = format_address(np.frombuffer(raw["dst"][i], np.uint8), version)
-            row["ip_checksum"] = str(tcpweave.Checksum(row["ip_checksum"]))
-            row["tcp_checksum"] = str(tcpweave.Checksum(row["tcp_checksum"]))
+            tunnel = tcpweave.Encapsulation(row["tunnel"])
+            row["tunnel"] = str(tunnel) if tunnel else ""
+            for name in ("tunnel_src", "tunnel_dst"):
+                row[name] = format_tunnel_address(raw[name][i]) if tunnel else ""
+            row["ip_checksum"] = raw["ip_checksum"][i]  # the states' names (dictionary)
+            row["tcp_checksum"] = raw["tcp_checksum"][i]
             row["direction"] = "c2s" if row["direction"] == 0 else "s2c"
             yield {name: row[name] for name in PACKET_FIELDS}
 
@@ -169,6 +182,8 @@ def stats_summary(s: Any, files: int) -> Table:
         ("bytes skipped (damaged input)", s.skipped_bytes),
     ):
         table.add_row(label, f"{value:,}")
+    for name, count in s.encapsulations.items():
+        table.add_row(f"frames through {name}", f"{count:,}")
     for lt, count in sorted(s.unknown_link_types.items()):
         table.add_row(f"unknown link type {lt}", f"{count:,}")
     return table

@@ -1,4 +1,4 @@
-"""decode/: records -> packet table (link, IPv4/IPv6, fragments, TCP, checksums).
+"""decode/: records -> packet table (link, tunnels, IPv4/IPv6, fragments, TCP, checksums).
 
 ``decode`` runs the decode kernel over each source's record index, hands IP
 fragments to the reassembler, decodes the rebuilt datagrams with the same
@@ -27,8 +27,9 @@ from tcpweave.decode.table import (
     concat_packets,
     empty_packets,
     take_packets,
+    zero_tunnel_details,
 )
-from tcpweave.enums import Checksum
+from tcpweave.enums import Checksum, Encapsulation
 
 __all__ = [
     "DecodeStats",
@@ -83,6 +84,9 @@ class DecodeStats:
     truncated_headers: int = 0  # frames cut short before the TCP header ended
     ip_length_beyond_frame: int = 0
     filtered: int = 0  # records a BPF filter rejected (not packets of the capture)
+    #: frames that went through each encapsulation (``str(Encapsulation)`` -> count), only
+    #: those met; a frame with nested tunnels counts once for each
+    encapsulations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,6 +178,7 @@ class _Spill:
             chunk = take_packets(self.cols, slice(0, self.n))
             _tally(self.stats, chunk)
             self.sink(chunk, self.buffer)
+            zero_tunnel_details(self.cols, self.n)  # the columns are decoded into again
         self.n = 0
 
 
@@ -408,3 +413,7 @@ def _finish_stats(stats: DecodeStats, reasm: Reassembly, counters: np.ndarray) -
     stats.fragment_conflicts = reasm.conflicts
     stats.fragments_dropped = reasm.dropped
     stats.ip_length_beyond_frame = int(counters[k.C_IP_LEN_BEYOND_FRAME])
+    for kind in Encapsulation:
+        n = int(counters[k.C_ENCAP + kind])
+        if n:
+            stats.encapsulations[str(kind)] = n

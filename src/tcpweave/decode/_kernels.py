@@ -1,7 +1,11 @@
 """Kernels that decode frames into packet-table rows.
 
 One pass per record: link header -> IPv4/IPv6 (with extension headers) -> TCP,
-verifying the IPv4 header checksum and the TCP checksum on the way. IP
+verifying the IPv4 header checksum and the TCP checksum on the way. An IP packet
+that is not TCP but a tunnel (IP-in-IP, GRE, a UDP tunnel port) is opened and the
+walk starts again from the inner header, at most MAX_TUNNEL_DEPTH times; the
+innermost tunnel goes to the row's tunnel columns (rules: docs/encapsulations.md).
+Untunnelled TCP never enters that loop a second time. IP
 fragments are not decoded here: their header fields are written to the
 fragment columns for ``fragments.reassemble``, and the rebuilt datagrams come
 back through the same kernel as raw-IP records.
@@ -38,6 +42,36 @@ LT_IPV4 = 228
 LT_IPV6 = 229
 LT_LINUX_SLL2 = 276
 LT_IPOIB = 242  # IP over InfiniBand (RFC 4391): 20-byte dst and src addresses, type, reserved
+LT_PPP = 9
+LT_FDDI = 10
+LT_PPP_HDLC = 50
+LT_ATM_RFC1483 = 100
+LT_C_HDLC = 104
+
+# encapsulations (tcpweave.enums.Encapsulation; the rules: docs/encapsulations.md). The IP
+# tunnels (E_IPIP..E_ERSPAN) fill the packet table's tunnel columns; the link-layer ones
+# are only counted. counters[C_ENCAP + kind] counts the frames that passed through each.
+E_NONE = 0
+E_IPIP = 1
+E_GRE = 2
+E_VXLAN = 3
+E_GENEVE = 4
+E_GTPU = 5
+E_TEREDO = 6
+E_AYIYA = 7
+E_ERSPAN = 8
+E_PBB = 9
+E_FABRICPATH = 10
+E_VNTAG = 11
+E_ETAG = 12
+E_EOMPLS = 13
+E_LLC_SNAP = 14
+N_ENCAP = 16
+# nested encapsulations opened per frame at most (a bound on hostile input)
+MAX_TUNNEL_DEPTH = 8
+
+# pseudo-EtherType: "a whole Ethernet frame follows" (RFC 1701's transparent bridging)
+ETH_TEB = 0x6558
 
 # checksum states (tcpweave.enums.Checksum)
 CK_UNKNOWN = 0
@@ -50,7 +84,8 @@ PREFETCH_RECORDS = 8
 
 # counters
 C_IP_LEN_BEYOND_FRAME = 0  # IP claims more bytes than the frame carried on the wire
-N_COUNTERS = 4
+C_ENCAP = 4  # counters[C_ENCAP + E_*]: frames that went through that encapsulation
+N_COUNTERS = C_ENCAP + N_ENCAP
 
 _U64_LOW32 = np.uint64(0xFFFFFFFF)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -118,41 +153,96 @@ def ocsum(buf, buf64, start, length):  # type: ignore[no-untyped-def]
 
 @helper
 def _ethertype_to_l3(buf, pos, end, ethertype):  # type: ignore[no-untyped-def]
-    """Skip VLAN tags, MPLS labels and PPPoE; return (ip version or 0, offset of the IP header)."""
+    """Follow link-layer headers from ``ethertype`` at ``pos`` to IP.
+
+    Returns (ip version, offset of the IP header, link encapsulations met as a bit mask of
+    1 << E_*); version 0 means not IP, -1 a header cut short. Each step moves ``pos`` on, so
+    the walk ends. The rules and their sources: docs/encapsulations.md.
+    """
+    seen = 0
     while True:
         if ethertype == 0x0800:
-            return 4, pos
+            return 4, pos, seen
         if ethertype == 0x86DD:
-            return 6, pos
+            return 6, pos, seen
         if ethertype == 0x8100 or ethertype == 0x88A8 or ethertype == 0x9100 or ethertype == 0x9200:
             if pos + 4 > end:  # 802.1Q / 802.1ad tag: TCI then the inner type
-                return -1, pos
+                return -1, pos, seen
             ethertype = u16be(buf, pos + 2)
             pos += 4
+        elif ethertype == ETH_TEB:  # a whole Ethernet frame: DA, SA, type
+            if pos + 14 > end:
+                return -1, pos, seen
+            ethertype = u16be(buf, pos + 12)
+            pos += 14
         elif ethertype == 0x8847 or ethertype == 0x8848:
             while True:  # MPLS label stack (RFC 3032) until the bottom-of-stack bit
                 if pos + 4 > end:
-                    return -1, pos
+                    return -1, pos, seen
                 bottom = buf[pos + 2] & 1
                 pos += 4
                 if bottom:
                     break
             if pos >= end:
-                return -1, pos
-            nibble = buf[pos] >> 4  # no type field after MPLS: guess from the IP version nibble
-            return (nibble, pos) if nibble == 4 or nibble == 6 else (0, pos)
+                return -1, pos, seen
+            nibble = buf[pos] >> 4  # no type field after MPLS: guess from the first nibble
+            if nibble == 4 or nibble == 6:
+                return nibble, pos, seen
+            if nibble != 0:
+                return 0, pos, seen
+            seen |= 1 << E_EOMPLS  # RFC 4448 §4.6 control word (first nibble 0), then Ethernet
+            ethertype = ETH_TEB
+            pos += 4
         elif ethertype == 0x8864:
             if pos + 8 > end:  # PPPoE session (RFC 2516) carrying PPP
-                return -1, pos
+                return -1, pos, seen
             proto = u16be(buf, pos + 6)
             pos += 8
             if proto == 0x0021:
-                return 4, pos
+                return 4, pos, seen
             if proto == 0x0057:
-                return 6, pos
-            return 0, pos
+                return 6, pos, seen
+            return 0, pos, seen
+        elif ethertype < 0x0600:  # an 802.3 length: IEEE 802.2 LLC follows
+            if pos + 8 > end:
+                return -1, pos, seen
+            if buf[pos] != 0xAA or buf[pos + 1] != 0xAA or buf[pos + 2] != 0x03:
+                return 0, pos, seen
+            if (
+                buf[pos + 3] != 0
+                or buf[pos + 4] != 0
+                or (buf[pos + 5] != 0 and buf[pos + 5] != 0xF8)
+            ):
+                return 0, pos, seen  # SNAP with OUI 0 (RFC 1042) or 00-00-F8 (802.1H) only
+            seen |= 1 << E_LLC_SNAP
+            ethertype = u16be(buf, pos + 6)
+            pos += 8
+        elif ethertype == 0x88E7:  # 802.1ah I-TAG: flags and I-SID (4), C-DA, C-SA, type
+            if pos + 18 > end:
+                return -1, pos, seen
+            seen |= 1 << E_PBB
+            ethertype = u16be(buf, pos + 16)
+            pos += 18
+        elif ethertype == 0x8926:  # VN-Tag: 4 bytes, then the type
+            if pos + 6 > end:
+                return -1, pos, seen
+            seen |= 1 << E_VNTAG
+            ethertype = u16be(buf, pos + 4)
+            pos += 6
+        elif ethertype == 0x893F:  # 802.1BR E-TAG: 6 bytes, then the type
+            if pos + 8 > end:
+                return -1, pos, seen
+            seen |= 1 << E_ETAG
+            ethertype = u16be(buf, pos + 6)
+            pos += 8
+        elif ethertype == 0x8903:  # FabricPath tag (FTag, TTL), then the classical frame
+            if pos + 16 > end:
+                return -1, pos, seen
+            seen |= 1 << E_FABRICPATH
+            ethertype = u16be(buf, pos + 14)
+            pos += 16
         else:
-            return 0, pos
+            return 0, pos, seen
 
 
 @helper
@@ -169,44 +259,72 @@ def _null_family_to_version(family):  # type: ignore[no-untyped-def]
 
 @helper
 def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
-    """(ip version, IP header offset).
+    """(ip version, IP header offset, link encapsulations met as 1 << E_* bits).
 
     Version 0 means not IP, -1 a link header cut short, -2 an unknown link type.
     """
     end = off + caplen
     if linktype == LT_ETHERNET:
         if caplen < 14:
-            return -1, off
+            return -1, off, 0
         return _ethertype_to_l3(buf, off + 14, end, u16be(buf, off + 12))
     if linktype == LT_RAW or linktype == 12 or linktype == 14:
         if caplen < 1:
-            return -1, off
+            return -1, off, 0
         v = buf[off] >> 4
-        return (v, off) if v == 4 or v == 6 else (0, off)
+        return (v, off, 0) if v == 4 or v == 6 else (0, off, 0)
     if linktype == LT_IPV4:
-        return 4, off
+        return 4, off, 0
     if linktype == LT_IPV6:
-        return 6, off
+        return 6, off, 0
     if linktype == LT_LINUX_SLL:
         if caplen < 16:
-            return -1, off
+            return -1, off, 0
         return _ethertype_to_l3(buf, off + 16, end, u16be(buf, off + 14))
     if linktype == LT_LINUX_SLL2:
         if caplen < 20:
-            return -1, off
+            return -1, off, 0
         return _ethertype_to_l3(buf, off + 20, end, u16be(buf, off))
     if linktype == LT_IPOIB:
         if caplen < 44:
-            return -1, off
+            return -1, off, 0
         return _ethertype_to_l3(buf, off + 44, end, u16be(buf, off + 40))
     if linktype == LT_NULL or linktype == LT_LOOP:
         if caplen < 4:
-            return -1, off
+            return -1, off, 0
         family = u32be(buf, off)
         if linktype == LT_NULL and family & 0xFFFF0000:
             family = u32le(buf, off)  # DLT_NULL is in the capturing host's byte order
-        return _null_family_to_version(family), off + 4
-    return -2, off
+        return _null_family_to_version(family), off + 4, 0
+    return _other_link_to_l3(buf, off, end, linktype)
+
+
+@helper
+def _other_link_to_l3(buf, off, end, linktype):  # type: ignore[no-untyped-def]
+    """The rarer link types: FDDI, LLC/SNAP over ATM, PPP, Cisco HDLC (docs/encapsulations.md)."""
+    if linktype == LT_FDDI:  # frame control, destination, source (13 bytes), then LLC
+        if off + 13 > end:
+            return -1, off, 0
+        return _ethertype_to_l3(buf, off + 13, end, 0)  # type 0: "802.2 LLC follows"
+    if linktype == LT_ATM_RFC1483:  # RFC 2684 LLC encapsulation
+        return _ethertype_to_l3(buf, off, end, 0)
+    if linktype == LT_C_HDLC:  # address, control, then an EtherType
+        if off + 4 > end:
+            return -1, off, 0
+        return _ethertype_to_l3(buf, off + 4, end, u16be(buf, off + 2))
+    if linktype == LT_PPP or linktype == LT_PPP_HDLC:
+        p = off
+        if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
+            p += 2  # RFC 1662 §3.1 address and control fields
+        if p + 2 > end:
+            return -1, off, 0
+        proto = u16be(buf, p)  # RFC 1661 §2: 0x0021 IPv4, 0x0057 IPv6
+        if proto == 0x0021:
+            return 4, p + 2, 0
+        if proto == 0x0057:
+            return 6, p + 2, 0
+        return 0, p + 2, 0
+    return -2, off, 0
 
 
 @helper
@@ -222,6 +340,14 @@ def _put_address(col, row, buf, pos, version):  # type: ignore[no-untyped-def]
     else:
         for i in range(16):
             col[row, i] = buf[pos + i]
+
+
+@helper
+def _count_links(counters, seen):  # type: ignore[no-untyped-def]
+    """Count each link-layer encapsulation whose bit (1 << E_*) is set in ``seen``."""
+    for kind in range(N_ENCAP):
+        if seen >> kind & 1:
+            counters[C_ENCAP + kind] += 1
 
 
 @helper
@@ -481,12 +607,204 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
     return st, l4, l4_cap, l4_len, pseudo, CK_NONE, fo, more, nh, ident, pdst, beyond
 
 
+@helper
+def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
+    """GRE (RFC 2784 §2, RFC 2890 §2) and the ERSPAN it may carry: (kind, id, type, offset).
+
+    Type -1: cut short; kind 0: not one tcpweave opens (RFC 1701 routing, version > 1).
+    """
+    if pos + 4 > end:
+        return E_GRE, 0, -1, pos
+    flags = u16be(buf, pos)
+    proto = u16be(buf, pos + 2)
+    if flags & 0x4000 or flags & 0x0007 > 1:
+        return E_NONE, 0, 0, pos
+    if flags & 0x0007 == 1:
+        return _pptp_gre(buf, pos, end, flags, proto)
+    p = pos + 4
+    if flags & 0x8000:  # checksum and reserved1
+        p += 4
+    key = 0
+    if flags & 0x2000:  # RFC 2890 §2.1 key
+        if p + 4 > end:
+            return E_GRE, 0, -1, pos
+        key = u32be(buf, p)
+        p += 4
+    if flags & 0x1000:  # RFC 2890 §2.2 sequence number
+        p += 4
+    if p > end:
+        return E_GRE, key, -1, pos
+    if proto == 0x88BE:  # ERSPAN: type II has a sequence number and an 8-byte header
+        if not flags & 0x1000:
+            return E_ERSPAN, 0, ETH_TEB, p  # type I: the mirrored frame at once
+        if p + 8 > end:
+            return E_ERSPAN, 0, -1, p
+        return E_ERSPAN, u16be(buf, p + 2) & 0x3FF, ETH_TEB, p + 8
+    if proto == 0x22EB:  # ERSPAN type III: 12 bytes, 8 more when O (platform subheader)
+        if p + 12 > end:
+            return E_ERSPAN, 0, -1, p
+        hlen = 20 if buf[p + 11] & 1 else 12
+        return E_ERSPAN, u16be(buf, p + 2) & 0x3FF, ETH_TEB, p + hlen
+    return E_GRE, key, proto, p
+
+
+@helper
+def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
+    """PPTP's enhanced GRE (RFC 2637 §4.1): key (payload length, call id), sequence number
+    if S, acknowledgment number if A, then a PPP frame; (kind, call id, type, offset)."""
+    if proto != 0x880B or not flags & 0x2000:
+        return E_NONE, 0, 0, pos
+    p = pos + 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
+    if p > end:
+        return E_GRE, 0, -1, pos
+    call_id = u16be(buf, pos + 6)
+    if u16be(buf, pos + 4) == 0:  # payload length 0: an acknowledgment alone
+        return E_GRE, call_id, 0, p
+    etype, q = _ppp(buf, p, end)
+    return E_GRE, call_id, etype, q
+
+
+@helper
+def _ppp(buf, p, end):  # type: ignore[no-untyped-def]
+    """(EtherType of what a PPP frame at ``p`` carries, its offset): address and control
+    0xFF 0x03 if present (RFC 1662 §3.1), then the protocol, one byte when compressed
+    (RFC 1661 §6.5: an odd first byte). Type 0: not IP; -1: cut short."""
+    if p + 2 <= end and buf[p] == 0xFF and buf[p + 1] == 0x03:
+        p += 2
+    if p >= end:
+        return -1, p
+    if buf[p] & 1:
+        proto = np.int64(buf[p])
+        p += 1
+    else:
+        if p + 2 > end:
+            return -1, p
+        proto = u16be(buf, p)
+        p += 2
+    return (0x0800 if proto == 0x21 else (0x86DD if proto == 0x57 else 0)), p
+
+
+@helper
+def _nibble_type(buf, pos, end):  # type: ignore[no-untyped-def]
+    """The EtherType of an IP packet at ``pos`` told by its version nibble (0: not IP)."""
+    if pos >= end:
+        return -1
+    v = buf[pos] >> 4
+    return 0x0800 if v == 4 else (0x86DD if v == 6 else 0)
+
+
+@helper
+def _udp_tunnel(buf, pos, end, port):  # type: ignore[no-untyped-def]
+    """A tunnel on UDP ``port`` whose header starts at ``pos``: (kind, id, type, offset)."""
+    if port == 4789:  # VXLAN, RFC 7348 §5: flags, reserved, VNI (24 bits), reserved
+        if pos + 8 > end:
+            return E_VXLAN, 0, -1, pos
+        return E_VXLAN, u32be(buf, pos + 4) >> 8, ETH_TEB, pos + 8
+    if port == 4790:  # VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe): Next Protocol at byte 3
+        if pos + 8 > end:
+            return E_VXLAN, 0, -1, pos
+        return E_VXLAN, u32be(buf, pos + 4) >> 8, _gpe_type(buf[pos + 3]), pos + 8
+    if port == 6081:  # Geneve, RFC 8926 §3.4: Ver, Opt Len (4-byte units), Protocol Type, VNI
+        if pos + 8 > end:
+            return E_GENEVE, 0, -1, pos
+        return (
+            E_GENEVE,
+            u32be(buf, pos + 4) >> 8,
+            u16be(buf, pos + 2),
+            pos + 8 + (buf[pos] & 0x3F) * 4,
+        )
+    if port == 2152:  # GTP-U, 3GPP TS 29.281 §5.1
+        return _gtpu(buf, pos, end)
+    if port == 3544:  # Teredo, RFC 4380 §5.1.1: authentication, then origin indication
+        p = pos
+        if p + 4 <= end and u16be(buf, p) == 1:
+            p += 13 + buf[p + 2] + buf[p + 3]  # 4 + ID-len + AU-len + nonce 8 + confirmation 1
+        if p + 2 <= end and u16be(buf, p) == 0:
+            p += 8
+        return E_TEREDO, 0, _nibble_type(buf, p, end), p
+    if port == 5072:  # AYIYA: 8 bytes, identity (2^IdLen), signature (4 * SigLen)
+        if pos + 8 > end:
+            return E_AYIYA, 0, -1, pos
+        if buf[pos + 2] & 0x0F != 1:  # opcode 1 "forward" carries a packet
+            return E_AYIYA, 0, 0, pos
+        nh = buf[pos + 3]
+        p = pos + 8 + (1 << (buf[pos] >> 4)) + (buf[pos + 1] >> 4) * 4
+        return E_AYIYA, 0, 0x0800 if nh == 4 else (0x86DD if nh == 41 else 0), p
+    return E_NONE, 0, 0, pos
+
+
+@helper
+def _gpe_type(next_protocol):  # type: ignore[no-untyped-def]
+    """VXLAN-GPE Next Protocol as an EtherType: 1 IPv4, 2 IPv6, 3 Ethernet, 5 MPLS."""
+    if next_protocol == 1:
+        return 0x0800
+    if next_protocol == 2:
+        return 0x86DD
+    if next_protocol == 3:
+        return ETH_TEB
+    if next_protocol == 5:
+        return 0x8847
+    return 0
+
+
+@helper
+def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
+    """GTP-U (3GPP TS 29.281 §5.1-5.2): a G-PDU's T-PDU; (kind, TEID, type, offset)."""
+    if pos + 8 > end:
+        return E_GTPU, 0, -1, pos
+    flags = buf[pos]
+    teid = u32be(buf, pos + 4)
+    if flags >> 5 != 1 or not flags & 0x10 or buf[pos + 1] != 0xFF:
+        return E_GTPU, teid, 0, pos  # not version 1 GTP, or not a G-PDU (message type 255)
+    p = pos + 8
+    if flags & 0x07:  # E, S or PN: sequence number, N-PDU number, next extension type
+        if p + 4 > end:
+            return E_GTPU, teid, -1, pos
+        nxt = buf[p + 3] if flags & 0x04 else 0
+        p += 4
+        while nxt != 0:  # §5.2: Length in 4-octet units, ..., Next Extension Header Type
+            if p >= end or buf[p] == 0:
+                return E_GTPU, teid, -1, pos
+            p += buf[p] * 4
+            if p > end:
+                return E_GTPU, teid, -1, pos
+            nxt = buf[p - 1]
+    return E_GTPU, teid, _nibble_type(buf, p, end), p
+
+
+@helper
+def _decap(buf, proto, pos, end):  # type: ignore[no-untyped-def]
+    """What a non-TCP IP payload at ``pos`` carries: (kind, id, EtherType, offset).
+
+    Kind 0: no tunnel; type -1: its header was cut short; type 0: not an IP packet.
+    """
+    if proto == 4:  # IPv4 in IP (RFC 2003)
+        return E_IPIP, 0, 0x0800, pos
+    if proto == 41:  # IPv6 in IP (RFC 4213 §3, RFC 2473)
+        return E_IPIP, 0, 0x86DD, pos
+    if proto == 47:
+        return _gre(buf, pos, end)
+    if proto == 17 and pos + 8 <= end:
+        # Wireshark tries the lower port's dissector first, then the higher's (packet-udp.c)
+        sport = u16be(buf, pos)
+        dport = u16be(buf, pos + 2)
+        low = min(sport, dport)
+        kind, ident, etype, p = _udp_tunnel(buf, pos + 8, end, low)
+        if kind == E_NONE:
+            kind, ident, etype, p = _udp_tunnel(buf, pos + 8, end, max(sport, dport))
+        return kind, ident, etype, p
+    return E_NONE, 0, 0, pos
+
+
 @kernel
 def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, frags, counters):  # type: ignore[no-untyped-def]
     """Decode records of one source: TCP rows into ``out`` from ``row0``, fragments to ``frags``.
 
     ``status[i]`` receives the record's S_* code. Returns the row after the last one written
-    (``out`` must have room for one row per record).
+    (``out`` must have room for one row per record). ``tunnel_id``, ``tunnel_src`` and
+    ``tunnel_dst`` are written for tunnelled rows only: the caller hands them zeroed
+    (``empty_packets`` zeroes them, a reused table re-zeroes what it used), which spares
+    every untunnelled row 36 bytes of stores.
     (Helpers return tuples and only this body touches ``out``: handing a tuple of
     thirty arrays to a helper per packet costs a reference count per array.)
     """
@@ -496,7 +814,9 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
         if i + PREFETCH_RECORDS < n:
             prefetch(buf, rec.offset[i + PREFETCH_RECORDS] + 12)
         off = rec.offset[i]
-        version, l3 = link_to_l3(buf, off, rec.caplen[i], rec.linktype[i])
+        version, l3, seen = link_to_l3(buf, off, rec.caplen[i], rec.linktype[i])
+        if seen:
+            _count_links(counters, seen)
         if version <= 0:
             status[i] = (
                 S_UNKNOWN_LINK
@@ -504,10 +824,37 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
                 else (S_TRUNCATED_HEADER if version == -1 else S_NON_IP)
             )
             continue
-        st, l4, l4_cap, l4_len, pseudo, ip_ck, fo, more, proto, ident, pdst, beyond = _parse_ip(
-            buf, buf64, version, l3, off + rec.caplen[i], off + rec.wirelen[i]
-        )
-        counters[C_IP_LEN_BEYOND_FRAME] += beyond
+        cap_end = off + rec.caplen[i]
+        wire_end = off + rec.wirelen[i]
+        # the innermost IP tunnel met: kind, id, version and offset of its outer IP header
+        t_kind = E_NONE
+        t_id = np.int64(0)
+        t_version = 0
+        t_l3 = l3
+        for _depth in range(MAX_TUNNEL_DEPTH):
+            st, l4, l4_cap, l4_len, pseudo, ip_ck, fo, more, proto, ident, pdst, beyond = _parse_ip(
+                buf, buf64, version, l3, cap_end, wire_end
+            )
+            counters[C_IP_LEN_BEYOND_FRAME] += beyond
+            if st != S_NON_TCP:
+                break
+            kind, t_ident, etype, pos = _decap(buf, proto, l4, l4 + l4_cap)
+            if kind == E_NONE:
+                break
+            counters[C_ENCAP + kind] += 1
+            t_kind, t_id, t_version, t_l3 = kind, t_ident, version, l3
+            # the inner packet ends where the outer payload does
+            cap_end = l4 + l4_cap
+            wire_end = l4 + l4_len
+            if etype <= 0:
+                st = S_TRUNCATED_HEADER if etype < 0 else S_NON_TCP
+                break
+            version, l3, seen = _ethertype_to_l3(buf, pos, cap_end, etype)
+            if seen:
+                _count_links(counters, seen)
+            if version <= 0:
+                st = S_TRUNCATED_HEADER if version < 0 else S_NON_TCP
+                break
         if st == S_FRAGMENT:
             _store_fragment(
                 frags,
@@ -567,5 +914,12 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
         out.ts_present[row] = tsp
         out.ts_val[row] = tsv
         out.ts_ecr[row] = tse
+        out.tunnel[row] = t_kind
+        if t_kind != E_NONE:  # the other tunnel columns come zeroed (see the docstring)
+            out.tunnel_id[row] = t_id
+            src_at = t_l3 + 12 if t_version == 4 else t_l3 + 8
+            dst_at = t_l3 + 16 if t_version == 4 else t_l3 + 24
+            _put_address(out.tunnel_src, row, buf, src_at, t_version)
+            _put_address(out.tunnel_dst, row, buf, dst_at, t_version)
         row += 1
     return row

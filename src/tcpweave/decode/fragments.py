@@ -14,15 +14,19 @@ counted; when their bytes differ the overlap is also reported as a conflict
 (RFC 5722 tells IPv6 hosts to drop such datagrams; a forensic reader keeps and
 flags them instead). A datagram whose first fragment is older than 30 seconds
 (Linux's default ipfrag_time) is abandoned, as is the oldest pending datagram
-when more than MAX_PENDING_FRAGMENTS fragments wait: pending state holds only
-offsets, so memory stays bounded whatever the input.
+when more than MAX_PENDING_FRAGMENTS fragments wait. Pending state is a few
+integers per fragment in flat arrays (no Python object per fragment or datagram),
+so memory stays bounded, and small, whatever the input.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import struct
 import tempfile
-from collections import OrderedDict, namedtuple
+from array import array
+from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,26 +68,6 @@ def empty_fragments(n: int) -> Any:
 
 
 @dataclass
-class _Piece:
-    frame: int
-    ts_ns: int
-    buf: np.ndarray
-    offset: int  # where the fragment's data starts in ``buf``
-    start: int  # fragment offset in the datagram
-    caplen: int
-    length: int
-
-
-@dataclass
-class _Pending:
-    first_ts_ns: int
-    pieces: list[_Piece] = field(default_factory=list)
-    end: int | None = None  # datagram payload length, known once the last fragment arrived
-    header: bytes = b""
-    version: int = 4
-
-
-@dataclass
 class Datagram:
     """A rebuilt datagram: where it sits in the spool and what the completing fragment said."""
 
@@ -112,87 +96,176 @@ def reassemble(parts: list[tuple[np.ndarray, Any]], workdir: str | None) -> Reas
     ``parts`` holds (source buffer, fragment columns) pairs.
     """
     result = Reassembly()
-    pending: OrderedDict[tuple[Any, ...], _Pending] = OrderedDict()
-    held = 0
-    for buf, frags in parts:
-        n = int(frags.count[0])
-        for k in range(n):
-            ts = int(frags.ts_ns[k])
-            key = (
-                int(frags.version[k]),
-                frags.src[k].tobytes(),
-                frags.dst[k].tobytes(),
-                int(frags.ident[k]),
-                int(frags.proto[k]),
-            )
-            held -= _expire(pending, ts, result)
-            entry = pending.get(key)
-            if entry is None:
-                entry = pending[key] = _Pending(ts, version=key[0])
-            piece = _Piece(
-                int(frags.frame[k]),
-                ts,
-                buf,
-                int(frags.data_offset[k]),
-                int(frags.frag_offset[k]),
-                int(frags.data_caplen[k]),
-                int(frags.data_len[k]),
-            )
-            entry.pieces.append(piece)
-            held += 1
-            if piece.start == 0:
-                h0 = int(frags.header_offset[k])
-                entry.header = buf[h0 : h0 + int(frags.header_len[k])].tobytes()
-            if not frags.more[k]:
-                entry.end = piece.start + piece.length
-            if _complete(entry):
-                del pending[key]
-                held -= len(entry.pieces)
-                _emit(entry, frags, k, result, workdir)
-            while held > MAX_PENDING_FRAGMENTS and pending:
-                _, old = pending.popitem(last=False)
-                held -= len(old.pieces)
-                result.dropped += len(old.pieces)
-    result.dropped += sum(len(e.pieces) for e in pending.values())
+    frags = _Fragments(parts)
+    if not frags.n:
+        return result
+    state = _Pending(frags.n, frags.key)
+    for p, (_, cols) in enumerate(parts):
+        first = frags.base[p]
+        for i in range(first, first + frags.counts[p]):
+            _expire(state, frags, i, result)
+            c = state.add(i)
+            start = frags.start[i]
+            if start == 0:  # the latest first fragment's header is the datagram's
+                state.header[c] = i if int(cols.header_len[i - first]) > 0 else -1
+            if not cols.more[i - first]:
+                state.end[c] = start + frags.length[i]
+            if _complete(state, frags, c):
+                state.close(c)
+                _emit(state, frags, c, i, result, workdir)
+            while state.held > MAX_PENDING_FRAGMENTS:
+                result.dropped += state.close(state.oldest(i + 1))
+    result.dropped += state.held
     return result
 
 
-def _expire(pending: OrderedDict[tuple[Any, ...], _Pending], now: int, result: Reassembly) -> int:
-    """Abandon datagrams whose first fragment is older than the timeout; returns pieces freed."""
-    freed = 0
-    while pending:
-        key, oldest = next(iter(pending.items()))
-        if now - oldest.first_ts_ns <= FRAGMENT_TIMEOUT_NS:
-            break
-        del pending[key]
-        freed += len(oldest.pieces)
-        result.dropped += len(oldest.pieces)
-    return freed
+class _Fragments:
+    """The fragments of all parts numbered in capture order, with the columns the pending
+    state reads on every fragment kept flat; ``key`` numbers the datagram each belongs to
+    (equal version, source, destination, identification and protocol)."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, Any]]) -> None:
+        self.parts = parts
+        self.counts = [int(cols.count[0]) for _, cols in parts]
+        self.base = [0, *itertools.accumulate(self.counts)]
+        self.n = self.base[-1]
+        used = [(cols, n) for (_, cols), n in zip(parts, self.counts, strict=True) if n]
+        self.ts = _flat(np.concatenate([c.ts_ns[:n] for c, n in used] or [_NONE]))
+        self.start = _flat(np.concatenate([c.frag_offset[:n] for c, n in used] or [_NONE]))
+        self.length = _flat(np.concatenate([c.data_len[:n] for c, n in used] or [_NONE]))
+        self.key = _flat(_key_ids([(c, n) for c, n in used]))
+
+    def at(self, i: int) -> tuple[np.ndarray, Any, int]:
+        """Source buffer, fragment columns and row of fragment ``i``."""
+        p = bisect.bisect_right(self.base, i) - 1
+        buf, cols = self.parts[p]
+        return buf, cols, i - self.base[p]
 
 
-def _complete(entry: _Pending) -> bool:
-    if entry.end is None or not entry.header:
+_NONE = np.zeros(0, np.int64)
+
+
+def _flat(values: np.ndarray) -> array[int]:
+    """An int64 array that Python indexes fast (plain ints, no numpy scalars)."""
+    out = array("q")
+    out.frombytes(values.astype(np.int64).tobytes())
+    return out
+
+
+def _key_ids(used: list[tuple[Any, int]]) -> np.ndarray:
+    """A number per fragment, equal for fragments of one datagram: equal version, source,
+    destination, identification and protocol (RFC 791 §3.2, RFC 8200 §4.5)."""
+    if not used:
+        return _NONE
+    words = [np.concatenate(col) for col in zip(*(_key_words(c, n) for c, n in used), strict=True)]
+    order = np.lexsort(words)
+    new = np.zeros(len(order), np.bool_)
+    new[0] = True
+    for word in words:
+        ordered = word[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    ids = np.empty(len(order), np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
+
+
+def _key_words(cols: Any, n: int) -> list[np.ndarray]:
+    """The key fields of ``n`` fragments as five 64-bit words each."""
+    src = np.ascontiguousarray(cols.src[:n]).view(np.uint64)
+    dst = np.ascontiguousarray(cols.dst[:n]).view(np.uint64)
+    rest = (
+        (cols.ident[:n].astype(np.uint64) << np.uint64(16))
+        | (cols.version[:n].astype(np.uint64) << np.uint64(8))
+        | cols.proto[:n].astype(np.uint64)
+    )  # IPv6 identifications are 32 bits
+    return [src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], rest]
+
+
+class _Pending:
+    """Datagrams still waiting for fragments, in arrays over fragment numbers: a datagram is
+    named by the fragment that opened it, so datagrams are ordered by age (what expiry and
+    eviction drop first) and the state is a few integers per fragment, whatever the input.
+    Its fragments form a list in arrival order (``head`` .. ``tail`` through ``next``)."""
+
+    def __init__(self, n: int, key: array[int]) -> None:
+        self.key = key
+        self.opened = array("q", [-1]) * (max(key) + 1)  # datagram open for a key, or -1
+        self.next = array("q", [-1]) * n
+        self.tail = array("q", [-1]) * n
+        self.pieces = array("q", [0]) * n
+        self.end = array("q", [-1]) * n  # payload length, once the last fragment arrived
+        self.header = array("q", [-1]) * n  # the latest fragment at offset 0
+        self.is_open = bytearray(n)
+        self.first_open = 0  # no datagram opened before this one is still open
+        self.held = 0  # fragments in open datagrams
+
+    def add(self, i: int) -> int:
+        """Fragment ``i`` joins its key's open datagram or opens one; returns the datagram."""
+        c = self.opened[self.key[i]]
+        if c < 0:
+            c = self.opened[self.key[i]] = i
+            self.is_open[c] = 1
+        else:
+            self.next[self.tail[c]] = i
+        self.tail[c] = i
+        self.pieces[c] += 1
+        self.held += 1
+        return c
+
+    def close(self, c: int) -> int:
+        """Close datagram ``c`` (completed or dropped); returns how many fragments it held."""
+        self.is_open[c] = 0
+        self.opened[self.key[c]] = -1
+        self.held -= self.pieces[c]
+        return self.pieces[c]
+
+    def oldest(self, limit: int) -> int:
+        """The oldest open datagram among those opened before fragment ``limit``, or -1."""
+        while self.first_open < limit and not self.is_open[self.first_open]:
+            self.first_open += 1
+        return self.first_open if self.first_open < limit else -1
+
+    def members(self, c: int) -> list[int]:
+        out = [c]
+        while self.next[out[-1]] >= 0 and out[-1] != self.tail[c]:
+            out.append(self.next[out[-1]])
+        return out
+
+
+def _expire(state: _Pending, frags: _Fragments, now_i: int, result: Reassembly) -> None:
+    """Abandon datagrams whose first fragment is older than the timeout, oldest first."""
+    now = frags.ts[now_i]
+    while (c := state.oldest(now_i)) >= 0 and now - frags.ts[c] > FRAGMENT_TIMEOUT_NS:
+        result.dropped += state.close(c)
+
+
+def _complete(state: _Pending, frags: _Fragments, c: int) -> bool:
+    if state.end[c] < 0 or state.header[c] < 0:
         return False
     covered = 0
-    for piece in sorted(entry.pieces, key=lambda p: p.start):
-        if piece.start > covered:
+    for i in sorted(state.members(c), key=lambda i: frags.start[i]):
+        if frags.start[i] > covered:
             return False
-        covered = max(covered, piece.start + piece.length)
-    return covered >= entry.end
+        covered = max(covered, frags.start[i] + frags.length[i])
+    return covered >= state.end[c]
 
 
-def _emit(entry: _Pending, frags: Any, k: int, result: Reassembly, workdir: str | None) -> None:
-    assert entry.end is not None
-    end = min(entry.end, MAX_DATAGRAM)
+def _emit(
+    state: _Pending, frags: _Fragments, c: int, last: int, result: Reassembly,
+    workdir: str | None,
+) -> None:  # fmt: skip
+    end = min(state.end[c], MAX_DATAGRAM)
     data = bytearray(end)
     have = np.zeros(end, np.bool_)
     captured = np.zeros(end, np.bool_)
-    for piece in entry.pieces:  # arrival order: bytes already held win
-        lo, hi = piece.start, min(piece.start + piece.length, end)
+    for i in state.members(c):  # arrival order: bytes already held win
+        buf, cols, k = frags.at(i)
+        lo, hi = frags.start[i], min(frags.start[i] + frags.length[i], end)
         if lo >= hi:
             continue
-        cap_hi = min(hi, lo + piece.caplen)
-        new = piece.buf[piece.offset : piece.offset + (cap_hi - lo)].tobytes()
+        offset = int(cols.data_offset[k])
+        cap_hi = min(hi, lo + int(cols.data_caplen[k]))
+        new = buf[offset : offset + (cap_hi - lo)].tobytes()
         span = have[lo:hi]
         if span.any():
             result.overlaps += 1
@@ -200,12 +273,15 @@ def _emit(entry: _Pending, frags: Any, k: int, result: Reassembly, workdir: str 
             mask = have[lo:cap_hi]
             if any(a != b for a, b, m in zip(old, new, mask, strict=True) if m):
                 result.conflicts += 1
-        for i in np.flatnonzero(~have[lo:cap_hi]):
-            data[lo + i] = new[i]
+        for j in np.flatnonzero(~have[lo:cap_hi]):
+            data[lo + j] = new[j]
         captured[lo:cap_hi] |= ~have[lo:cap_hi]
         have[lo:hi] = True
-    header = bytearray(entry.header)
-    if entry.version == 4:
+    buf, cols, k = frags.at(state.header[c])
+    h0 = int(cols.header_offset[k])
+    header = bytearray(buf[h0 : h0 + int(cols.header_len[k])].tobytes())
+    buf, cols, k = frags.at(last)
+    if int(cols.version[k]) == 4:
         struct.pack_into("!H", header, 2, len(header) + end)
         struct.pack_into("!H", header, 6, struct.unpack_from("!H", header, 6)[0] & 0x4000)
         struct.pack_into("!H", header, 10, 0)
@@ -220,17 +296,16 @@ def _emit(entry: _Pending, frags: Any, k: int, result: Reassembly, workdir: str 
         result.spool = tempfile.TemporaryFile(prefix="tcpweave-defrag-", dir=workdir)
     offset = result.spool.seek(0, 2)
     result.spool.write(bytes(header) + bytes(data))
-    last = entry.pieces[-1]
     result.datagrams.append(
         Datagram(
             offset,
             len(header) + end,
             caplen,
-            last.frame,
-            last.ts_ns,
-            int(frags.ttl[k]),
-            int(frags.ident[k]),
-            int(frags.ip_checksum[k]),
+            int(cols.frame[k]),
+            int(cols.ts_ns[k]),
+            int(cols.ttl[k]),
+            int(cols.ident[k]),
+            int(cols.ip_checksum[k]),
         )
     )
 

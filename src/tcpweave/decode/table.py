@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tcpweave.enums import Checksum, Encapsulation
+
 #: (name, dtype, shape suffix). Order is the public column order.
 PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("frame", np.int64, ()),
@@ -49,9 +51,20 @@ PACKET_COLUMNS: tuple[tuple[str, Any, tuple[int, ...]], ...] = (
     ("ts_present", np.bool_, ()),
     ("ts_val", np.uint32, ()),
     ("ts_ecr", np.uint32, ()),
+    # the innermost IP tunnel the packet came through (docs/encapsulations.md): its kind
+    # (tcpweave.Encapsulation, 0 none), its id (VNI, GRE key, TEID, ERSPAN session) and the
+    # outer header's addresses
+    ("tunnel", np.uint8, ()),
+    ("tunnel_id", np.uint32, ()),
+    ("tunnel_src", np.uint8, (16,)),
+    ("tunnel_dst", np.uint8, (16,)),
 )
 
 PACKET_COLUMN_NAMES = tuple(name for name, _, _ in PACKET_COLUMNS)
+#: Arrow types of the packet table where they are not the numpy column's own
+TS_TYPE = pa.timestamp("ns", tz="UTC")
+#: the checksum states by code (``tcpweave.Checksum``), the dictionary of those columns
+CHECKSUM_NAMES = pa.array([str(c) for c in sorted(Checksum)])
 PacketColumns = namedtuple("PacketColumns", PACKET_COLUMN_NAMES)  # type: ignore[misc]
 
 # TCP flag bits as in the header's 12-bit flags field (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
@@ -75,10 +88,50 @@ def flag_string(flags: int) -> str:
     return "".join(c for i, c in enumerate(FLAG_LETTERS) if flags >> i & 1) or "."
 
 
+#: Encapsulation values whose id is the same both ways and so keys flows (the one list:
+#: tcpweave.enums.Encapsulation.id_keys_flows says why)
+_ID_KEYS_FLOWS = np.array([int(e) for e in Encapsulation if e.id_keys_flows], np.uint8)
+
+
+def tunnel_key(cols: Any) -> np.ndarray | None:
+    """Five 64-bit words per row naming the tunnel a packet came through, the same for both
+    directions, or None when no row came through one (docs/encapsulations.md): kind and id
+    (the id only where it is the same both ways), then the outer addresses as a sorted
+    pair. Rows outside tunnels have all-zero words."""
+    kind = cols.tunnel
+    if not kind.any():
+        return None
+    ident = np.where(np.isin(kind, _ID_KEYS_FLOWS), cols.tunnel_id, 0).astype(np.uint64)
+    a = np.ascontiguousarray(cols.tunnel_src).view(">u8")
+    b = np.ascontiguousarray(cols.tunnel_dst).view(">u8")
+    a_gt_b = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+    lo = np.where(a_gt_b[:, None], b, a)
+    hi = np.where(a_gt_b[:, None], a, b)
+    head = (kind.astype(np.uint64) << np.uint64(32)) | ident
+    return np.stack([head, lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]]).astype(np.uint64)
+
+
+#: columns the decoder writes only for tunnelled rows (a table for it must hold zeros there)
+TUNNEL_DETAIL_COLUMNS = ("tunnel_id", "tunnel_src", "tunnel_dst")
+
+
 def empty_packets(n: int, zeroed: bool = True) -> Any:
-    """Packet columns for ``n`` rows (zeroed, or left as allocated for a writer of every cell)."""
-    make = np.zeros if zeroed else np.empty
-    return PacketColumns(*(make((n, *shape), dtype) for _, dtype, shape in PACKET_COLUMNS))
+    """Packet columns for ``n`` rows: zeroed, or left as allocated for a writer of every cell
+    (the decoder), but for TUNNEL_DETAIL_COLUMNS, always zeroed."""
+    return PacketColumns(
+        *(
+            (np.zeros if zeroed or name in TUNNEL_DETAIL_COLUMNS else np.empty)((n, *shape), dtype)
+            for name, dtype, shape in PACKET_COLUMNS
+        )
+    )
+
+
+def zero_tunnel_details(cols: Any, n: int) -> None:
+    """Zero the tunnel details of rows [0, n) of a table the decoder will fill again (only
+    tunnelled rows have any)."""
+    if cols.tunnel[:n].any():
+        for name in TUNNEL_DETAIL_COLUMNS:
+            getattr(cols, name)[:n] = 0
 
 
 def concat_packets(parts: list[Any]) -> Any:
@@ -100,6 +153,16 @@ def format_address(raw: np.ndarray, ip_version: int) -> str:
         a, b, c, d = raw[12:16].tolist()
         return f"{a}.{b}.{c}.{d}"
     return str(ipaddress.IPv6Address(bytes(raw)))
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def format_tunnel_address(raw: bytes | np.ndarray) -> str:
+    """A tunnel's outer address, printed: IPv4 when stored IPv4-mapped (the column has no
+    version of its own; an outer IPv6 header holding a mapped address is not expected)."""
+    data = bytes(raw)
+    return format_address(np.frombuffer(data, np.uint8), 4 if data[:12] == _V4_MAPPED else 6)
 
 
 class PacketTable:
@@ -140,7 +203,9 @@ class PacketTable:
         return [format_address(col[i], int(versions[i])) for i in range(len(self))]
 
     def to_arrow(self) -> pa.Table:
-        """Zero-copy Arrow view (addresses as fixed_size_binary(16))."""
+        """Arrow view, zero-copy where the types allow (docs/records.md): addresses as
+        fixed_size_binary(16), ``ts_ns`` as timestamp[ns, UTC], the checksum states as
+        dictionary-encoded strings (``ok``, ``bad``, ``unknown``, ``none``)."""
         arrays = []
         for name, _, shape in PACKET_COLUMNS:
             col = getattr(self.columns, name)
@@ -151,6 +216,12 @@ class PacketTable:
                         pa.binary(shape[0]), len(col), [None, pa.py_buffer(col)]
                     )
                 )
+            elif name == "ts_ns":
+                col = np.ascontiguousarray(col, np.int64)
+                arrays.append(pa.Array.from_buffers(TS_TYPE, len(col), [None, pa.py_buffer(col)]))
+            elif name in ("ip_checksum", "tcp_checksum"):
+                indices = pa.array(np.asarray(col).view(np.int8))
+                arrays.append(pa.DictionaryArray.from_arrays(indices, CHECKSUM_NAMES))
             else:
                 arrays.append(pa.array(col))
         return pa.Table.from_arrays(arrays, names=list(PACKET_COLUMN_NAMES))

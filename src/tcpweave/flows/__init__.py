@@ -1,9 +1,14 @@
 """flows/: conversation, session and direction of every packet.
 
-The 4-tuple of each packet is made order-free (its two endpoints sorted), the
-packets of each 4-tuple are walked in capture order and split into sessions,
+The 4-tuple of each packet is made order-free (its two endpoints sorted) and, for a
+packet that came through an IP tunnel, joined by the tunnel's identity (``tunnel_key``:
+kind, the id where it is the same both ways, the outer addresses as an unordered pair),
+so that one inner 4-tuple in two tunnels is two flows (docs/encapsulations.md). The
+packets of each key are walked in capture order and split into sessions,
 and sessions are numbered by their first packet, as Wireshark numbers
-``tcp.stream``. ``direction`` is 0 from client to server, 1 back.
+``tcp.stream``. ``direction`` is 0 from client to server, 1 back. ``session`` numbers
+the streams of one 4-tuple, whatever tunnel each came through (file names of the
+tcpflow layout are made from it).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tcpweave.decode.table import PacketTable
+from tcpweave.decode.table import PacketTable, tunnel_key
 from tcpweave.flows import _kernels as k
 
 __all__ = ["Flows", "assign"]
@@ -26,8 +31,8 @@ class Flows:
     direction: np.ndarray  # uint8 per row: 0 client->server
     first_row: np.ndarray  # per stream: packet-table row of its first packet
     client_side: np.ndarray  # per stream: which endpoint side is the client
-    session: np.ndarray  # per stream: index among the sessions of its 4-tuple
-    tuple_index: np.ndarray  # per stream: index of its (order-free) 4-tuple
+    session: np.ndarray  # per stream: index among the sessions of its 4-tuple (any tunnel)
+    tuple_index: np.ndarray  # per stream: index of its flow key (order-free 4-tuple, tunnel)
 
     @property
     def n_streams(self) -> int:
@@ -46,13 +51,20 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     b = _endpoint_keys(packets.dst, packets.dport)
     a_gt_b = (a[0] > b[0]) | ((a[0] == b[0]) & ((a[1] > b[1]) | ((a[1] == b[1]) & (a[2] > b[2]))))
     side = a_gt_b.astype(np.uint8)  # 0: sent by the lower endpoint
-    keys = np.empty((6, n), np.uint64)
+    tunnel = tunnel_key(packets.columns)
+    keys = np.empty((6 if tunnel is None else 6 + len(tunnel), n), np.uint64)
     for i in range(3):
         keys[i] = np.where(a_gt_b, b[i], a[i])
         keys[i + 3] = np.where(a_gt_b, a[i], b[i])
+    if tunnel is not None:
+        keys[6:] = tunnel
     flow = np.empty(n, np.int64)
+    bare = None  # sessions are counted per 4-tuple, whatever tunnel they are in
     with np.errstate(over="ignore"):  # the hash multiplies modulo 2^64 on purpose
         k.number_tuples(keys, flow)
+        if tunnel is not None:
+            bare = np.empty(n, np.int64)
+            k.number_tuples(keys[:6], bare)
     del keys, a, b, a_gt_b  # before the per-packet arrays of the sessions are made
     order = np.argsort(flow, kind="stable")
     session = np.empty(n, np.int64)
@@ -84,8 +96,9 @@ def assign(packets: PacketTable, idle_timeout_ns: int = 0) -> Flows:
     first_row = first_row[by_first]
     client_side = client_side[by_first]
     tuple_index = flow[first_row]
+    four_tuple = tuple_index if bare is None else bare[first_row]
     return Flows(
-        stream, direction, first_row, client_side, _session_numbers(tuple_index), tuple_index
+        stream, direction, first_row, client_side, _session_numbers(four_tuple), tuple_index
     )
 
 

@@ -85,12 +85,14 @@ def assign_roles(order, session, side, flags, sport, dport, n_sessions, client_s
 
 @kernel
 def number_tuples(keys, flow):  # type: ignore[no-untyped-def]
-    """``flow[i]``: index of row i's 4-tuple (``keys[:, i]``) in order of first appearance.
+    """``flow[i]``: index of row i's key (``keys[:, i]``) in order of first appearance.
 
-    An open-addressing hash table over the six 64-bit words of each order-free
-    4-tuple: one pass, no sort. Returns the number of distinct 4-tuples.
+    An open-addressing hash table over the 64-bit words of each key (the six of an
+    order-free 4-tuple, then the tunnel's when there are tunnels): one pass, no sort.
+    Returns the number of distinct keys.
     """
     n = keys.shape[1]
+    words = keys.shape[0]
     size = 1
     while size < 2 * n + 2:
         size *= 2
@@ -99,7 +101,7 @@ def number_tuples(keys, flow):  # type: ignore[no-untyped-def]
     n_flows = 0
     for i in range(n):
         h = np.uint64(1469598103934665603)
-        for w in range(6):
+        for w in range(words):
             h = (h ^ keys[w, i]) * np.uint64(1099511628211)
             h ^= h >> np.uint64(29)
         slot = h & mask
@@ -111,7 +113,7 @@ def number_tuples(keys, flow):  # type: ignore[no-untyped-def]
                 n_flows += 1
                 break
             same = True
-            for w in range(6):
+            for w in range(words):
                 if keys[w, first] != keys[w, i]:
                     same = False
                     break

@@ -258,7 +258,7 @@ def _record(
 ) -> dict[str, Any]:
     """Direction slot ``j``'s streams.jsonl record (docs/design.md's contract, and more)."""
     info = cols.info
-    return {
+    record = {
         "stream": stream,
         "session": cols.session[j // 2],
         "direction": name,
@@ -280,6 +280,9 @@ def _record(
         "path": rel,
         "sha256": sha,
     }
+    if cols.tunnels and cols.tunnels[j] is not None:
+        record["tunnel"] = cols.tunnels[j]  # only for streams that came through one
+    return record
 
 
 def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> str:

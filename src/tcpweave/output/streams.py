@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from tcpweave.capture import Source
-from tcpweave.decode.table import PacketTable, format_address
-from tcpweave.enums import Close, Fate, GapReason
+from tcpweave.decode.table import PacketTable, format_address, format_tunnel_address
+from tcpweave.enums import Close, Encapsulation, Fate, GapReason
 from tcpweave.flows import Flows
 from tcpweave.output._kernels import gather_ranges
 from tcpweave.reassembly import Plan
@@ -219,6 +219,9 @@ class BlockColumns:
     row_bounds: list[int]
     gap_bounds: list[int]
     conflict_bounds: list[int]
+    #: per direction slot: the tunnel of its first packet (None outside tunnels), as
+    #: streams.jsonl gives it (docs/encapsulations.md)
+    tunnels: list[dict[str, Any] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -237,6 +240,15 @@ class Gathered:
         view = self.view
         mine = self.runs[self.edges[k] : self.edges[k + 1]]
         return [(off, n, [view[at : at + n]]) for off, n, at in mine]
+
+
+def _first_rows(flows: Flows, packets: PacketTable) -> np.ndarray:
+    """Per direction slot (2 * stream + direction): its first packet-table row, -1 if none."""
+    slot = flows.stream * 2 + flows.direction
+    first = np.full(2 * flows.n_streams, -1, np.int64)
+    slots, rows = np.unique(slot, return_index=True)  # rows are in frame order
+    first[slots] = rows
+    return first
 
 
 class StreamViews:
@@ -262,6 +274,7 @@ class StreamViews:
         keys = plan.directions["stream"] * 2 + plan.directions["direction"]
         self.slot_dir[keys] = np.arange(len(keys))
         self._addresses: dict[bytes, str] = {}  # printed form of each raw address met
+        self.slot_first_row = _first_rows(flows, packets) if packets.tunnel.any() else None
         self.pages = PageKeeper(sources)
 
     def __len__(self) -> int:
@@ -295,7 +308,24 @@ class StreamViews:
             self.row_bounds[2 * lo : 2 * hi + 1].tolist(),
             self.gap_bounds[2 * lo : 2 * hi + 1].tolist(),
             self.conflict_bounds[2 * lo : 2 * hi + 1].tolist(),
+            self._tunnels(lo, hi),
         )
+
+    def _tunnels(self, lo: int, hi: int) -> list[dict[str, Any] | None]:
+        """The tunnel of each direction slot's first packet, streams lo..hi-1."""
+        if self.slot_first_row is None:
+            return [None] * (2 * (hi - lo))
+        p = self.packets
+        out: list[dict[str, Any] | None] = []
+        for row in self.slot_first_row[2 * lo : 2 * hi].tolist():
+            kind = Encapsulation(int(p.tunnel[row])) if row >= 0 else Encapsulation.NONE
+            out.append(None if kind == Encapsulation.NONE else {
+                "encapsulation": str(kind),
+                "id": int(p.tunnel_id[row]),
+                "src": format_tunnel_address(p.tunnel_src[row]),
+                "dst": format_tunnel_address(p.tunnel_dst[row]),
+            })  # fmt: skip
+        return out
 
     def direction(self, cols: BlockColumns, j: int) -> Direction:
         """Direction slot ``j`` of the block ``cols`` as an object (payloads read in place)."""

@@ -32,12 +32,19 @@ __all__ = [
     "partition_of",
 ]
 
+#: the tunnel columns are spilled apart (``part-NNNNN<tag>.tunnels``), for the rows that
+#: came through a tunnel only: most captures have none, and their rows stay as small as
+#: they were before tunnels were decoded
+TUNNEL_COLUMNS = ("tunnel", "tunnel_id", "tunnel_src", "tunnel_dst")
+_ROW_COLUMNS = tuple(c for c in PACKET_COLUMNS if c[0] not in TUNNEL_COLUMNS)
 #: a spilled row: the packet-table columns as the capture gave them (``file`` and
 #: ``payload_offset`` name the capture file and the payload's place in it) and where the
 #: payload was copied in the partition's payload spill
 SPILL_DTYPE = np.dtype(
-    [(name, dtype, shape) for name, dtype, shape in PACKET_COLUMNS] + [("spill_offset", np.int64)]
+    [(name, dtype, shape) for name, dtype, shape in _ROW_COLUMNS] + [("spill_offset", np.int64)]
 )
+#: a spilled tunnel: the row it belongs to (its index in the rows file) and its columns
+TUNNEL_DTYPE = np.dtype([("row", np.int64)] + [c for c in PACKET_COLUMNS if c[0] in TUNNEL_COLUMNS])
 #: payload bytes copied at once by a router (their copy is held while they are written)
 ROUTE_BYTES = 8 << 20
 #: spill rows read at a time while a partition is loaded (about 18 MB)
@@ -64,7 +71,7 @@ class SpillLayout:
 
     def remove(self, p: int) -> None:
         """Remove partition ``p``'s spill files (not needed once it is written)."""
-        for name in self.files(p, "rows") + self.files(p, "payload"):
+        for name in self.files(p, "rows") + self.files(p, "payload") + self.files(p, "tunnels"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name)
 
@@ -86,7 +93,12 @@ def _endpoint_hash(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
 
 
 def partition_of(cols: Any, n_parts: int) -> np.ndarray:
-    """Partition of each row: a hash of its 4-tuple that ignores direction (a sum is order-free)."""
+    """Partition of each row: a hash of its 4-tuple that ignores direction (a sum is order-free).
+
+    For a tunnelled row it is the inner 4-tuple's: both halves of a tunnelled flow land
+    together, and so does every tunnel's copy of one 4-tuple, which keeps ``session`` (the
+    index among a 4-tuple's sessions) a partition's own business (docs/encapsulations.md).
+    """
     with np.errstate(over="ignore"):
         h = _mix(_endpoint_hash(cols.src, cols.sport) + _endpoint_hash(cols.dst, cols.dport))
     return np.asarray(h % np.uint64(n_parts)).astype(np.int64)
@@ -98,6 +110,8 @@ class Router:
     rewritten to point there), so that later steps never read the capture again."""
 
     def __init__(self, layout: SpillLayout, tag: str = "") -> None:
+        self.layout, self.tag = layout, tag
+        self.tunnels: dict[int, Any] = {}  # partition -> its tunnel spill, once it has one
         self.n_parts = layout.n_parts
         _allow_files(2 * self.n_parts + 64)
         self.files = [open(layout.path(p, "rows", tag), "wb") for p in range(self.n_parts)]
@@ -122,9 +136,11 @@ class Router:
         part = partition_of(cols, self.n_parts)
         order = np.argsort(part, kind="stable")
         rec = np.empty(n, SPILL_DTYPE)
-        for name, _, _ in PACKET_COLUMNS:
+        for name, _, _ in _ROW_COLUMNS:
             rec[name] = getattr(cols, name)[order]
         bounds = np.searchsorted(part[order], np.arange(self.n_parts + 1))
+        if cols.tunnel.any():
+            self._route_tunnels(cols, order, bounds)
         length = rec["payload_caplen"]
         at = np.concatenate(([0], np.cumsum(length)))  # where each row's payload is copied
         payload = np.empty(int(at[-1]), np.uint8)
@@ -137,8 +153,23 @@ class Router:
         self.rows += sizes
         self.payload_bytes += at[bounds[1:]] - at[bounds[:-1]]
 
+    def _route_tunnels(self, cols: Any, order: np.ndarray, bounds: np.ndarray) -> None:
+        """Append the tunnel columns of the tunnelled rows to their partitions' tunnel
+        spills, each with its row's index in the partition's rows file (before this chunk's
+        rows are counted in ``self.rows``)."""
+        inside = np.flatnonzero(cols.tunnel[order])
+        part = np.searchsorted(bounds, inside, side="right") - 1
+        rec = np.empty(len(inside), TUNNEL_DTYPE)
+        rec["row"] = self.rows[part] + inside - bounds[part]
+        for name in TUNNEL_COLUMNS:
+            rec[name] = getattr(cols, name)[order[inside]]
+        for p in np.unique(part).tolist():
+            if p not in self.tunnels:
+                self.tunnels[p] = open(self.layout.path(p, "tunnels", self.tag), "wb")
+            self.tunnels[p].write(rec[part == p].data)
+
     def close(self) -> None:
-        for f in self.files + self.payloads:
+        for f in self.files + self.payloads + list(self.tunnels.values()):
             f.close()
 
 
@@ -161,7 +192,7 @@ def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, SpilledCol
 
     Columns are read from the spill files when a step first asks for them (``SpilledColumns``),
     so that a partition in memory holds the columns its steps use, not the whole table."""
-    cols = SpilledColumns(layout.files(p, "rows"))
+    cols = SpilledColumns(layout.files(p, "rows"), layout.files(p, "tunnels"))
     return PacketTable(cols), cols
 
 
@@ -172,8 +203,9 @@ class SpilledColumns:
     (they are read again if asked for later). Also ``capture_file`` and ``capture_offset``:
     ``file`` and ``payload_offset`` as the capture gave them."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], tunnel_paths: list[str] | None = None) -> None:
         self._paths = paths
+        self._tunnel_paths = tunnel_paths or []  # per rows file: its tunnel spill, if any
         self._n = sum(os.path.getsize(path) // SPILL_DTYPE.itemsize for path in paths)
         self._cache: dict[str, np.ndarray] = {}
         self._kept_rows = np.zeros(0, np.int64)  # rows whose values of some columns are kept
@@ -221,6 +253,8 @@ class SpilledColumns:
                 return self._kept[name][pos]
         if name not in PACKET_COLUMN_NAMES and name not in _CAPTURE_COLUMNS:
             raise KeyError(name)
+        if name in TUNNEL_COLUMNS:  # (spilled apart, for tunnelled rows only: few)
+            return np.asarray(self.load([name])[name][rows])
         rows = np.asarray(rows, np.int64)
         where = rows if self._order is None else self._order[rows]  # rows in the spill
         by_place = np.argsort(where, kind="stable")
@@ -256,10 +290,15 @@ class SpilledColumns:
     def _read(self, names: list[str]) -> dict[str, np.ndarray]:
         shapes = {name: (dtype, shape) for name, dtype, shape in PACKET_COLUMNS}
         shapes.update(_CAPTURE_COLUMNS)
-        out = {name: np.empty((self._n, *shapes[name][1]), shapes[name][0]) for name in names}
-        field = {name: _SPILL_FIELD.get(name, name) for name in names}
+        tunnel = {name: np.zeros((self._n, *shapes[name][1]), shapes[name][0])
+                  for name in names if name in TUNNEL_COLUMNS}  # fmt: skip
+        out = {name: np.empty((self._n, *shapes[name][1]), shapes[name][0])
+               for name in names if name not in TUNNEL_COLUMNS}  # fmt: skip
+        field = {name: _SPILL_FIELD.get(name, name) for name in out}
         at = 0
         for k, path in enumerate(self._paths):
+            if tunnel and k < len(self._tunnel_paths):
+                _load_tunnels(self._tunnel_paths[k], at, tunnel)
             with open(path, "rb") as f:
                 while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
                     rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
@@ -268,7 +307,7 @@ class SpilledColumns:
                         col[at:end] = k if name == "file" else rec[field[name]]
                     at = end
                     del rec, chunk
-        return out
+        return {**out, **tunnel}
 
 
 #: where a column is in a spilled row: the packet table points into the payload spill, the
@@ -279,6 +318,18 @@ _CAPTURE_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "capture_file": (np.int32, ()),
     "capture_offset": (np.int64, ()),
 }
+
+
+def _load_tunnels(path: str, first_row: int, cols: dict[str, np.ndarray]) -> None:
+    """Put the tunnel columns of one tunnel spill (if there is one) into the rows it names,
+    counted from ``first_row``."""
+    if not os.path.exists(path):
+        return
+    rec = np.fromfile(path, dtype=TUNNEL_DTYPE)
+    rows = first_row + rec["row"]
+    for name in TUNNEL_COLUMNS:
+        if name in cols:
+            cols[name][rows] = rec[name]
 
 
 class MappedFile:
