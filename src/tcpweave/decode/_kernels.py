@@ -299,7 +299,7 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
     return _other_link_to_l3(buf, off, end, linktype)
 
 
-@helper
+@outlined
 def _other_link_to_l3(buf, off, end, linktype):  # type: ignore[no-untyped-def]
     """The rarer link types: FDDI, LLC/SNAP over ATM, PPP, Cisco HDLC (docs/encapsulations.md)."""
     if linktype == LT_FDDI:  # frame control, destination, source (13 bytes), then LLC
@@ -772,7 +772,7 @@ def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
     return E_GTPU, teid, _nibble_type(buf, p, end), p
 
 
-@helper
+@outlined
 def _decap(buf, proto, pos, end):  # type: ignore[no-untyped-def]
     """What a non-TCP IP payload at ``pos`` carries: (kind, id, EtherType, offset).
 
