@@ -264,10 +264,21 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
     Version 0 means not IP, -1 a link header cut short, -2 an unknown link type.
     """
     end = off + caplen
+    # link headers that end in an EtherType: (header length, EtherType offset); one call
+    # of _ethertype_to_l3 for all of them (each inlined call site costs compile time)
+    hdr, at = 0, 0
     if linktype == LT_ETHERNET:
-        if caplen < 14:
+        hdr, at = 14, 12
+    elif linktype == LT_LINUX_SLL:
+        hdr, at = 16, 14
+    elif linktype == LT_LINUX_SLL2:
+        hdr, at = 20, 0
+    elif linktype == LT_IPOIB:
+        hdr, at = 44, 40
+    if hdr:
+        if caplen < hdr:
             return -1, off, 0
-        return _ethertype_to_l3(buf, off + 14, end, u16be(buf, off + 12))
+        return _ethertype_to_l3(buf, off + hdr, end, u16be(buf, off + at))
     if linktype == LT_RAW or linktype == 12 or linktype == 14:
         if caplen < 1:
             return -1, off, 0
@@ -277,18 +288,6 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
         return 4, off, 0
     if linktype == LT_IPV6:
         return 6, off, 0
-    if linktype == LT_LINUX_SLL:
-        if caplen < 16:
-            return -1, off, 0
-        return _ethertype_to_l3(buf, off + 16, end, u16be(buf, off + 14))
-    if linktype == LT_LINUX_SLL2:
-        if caplen < 20:
-            return -1, off, 0
-        return _ethertype_to_l3(buf, off + 20, end, u16be(buf, off))
-    if linktype == LT_IPOIB:
-        if caplen < 44:
-            return -1, off, 0
-        return _ethertype_to_l3(buf, off + 44, end, u16be(buf, off + 40))
     if linktype == LT_NULL or linktype == LT_LOOP:
         if caplen < 4:
             return -1, off, 0
