@@ -36,6 +36,13 @@ def helper(func: F) -> F:
     return numba.njit(cache=True, nogil=True, inline="always")(func)  # type: ignore[no-any-return]
 
 
+def callee(func: F) -> F:
+    """Compile a large building block that kernels call rather than inline: numba's
+    IR-level inlining copies it into every call site, and a kernel with many such copies
+    takes minutes and gigabytes to compile (LLVM still inlines it where that pays)."""
+    return numba.njit(cache=True, nogil=True)(func)  # type: ignore[no-any-return]
+
+
 def _prefetch_intrinsic() -> Any:
     """``prefetch(array, index)``: hint the CPU to pull ``array[index]`` into cache.
 

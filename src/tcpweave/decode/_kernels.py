@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16be, u32be, u32le
-from tcpweave._jit import helper, kernel, prefetch
+from tcpweave._jit import callee, helper, kernel, prefetch
 
 # record status (one per record; tcpweave.decode.RecordStatus names them)
 S_TCP = 1
@@ -151,7 +151,7 @@ def ocsum(buf, buf64, start, length):  # type: ignore[no-untyped-def]
     return m if start & 1 else _swap16(m)
 
 
-@helper
+@callee
 def _ethertype_to_l3(buf, pos, end, ethertype):  # type: ignore[no-untyped-def]
     """Follow link-layer headers from ``ethertype`` at ``pos`` to IP.
 
@@ -299,7 +299,7 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
     return _other_link_to_l3(buf, off, end, linktype)
 
 
-@helper
+@callee
 def _other_link_to_l3(buf, off, end, linktype):  # type: ignore[no-untyped-def]
     """The rarer link types: FDDI, LLC/SNAP over ATM, PPP, Cisco HDLC (docs/encapsulations.md)."""
     if linktype == LT_FDDI:  # frame control, destination, source (13 bytes), then LLC
@@ -607,7 +607,7 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
     return st, l4, l4_cap, l4_len, pseudo, CK_NONE, fo, more, nh, ident, pdst, beyond
 
 
-@helper
+@callee
 def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
     """GRE (RFC 2784 §2, RFC 2890 §2) and the ERSPAN it may carry: (kind, id, type, offset).
 
@@ -648,7 +648,7 @@ def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
     return E_GRE, key, proto, p
 
 
-@helper
+@callee
 def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
     """PPTP's enhanced GRE (RFC 2637 §4.1): key (payload length, call id), sequence number
     if S, acknowledgment number if A, then a PPP frame; (kind, call id, type, offset)."""
@@ -664,7 +664,7 @@ def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
     return E_GRE, call_id, etype, q
 
 
-@helper
+@callee
 def _ppp(buf, p, end):  # type: ignore[no-untyped-def]
     """(EtherType of what a PPP frame at ``p`` carries, its offset): address and control
     0xFF 0x03 if present (RFC 1662 §3.1), then the protocol, one byte when compressed
@@ -693,7 +693,7 @@ def _nibble_type(buf, pos, end):  # type: ignore[no-untyped-def]
     return 0x0800 if v == 4 else (0x86DD if v == 6 else 0)
 
 
-@helper
+@callee
 def _udp_tunnel(buf, pos, end, port):  # type: ignore[no-untyped-def]
     """A tunnel on UDP ``port`` whose header starts at ``pos``: (kind, id, type, offset)."""
     if port == 4789:  # VXLAN, RFC 7348 §5: flags, reserved, VNI (24 bits), reserved
@@ -747,7 +747,7 @@ def _gpe_type(next_protocol):  # type: ignore[no-untyped-def]
     return 0
 
 
-@helper
+@callee
 def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
     """GTP-U (3GPP TS 29.281 §5.1-5.2): a G-PDU's T-PDU; (kind, TEID, type, offset)."""
     if pos + 8 > end:
@@ -772,7 +772,7 @@ def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
     return E_GTPU, teid, _nibble_type(buf, p, end), p
 
 
-@helper
+@callee
 def _decap(buf, proto, pos, end):  # type: ignore[no-untyped-def]
     """What a non-TCP IP payload at ``pos`` carries: (kind, id, EtherType, offset).
 
