@@ -72,17 +72,12 @@ class _CompileEvents(numba.core.event.Listener):  # type: ignore[misc]
 numba.core.event.register("numba:compile", _CompileEvents())
 
 
-def outlined(func: F) -> F:
-    """Compile a large building block that runs seldom -- once per direction or section,
-    or only on damaged records and rare headers -- as a function of its own, called
-    rather than inlined (not registered).
-
-    Why: numba inlines a :func:`helper` by deep-copying its IR, nested helpers included,
-    into every call site and typing the result again; for the big blocks at the top of a
-    kernel that is most of a first run's compile time (``plan_directions``: its two
-    per-direction blocks cost seconds of copying), and a call per direction costs nothing
-    measurable. Per-packet helpers stay inlined.
-    """
+def callee(func: F) -> F:
+    """Compile a large building block that kernels call rather than inline: numba's
+    IR-level inlining copies it into every call site, and a kernel with many such copies
+    takes minutes and gigabytes to compile (LLVM still inlines it where that pays). Also for
+    blocks that run seldom -- once per direction or section, on damaged records, for rare
+    headers -- where a call costs nothing measurable."""
     return numba.njit(cache=True, nogil=True)(func)  # type: ignore[no-any-return]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16, u32
-from tcpweave._jit import helper, kernel, outlined, prefetch
+from tcpweave._jit import callee, helper, kernel, prefetch
 
 # state slots shared with the wrapper
 ST_POS = 0  # byte offset of the next record or block
@@ -44,7 +44,7 @@ PREFETCH_BYTES = 4096
 RESYNC_MAX_SKEW_SEC = 7 * 86400
 
 
-@outlined
+@callee
 def _note_error(errs, state, pos, code, arg, skipped):  # type: ignore[no-untyped-def]
     """Store an error (while the columns have room) and count it; ``skipped`` is how many
     bytes from ``pos`` on were not used (0 when the record was still read)."""
@@ -75,7 +75,7 @@ def _pcap_plausible(buf, pos, swapped, frac_limit, max_caplen, last_sec):  # typ
     return pos + 16 + caplen <= buf.size
 
 
-@outlined
+@callee
 def _pcap_resync(buf, start, swapped, frac_limit, max_caplen, last_sec):  # type: ignore[no-untyped-def]
     """First offset >= start where two chained record headers look sane (or one ends the file)."""
     for cand in range(start, buf.size - 15):
@@ -193,7 +193,7 @@ def _ticks_to_ns(ticks, binary, exponent):  # type: ignore[no-untyped-def]
     return sec * 1_000_000_000 + np.int64((frac * np.uint64(1_000_000_000)) >> np.uint64(exponent))
 
 
-@outlined
+@callee
 def _read_idb(buf, pos, blen, swapped, slot, ifaces):  # type: ignore[no-untyped-def]
     """Interface Description Block: link type, snaplen and the options if_tsresol / if_tsoffset."""
     ifaces.linktype[slot] = u16(buf, pos + 8, swapped)
@@ -242,7 +242,7 @@ def _min_block_len(btype):  # type: ignore[no-untyped-def]
     return 12
 
 
-@outlined
+@callee
 def _pcapng_resync(buf, start, swapped):  # type: ignore[no-untyped-def]
     """Next offset (4-byte steps, as blocks are 32-bit aligned) holding a sane known block."""
     cand = start

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcpweave._bytes import u16be, u32be, u32le
-from tcpweave._jit import helper, kernel, outlined, prefetch
+from tcpweave._jit import callee, helper, kernel, prefetch
 
 # record status (one per record; tcpweave.decode.RecordStatus names them)
 S_TCP = 1
@@ -151,7 +151,7 @@ def ocsum(buf, buf64, start, length):  # type: ignore[no-untyped-def]
     return m if start & 1 else _swap16(m)
 
 
-@helper
+@callee
 def _ethertype_to_l3(buf, pos, end, ethertype):  # type: ignore[no-untyped-def]
     """Follow link-layer headers from ``ethertype`` at ``pos`` to IP.
 
@@ -264,21 +264,10 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
     Version 0 means not IP, -1 a link header cut short, -2 an unknown link type.
     """
     end = off + caplen
-    # link headers that end in an EtherType: (header length, EtherType offset); one call
-    # of _ethertype_to_l3 for all of them (each inlined call site costs compile time)
-    hdr, at = 0, 0
     if linktype == LT_ETHERNET:
-        hdr, at = 14, 12
-    elif linktype == LT_LINUX_SLL:
-        hdr, at = 16, 14
-    elif linktype == LT_LINUX_SLL2:
-        hdr, at = 20, 0
-    elif linktype == LT_IPOIB:
-        hdr, at = 44, 40
-    if hdr:
-        if caplen < hdr:
+        if caplen < 14:
             return -1, off, 0
-        return _ethertype_to_l3(buf, off + hdr, end, u16be(buf, off + at))
+        return _ethertype_to_l3(buf, off + 14, end, u16be(buf, off + 12))
     if linktype == LT_RAW or linktype == 12 or linktype == 14:
         if caplen < 1:
             return -1, off, 0
@@ -288,6 +277,18 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
         return 4, off, 0
     if linktype == LT_IPV6:
         return 6, off, 0
+    if linktype == LT_LINUX_SLL:
+        if caplen < 16:
+            return -1, off, 0
+        return _ethertype_to_l3(buf, off + 16, end, u16be(buf, off + 14))
+    if linktype == LT_LINUX_SLL2:
+        if caplen < 20:
+            return -1, off, 0
+        return _ethertype_to_l3(buf, off + 20, end, u16be(buf, off))
+    if linktype == LT_IPOIB:
+        if caplen < 44:
+            return -1, off, 0
+        return _ethertype_to_l3(buf, off + 44, end, u16be(buf, off + 40))
     if linktype == LT_NULL or linktype == LT_LOOP:
         if caplen < 4:
             return -1, off, 0
@@ -298,7 +299,7 @@ def link_to_l3(buf, off, caplen, linktype):  # type: ignore[no-untyped-def]
     return _other_link_to_l3(buf, off, end, linktype)
 
 
-@outlined
+@callee
 def _other_link_to_l3(buf, off, end, linktype):  # type: ignore[no-untyped-def]
     """The rarer link types: FDDI, LLC/SNAP over ATM, PPP, Cisco HDLC (docs/encapsulations.md)."""
     if linktype == LT_FDDI:  # frame control, destination, source (13 bytes), then LLC
@@ -396,7 +397,7 @@ def _tcp_checksum(buf, buf64, l4, l4_cap, l4_len, pseudo):  # type: ignore[no-un
     return CK_OK if fold(pseudo + ocsum(buf, buf64, l4, l4_len)) == 0xFFFF else CK_BAD
 
 
-@outlined
+@callee
 def _v6_final_destination(buf, p, nh_len):  # type: ignore[no-untyped-def]
     """Offset of the final destination named by a routing header, or -1 (RFC 8200 §8.1)."""
     rtype = buf[p + 2]
@@ -454,7 +455,7 @@ def _parse_ipv4(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
     return status, l4, l4_cap, l4_len, pseudo, ip_ck, frag_offset, more, proto, beyond
 
 
-@outlined
+@callee
 def _ipv6_jumbo_length(buf, p, end):  # type: ignore[no-untyped-def]
     """Jumbo payload length from a hop-by-hop header spanning [p, end), or 0 (RFC 2675)."""
     q = p + 2
@@ -546,7 +547,7 @@ def _parse_ipv6(buf, buf64, l3, cap_end, wire_end):  # type: ignore[no-untyped-d
     return status, p, l4_cap, l4_len, pseudo, pseudo_dst, frag_offset, more, nh, ident, beyond
 
 
-@outlined
+@callee
 def _store_fragment(  # type: ignore[no-untyped-def]
     frags,
     buf,
@@ -606,7 +607,7 @@ def _parse_ip(buf, buf64, version, l3, cap_end, wire_end):  # type: ignore[no-un
     return st, l4, l4_cap, l4_len, pseudo, CK_NONE, fo, more, nh, ident, pdst, beyond
 
 
-@helper
+@callee
 def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
     """GRE (RFC 2784 §2, RFC 2890 §2) and the ERSPAN it may carry: (kind, id, type, offset).
 
@@ -647,7 +648,7 @@ def _gre(buf, pos, end):  # type: ignore[no-untyped-def]
     return E_GRE, key, proto, p
 
 
-@helper
+@callee
 def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
     """PPTP's enhanced GRE (RFC 2637 §4.1): key (payload length, call id), sequence number
     if S, acknowledgment number if A, then a PPP frame; (kind, call id, type, offset)."""
@@ -663,7 +664,7 @@ def _pptp_gre(buf, pos, end, flags, proto):  # type: ignore[no-untyped-def]
     return E_GRE, call_id, etype, q
 
 
-@helper
+@callee
 def _ppp(buf, p, end):  # type: ignore[no-untyped-def]
     """(EtherType of what a PPP frame at ``p`` carries, its offset): address and control
     0xFF 0x03 if present (RFC 1662 §3.1), then the protocol, one byte when compressed
@@ -692,7 +693,7 @@ def _nibble_type(buf, pos, end):  # type: ignore[no-untyped-def]
     return 0x0800 if v == 4 else (0x86DD if v == 6 else 0)
 
 
-@helper
+@callee
 def _udp_tunnel(buf, pos, end, port):  # type: ignore[no-untyped-def]
     """A tunnel on UDP ``port`` whose header starts at ``pos``: (kind, id, type, offset)."""
     if port == 4789:  # VXLAN, RFC 7348 §5: flags, reserved, VNI (24 bits), reserved
@@ -746,7 +747,7 @@ def _gpe_type(next_protocol):  # type: ignore[no-untyped-def]
     return 0
 
 
-@helper
+@callee
 def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
     """GTP-U (3GPP TS 29.281 §5.1-5.2): a G-PDU's T-PDU; (kind, TEID, type, offset)."""
     if pos + 8 > end:
@@ -771,7 +772,7 @@ def _gtpu(buf, pos, end):  # type: ignore[no-untyped-def]
     return E_GTPU, teid, _nibble_type(buf, p, end), p
 
 
-@outlined
+@callee
 def _decap(buf, proto, pos, end):  # type: ignore[no-untyped-def]
     """What a non-TCP IP payload at ``pos`` carries: (kind, id, EtherType, offset).
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tcpweave._jit import helper, kernel, outlined
+from tcpweave._jit import callee, helper, kernel
 
 # plan columns (rows of the 2-D ``plan`` array)
 P_FRAME, P_ROW, P_DIR, P_OFFSET, P_START, P_FILE, P_LEN, P_FATE = range(8)
@@ -495,7 +495,7 @@ def _extend_reach(heap, n, reach, start, end):  # type: ignore[no-untyped-def]
     return heap, n, reach
 
 
-@outlined
+@callee
 def _classify(  # type: ignore[no-untyped-def]
     order, lo, hi, offsets, flags, plen, pcap, poff, pfile, frame, tcp_ck, drop, close, limit,
     fin, d, plan, counts, dirs, klass,
@@ -845,7 +845,7 @@ def _emit_segment(plan, counts, pieces, segtab, runs, j, d, frame, poff, pfile):
             pos = stop
 
 
-@outlined
+@callee
 def _place_section(  # type: ignore[no-untyped-def]
     members, a, b, order, lo, offsets, pcap, poff, pfile, frame, fin, klass, policy, new_wins,
     bufs, d, plan, conflicts, counts, tiles, pieces, segtab, runs,
