@@ -121,7 +121,8 @@ def plan(
     n_dirs = len(dir_keys)
     dir_of_row = np.empty(len(key), np.int64)
     dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
-    drop_bad = _drop_bad(packets, flows, order, dir_start, checksums, offloaded)
+    drop_bad = _drop_bad(packets, flows, order, dir_start, dir_keys, dir_of_row, checksums,
+                         offloaded)  # fmt: skip
     base = np.zeros(n_dirs, np.int64)
     high = np.zeros(n_dirs, np.int64)
     k.direction_extents(
@@ -230,6 +231,8 @@ def _drop_bad(
     flows: Flows,
     order: np.ndarray,
     dir_start: np.ndarray,
+    dir_keys: np.ndarray,
+    dir_of_row: np.ndarray,
     mode: ChecksumMode,
     offloaded: np.ndarray | None,
 ) -> np.ndarray:
@@ -245,9 +248,6 @@ def _drop_bad(
     if offloaded is None:
         offloaded = offloaded_hosts([checksum_evidence(packets, flows)])
     host = sender_offloaded(packets, order[dir_start[:-1]], offloaded)
-    dir_keys = (flows.stream * 2 + flows.direction)[order[dir_start[:-1]]]
-    dir_of_row = np.empty(len(order), np.int64)
-    dir_of_row[order] = np.repeat(np.arange(n_dirs), np.diff(dir_start))
     ck = packets.tcp_checksum
     data = packets.payload_len > 0
     known = np.bincount(dir_of_row, weights=data & (ck != Checksum.UNKNOWN), minlength=n_dirs)
