@@ -53,7 +53,7 @@ class Capture:
         self._bpf = bpf
         self._run = Run(paths, Settings.of(bpf=bpf), whole=True, workdir=workdir)
         self._runs: dict[Settings, Run] = {self._run.settings: self._run}
-        whole = self._run.partition(0)
+        whole = self._run.whole  # sessions numbered only when asked for (flows, plan, ...)
         self.sources: list[Source] = whole.sources
         self.packets: PacketTable = whole.packets
         self.stats: DecodeStats = self._run.decode_stats()

@@ -59,7 +59,7 @@ from tcpweave.decode import (
     finish_fragments,
     merge_stats,
 )
-from tcpweave.errors import CaptureError
+from tcpweave.errors import CaptureError, UsageError
 from tcpweave.output.outdir import WORK_MARK
 from tcpweave.reassembly.offload import (
     EVIDENCE_DTYPE,
@@ -221,6 +221,14 @@ class Run:
     @property
     def in_memory(self) -> bool:
         return self._memory is not None
+
+    @property
+    def whole(self) -> Partition:
+        """The one in-memory partition of a capture read whole, as decoded: its sessions are
+        numbered and ranked when first asked for (``partition(0)``), not here."""
+        if self._memory is None:
+            raise UsageError("this run was not read whole")
+        return self._memory
 
     @property
     def n_parts(self) -> int:

@@ -56,16 +56,35 @@ class Partition:
         self.packets = packets
         self._sources = sources  # or how to open them: mapped on first use
         self.settings = settings
+        self._flows: Flows | None = None
+        self._global_index = global_index
+        self._plan: Plan | None = None
+        if isinstance(packets.columns, SpilledColumns):
+            self._number_sessions()
+
+    def _number_sessions(self) -> Flows:
+        packets = self.packets
         if isinstance(packets.columns, SpilledColumns):  # what numbering sessions reads, at once
             packets.columns.load([*FLOW_COLUMNS, "ip_version"])  # and the endpoints kept below
-        self.flows: Flows = assign(packets, settings.idle_timeout_ns)
+        flows = self._flows = assign(packets, self.settings.idle_timeout_ns)
         if isinstance(packets.columns, SpilledColumns):  # writers want them at first rows only
-            first = np.sort(self.flows.first_row)
+            first = np.sort(flows.first_row)
             packets.columns.keep_rows(first, list(ENDPOINT_COLUMNS))
             packets.columns.drop(list(ENDPOINT_COLUMNS))
-        n = self.flows.n_streams
-        self.global_index = np.arange(n, dtype=np.int64) if global_index is None else global_index
-        self._plan: Plan | None = None
+        return flows
+
+    @property
+    def flows(self) -> Flows:
+        """Session, stream and direction of every packet: numbered when first asked for (a
+        spilled partition at once), so that a capture opened for its packet table alone
+        does not number sessions."""
+        return self._number_sessions() if self._flows is None else self._flows
+
+    @property
+    def global_index(self) -> np.ndarray:
+        if self._global_index is None:
+            self._global_index = np.arange(self.flows.n_streams, dtype=np.int64)
+        return self._global_index
 
     @property
     def capture_columns(self) -> tuple[np.ndarray, np.ndarray]:
