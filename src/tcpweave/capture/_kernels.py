@@ -37,8 +37,11 @@ E_PACKET_BEYOND_BLOCK = 7
 E_TRAILING_BYTES = 8
 
 # the pcap walk follows a chain of lengths, so each step waits on memory unless the bytes
-# some records ahead were requested early
+# some records ahead were requested early: every cache line up to this far ahead is asked
+# for, so the headers the chain will read, and the frames the decoder reads after the walk,
+# are in cache by then (the file is read from memory once)
 PREFETCH_BYTES = 4096
+CACHE_LINE = 64
 
 # pcap resync: a candidate record must be within this many seconds of the last good one
 RESYNC_MAX_SKEW_SEC = 7 * 86400
@@ -126,12 +129,15 @@ def scan_pcap_records(  # type: ignore[no-untyped-def]
     swapped = state[ST_SWAPPED] != 0
     n = 0
     end = buf.size
+    ahead = pos  # the next cache line not asked for yet
     while n < rec.offset.size:
         if pos >= end:
             state[ST_DONE] = 1
             break
-        if pos + PREFETCH_BYTES < end:
-            prefetch(buf, pos + PREFETCH_BYTES)  # records are read in file order
+        stop = min(pos + PREFETCH_BYTES, end)
+        while ahead < stop:  # records are read in file order
+            prefetch(buf, ahead)
+            ahead += CACHE_LINE
         if pos + 16 > end:
             _note_error(errs, state, pos, E_TRUNCATED_RECORD, end - pos, end - pos)
             pos = end
