@@ -47,6 +47,7 @@ from tcpweave.capture import open_sources
 from tcpweave import decode as dec
 from tcpweave.decode import _kernels as dk
 from tcpweave.capture import _kernels as ck
+tcpweave.open  # a lazy name since d9a59dc: the engine (numpy, numba, pyarrow) is imported here
 
 spent = {"decode_kernel": 0.0, "scan_kernel": 0.0}
 
@@ -116,6 +117,7 @@ def run_child(tree: Path, capture: str, repeat: int, cpu: int) -> dict[str, Any]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree / "src")
     env["NUMBA_CACHE_DIR"] = str(tree / ".numba_cache")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # imports as a user's would run: from .pyc
     cmd = ["taskset", "-c", str(cpu), sys.executable, "-c", CHILD, capture, str(repeat)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree, check=False)
     if res.returncode:
