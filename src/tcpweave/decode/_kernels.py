@@ -79,8 +79,10 @@ CK_OK = 1
 CK_BAD = 2
 CK_NONE = 3
 
-# how many records ahead the decoder asks the CPU to fetch headers
-PREFETCH_RECORDS = 8
+# how far ahead of the record being decoded the decoder asks for every cache line (frames
+# are read whole for the TCP checksum; records come in file order)
+PREFETCH_BYTES = 4096
+CACHE_LINE = 64
 
 # counters
 C_IP_LEN_BEYOND_FRAME = 0  # IP claims more bytes than the frame carried on the wire
@@ -810,10 +812,15 @@ def decode_records(buf, buf64, rec, file_index, frame_base, out, row0, status, f
     """
     row = row0
     n = rec.offset.size
+    ahead = rec.offset[0] if n else 0  # the next cache line not asked for yet
     for i in range(n):
-        if i + PREFETCH_RECORDS < n:
-            prefetch(buf, rec.offset[i + PREFETCH_RECORDS] + 12)
         off = rec.offset[i]
+        if ahead < off:  # a gap in the file (a skipped region, or a filtered record)
+            ahead = off
+        stop = min(off + PREFETCH_BYTES, buf.size)
+        while ahead < stop:  # records come in file order: ask for what is ahead, once
+            prefetch(buf, ahead)
+            ahead += CACHE_LINE
         version, l3, seen = link_to_l3(buf, off, rec.caplen[i], rec.linktype[i])
         if seen:
             _count_links(counters, seen)
