@@ -297,6 +297,7 @@ def _walk(
     """
     frag_parts = []
     status = np.empty(CHUNK_RECORDS, np.uint8)
+    scratch = _Scratch(counters)
     start = frame_base
     for file_index, src in enumerate(sources, first_file):
         for rec in src.record_chunks(CHUNK_RECORDS):
@@ -306,10 +307,11 @@ def _walk(
                 stats.filtered += rejected
             rows.reserve(n)
             rows.n, frags = _decode_chunk(
-                src, rec, file_index, frame_base, rows.cols, rows.n, status[:n], counters
+                src, rec, file_index, frame_base, rows.cols, rows.n, status[:n], counters, scratch
             )
             if frags.count[0]:
                 frag_parts.append((src.buffer, frags))
+                scratch.frags = None  # kept: the next chunk gets fresh columns
             _count_status(stats, status[:n], rec)
             frame_base += n
             if release:
@@ -322,6 +324,22 @@ def _walk(
     return frag_parts
 
 
+class _Scratch:
+    """Columns every chunk's kernel call writes into, reused from chunk to chunk (allocating
+    them per chunk cost more than a small chunk's decoding): its counters, and fragment
+    columns until a chunk keeps them."""
+
+    def __init__(self, counters: np.ndarray) -> None:
+        self.counters = np.zeros_like(counters)
+        self.frags: Any = None
+
+    def fragments(self, capacity: int) -> Any:
+        if self.frags is None or len(self.frags.frame) < capacity:
+            self.frags = empty_fragments(capacity)
+        self.frags.count[:] = 0
+        return self.frags
+
+
 def _decode_chunk(
     src: Source,
     rec: Any,
@@ -331,12 +349,15 @@ def _decode_chunk(
     row0: int,
     status: np.ndarray,
     counters: np.ndarray,
+    scratch: _Scratch | None = None,
 ) -> tuple[int, Any]:
-    """Decode one chunk into ``out`` from ``row0``; returns the next free row and fragments."""
+    """Decode one chunk into ``out`` from ``row0``; returns the next free row and fragments
+    (the fragment columns are ``scratch``'s: whoever keeps them must drop them from it)."""
+    scratch = scratch or _Scratch(counters)
     capacity = 16
     while True:
-        frags = empty_fragments(capacity)
-        scratch = np.zeros_like(counters)
+        frags = scratch.fragments(capacity)
+        scratch.counters[:] = 0
         end = k.decode_records(
             src.buffer,
             src.buffer64,
@@ -347,10 +368,10 @@ def _decode_chunk(
             row0,
             status,
             frags,
-            scratch,
+            scratch.counters,
         )
-        if frags.count[1] <= capacity:
-            counters += scratch
+        if frags.count[1] <= len(frags.frame):
+            counters += scratch.counters
             return int(end), frags
         capacity = int(frags.count[1])
 
@@ -362,6 +383,8 @@ def _count_status(stats: DecodeStats, status: np.ndarray, rec: Any) -> None:
     stats.fragmented += int(counts[k.S_FRAGMENT])
     stats.malformed += int(counts[k.S_MALFORMED])
     stats.truncated_headers += int(counts[k.S_TRUNCATED_HEADER])
+    if not counts[k.S_UNKNOWN_LINK]:
+        return
     unknown = (status == k.S_UNKNOWN_LINK) & (rec.linktype != FILTERED_LINKTYPE)
     if unknown.any():
         types, per_type = np.unique(rec.linktype[unknown], return_counts=True)
