@@ -69,7 +69,8 @@ class SpillLayout:
 
     def remove(self, p: int) -> None:
         """Remove partition ``p``'s spill files (not needed once it is written)."""
-        for name in self.files(p, "rows") + self.files(p, "payload") + self.files(p, "tunnels"):
+        for name in [*self.files(p, "rows"), *self.files(p, "payload"),
+                     *self.files(p, "tunnels"), self.path(p, "flows")]:  # fmt: skip
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name)
 
