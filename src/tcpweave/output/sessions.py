@@ -119,13 +119,13 @@ _PLAIN = re.compile(r"[ !#-\[\]-~]*")
 def session_jsonl(table: pa.Table) -> Iterator[str]:
     """The session records as JSON Lines, the text ``json.dumps`` gives for each record of
     ``session_records`` (its separators and float forms), a chunk of JSONL_ROWS lines at a
-    time. Each column is turned into JSON texts at once, and a line is one ``%`` format:
+    time. Each column of a chunk is turned into JSON texts at once, and a line is one ``%`` format:
     half the time of a dict and a ``json.dumps`` per session."""
-    texts = [_json_texts(table.column(name)) for name in SESSION_RECORD_FIELDS]
     line = "{" + ", ".join(f"{json.dumps(name)}: %s" for name in SESSION_RECORD_FIELDS) + "}\n"
-    for lo in range(0, table.num_rows, JSONL_ROWS):
-        rows = zip(*(t[lo : lo + JSONL_ROWS] for t in texts), strict=True)
-        yield "".join([line % row for row in rows])
+    for lo in range(0, table.num_rows, JSONL_ROWS):  # a chunk's texts at a time: bounded memory
+        chunk = table.slice(lo, JSONL_ROWS)
+        texts = [_json_texts(chunk.column(name)) for name in SESSION_RECORD_FIELDS]
+        yield "".join([line % row for row in zip(*texts, strict=True)])
 
 
 def _json_texts(column: pa.ChunkedArray) -> list[str]:
