@@ -328,3 +328,34 @@ def test_gathered_blocks_give_the_same_bytes(
                     assert db["fill"] == da.bytes("fill")
                     assert db["omit"] == da.bytes("omit")
                 j += max(got.fits, 1)
+
+
+def test_sessions_are_numbered_once_per_run(generated: dict[str, Any], monkeypatch: Any) -> None:
+    """Step 2 numbers each partition's sessions and keeps them; the tasks of step 3 load
+    them (``assign`` is not called again) and see the same flows. Under another idle
+    timeout the kept numbering is not used."""
+    from tcpweave.flows import assign
+    from tcpweave.run import Run, Settings
+    from tcpweave.run import partition as partition_module
+
+    with Run([generated["path"]], Settings(), whole=False, rows_per_partition=4000) as run:
+        run.ranks()
+        assert run.n_parts > 2
+        layout, settings = run.state.layout, run.settings
+        fresh = [assign(partition_module.load(layout, p, settings).packets)
+                 for p in range(run.n_parts)]  # fmt: skip
+
+        def no_numbering(*args: Any) -> Any:
+            raise AssertionError("sessions numbered again")
+
+        monkeypatch.setattr(partition_module, "assign", no_numbering)
+        for p, want in enumerate(fresh):
+            again = partition_module.load(layout, p, settings)
+            for name in ("stream", "direction", "first_row", "client_side", "session",
+                         "tuple_index"):  # fmt: skip
+                assert np.array_equal(getattr(again.flows, name), getattr(want, name))
+        monkeypatch.setattr(partition_module, "assign", assign)
+        other = Settings(idle_timeout_ns=10**9)
+        rows = run.state.rows[0]
+        assert partition_module._saved_flows(layout, 0, settings, rows) is not None
+        assert partition_module._saved_flows(layout, 0, other, rows) is None

@@ -35,7 +35,13 @@ import tcpweave
 from conftest import corpus_captures
 from sessions import ACK, FIN, PSH, RST, SYN, Session, Trace
 from tcpweave.output import _kernels as k
-from tcpweave.output.sessions import SESSION_SCHEMA, session_table
+from tcpweave.output.sessions import (
+    JSONL_ROWS,
+    SESSION_SCHEMA,
+    session_jsonl,
+    session_records,
+    session_table,
+)
 
 EXERCISED = {("tcpweave.output", "build_histories")}
 
@@ -581,3 +587,39 @@ def test_partitions_give_the_whole_capture_table(tmp_path: Path) -> None:
     assert len(parts) > 3
     merged = pa.concat_tables(parts).sort_by("stream")
     assert merged.equals(whole)
+
+
+def _dumps_per_record(table: pa.Table) -> str:
+    """The JSON Lines text as ``json.dumps`` writes each record (the oracle)."""
+    return "".join(json.dumps(r) + "\n" for r in session_records(table))
+
+
+@pytest.mark.parametrize("path", corpus_captures()[:12], ids=lambda p: p.name)
+def test_session_jsonl_is_json_dumps_of_each_record(path: Path) -> None:
+    with tcpweave.open(path) as cap:
+        table = cap.sessions()
+    assert "".join(session_jsonl(table)) == _dumps_per_record(table)
+
+
+def test_session_jsonl_escapes_and_odd_floats_as_json_dumps(tmp_path: Path) -> None:
+    """Strings that need escaping, non-finite and tiny floats, nulls, and more rows than
+    one chunk: the same text as ``json.dumps`` of each record."""
+    t = Trace()
+    for i in range(5):
+        s = t.session(cport=42000 + i)
+        s.handshake()
+        s.c(0, b"x")
+        s.close()
+    with tcpweave.open(t.write(tmp_path / "five.pcap")) as cap:
+        table = cap.sessions()
+    odd = ['a"b', "back\\slash", "é", "\x01", "plain"]
+    duration = [float("nan"), float("inf"), 1e-07, 1e16, 0.1]
+    table = table.set_column(table.schema.get_field_index("history"), "history",
+                             pa.array(odd, pa.string()))  # fmt: skip
+    table = table.set_column(table.schema.get_field_index("duration_s"), "duration_s",
+                             pa.array(duration, pa.float64()))  # fmt: skip
+    nulls = pa.array([None, 1, None, 2, 3], pa.int64())
+    table = table.set_column(table.schema.get_field_index("gaps_c2s"), "gaps_c2s", nulls)
+    assert "".join(session_jsonl(table)) == _dumps_per_record(table)
+    many = pa.concat_tables([table] * (JSONL_ROWS // 5 + 3))
+    assert "".join(session_jsonl(many)) == _dumps_per_record(many)

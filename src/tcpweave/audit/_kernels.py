@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tcpweave._jit import helper, kernel
+from tcpweave._jit import callee, helper, kernel
 
 FIN, SYN, RST = 0x001, 0x002, 0x004
 MOD, HALF = np.int64(1 << 32), np.int64(1 << 31)
@@ -150,6 +150,56 @@ def _tail_matches(bufs, kept_offset, kept_start, kept_file, kept_len, k, x, hi, 
     return True
 
 
+@callee  # runs on a filter hit only: a call, not a copy in both scan loops
+def _count_hits(
+    key,
+    w,
+    h,
+    bits,
+    tab_w,
+    tab_key,
+    tab_head,
+    chain,
+    plo,
+    pkt_row,
+    payload_caplen,
+    payload_offset,
+    file,
+    counts,
+    max_count,
+    bufs,
+    kept_offset,
+    kept_start,
+    kept_file,
+    kept_len,
+    k,
+    x,
+    khi,
+    max_scan,
+):  # type: ignore[no-untyped-def]
+    """The window ``key`` (``w`` bytes, hash ``h``) ends at (kept row k, index x): count it
+    for every table payload with that prefix whose remaining bytes follow in the stream."""
+    size = tab_w.size
+    s = np.int64(h >> np.uint64(64 - bits))
+    while tab_w[s] != 0 and (tab_w[s] != w or tab_key[s] != key):
+        s = (s + 1) & (size - 1)
+    if tab_w[s] == 0:
+        return
+    e = tab_head[s]
+    while e >= 0:
+        ie = pkt_row[e]
+        n = payload_caplen[ie]
+        if counts[e] < max_count and (
+            n == w
+            or _tail_matches(
+                bufs, kept_offset, kept_start, kept_file, kept_len, k, x, khi,
+                bufs[file[ie]], payload_offset[ie] + w, n - w, max_scan,
+            )
+        ):  # fmt: skip
+            counts[e] += 1
+        e = chain[e - plo]
+
+
 @kernel
 def count_occurrences(  # type: ignore[no-untyped-def]
     bufs,
@@ -224,6 +274,8 @@ def count_occurrences(  # type: ignore[no-untyped-def]
         window = np.uint64(0)
         filled = 0
         run_end = np.int64(-1)
+        only8 = n_widths == 1 and widths[0] == 8  # every payload 8 bytes or longer: the usual
+        mix8 = np.uint64(8) * _MIX
         for k in range(klo, khi):
             if kept_offset[k] >= max_scan:
                 break
@@ -232,10 +284,21 @@ def count_occurrences(  # type: ignore[no-untyped-def]
             run_end = kept_offset[k] + kept_len[k]
             buf = bufs[kept_file[k]]
             base = kept_start[k]
-            for x in range(kept_len[k]):
-                p = kept_offset[k] + x
-                if p >= max_scan:
-                    break
+            stop = min(kept_len[k], max_scan - kept_offset[k])  # windows ending by max_scan
+            if only8:  # one width: no loop over widths, the hash's constant folded
+                for x in range(stop):
+                    window = (window << np.uint64(8)) | np.uint64(buf[base + x])
+                    filled += 1
+                    if filled < 8:
+                        continue
+                    h = (window ^ mix8) * _GOLDEN
+                    if _maybe(bitmap, h):
+                        _count_hits(window, 8, h, bits, tab_w, tab_key, tab_head, chain, plo,
+                                    pkt_row, payload_caplen, payload_offset, file, counts,
+                                    max_count, bufs, kept_offset, kept_start, kept_file,
+                                    kept_len, k, x, khi, max_scan)  # fmt: skip
+                continue
+            for x in range(stop):
                 window = (window << np.uint64(8)) | np.uint64(buf[base + x])
                 filled += 1
                 for wi in range(n_widths):  # an index loop: iterating an array increfs it
@@ -248,26 +311,11 @@ def count_occurrences(  # type: ignore[no-untyped-def]
                         else window & ((np.uint64(1) << np.uint64(8 * w)) - np.uint64(1))
                     )
                     h = _hash(key, w)
-                    if not _maybe(bitmap, h):
-                        continue
-                    s = np.int64(h >> np.uint64(64 - bits))
-                    while tab_w[s] != 0 and (tab_w[s] != w or tab_key[s] != key):
-                        s = (s + 1) & (size - 1)
-                    if tab_w[s] == 0:
-                        continue
-                    e = tab_head[s]
-                    while e >= 0:
-                        ie = pkt_row[e]
-                        n = payload_caplen[ie]
-                        if counts[e] < max_count and (
-                            n == w
-                            or _tail_matches(
-                                bufs, kept_offset, kept_start, kept_file, kept_len, k, x, khi,
-                                bufs[file[ie]], payload_offset[ie] + w, n - w, max_scan,
-                            )
-                        ):  # fmt: skip
-                            counts[e] += 1
-                        e = chain[e - plo]
+                    if _maybe(bitmap, h):
+                        _count_hits(key, w, h, bits, tab_w, tab_key, tab_head, chain, plo,
+                                    pkt_row, payload_caplen, payload_offset, file, counts,
+                                    max_count, bufs, kept_offset, kept_start, kept_file,
+                                    kept_len, k, x, khi, max_scan)  # fmt: skip
         for s in range(size):
             if tab_w[s] != 0:
                 _mark(bitmap, _hash(tab_key[s], tab_w[s]), False)

@@ -276,7 +276,7 @@ def streams_cmd(
 ) -> None:
     """One row per session: packets, bytes, retransmissions, gaps, conflicts, close, history."""
     from tcpweave.cli import render
-    from tcpweave.output.sessions import SESSION_RECORD_FIELDS, session_records
+    from tcpweave.output.sessions import SESSION_RECORD_FIELDS, session_jsonl, session_records
     from tcpweave.output.zeek import write_conn_json, write_conn_tsv
     from tcpweave.run import sessions as run_sessions
 
@@ -292,7 +292,7 @@ def streams_cmd(
     elif fmt is StreamFormat.csv:
         render.write_csv(sys.stdout, SESSION_RECORD_FIELDS, session_records(table))
     else:
-        render.write_rows_jsonl(sys.stdout, session_records(table))
+        sys.stdout.writelines(session_jsonl(table))
 
 
 @command()

@@ -176,16 +176,30 @@ def extract_block(
     named = [_names_of(cols, j, index, layout, length[j] if fill else kept[j]) for j in slots]
     if ledger is not None:
         _append_ledger(ledger, [rel for _, _, _, rel in named if rel is not None])
+    sha256, dumps, direction_name = hashlib.sha256, orjson.dumps, Close.direction_name
+    first_ts, last_ts, rst, fin = (info[name] for name in ("first_ts_ns", "last_ts_ns", "rst",
+                                                           "fin"))  # fmt: skip
+    tunnels, session = cols.tunnels, cols.session
+    tcpweave_layout = layout == "tcpweave"
     try:
         for j, (stream, name, (src, sport, dst, dport), rel) in zip(slots, named, strict=True):
             if got is None or j >= g0 + max(got.fits, 1):
                 got, g0 = views.gather(cols.row_bounds[j:]), j
-            if rel is not None and layout == "tcpweave":
+            if rel is not None and tcpweave_layout and stream // STREAMS_PER_DIR not in made:
                 _make_subdir(root, made, stream, rel)
             fd = -1 if rel is None else os.open(rel, _CREATE, 0o644, dir_fd=root)
             try:
-                if j < g0 + got.fits:
-                    sha = _write_gathered(fd, got, j - g0, length[j], fill)
+                k = j - g0
+                if k < got.fits:
+                    e = got.edges[k]
+                    run = got.runs[e] if got.edges[k + 1] == e + 1 else None
+                    if run is not None and ((run[0] == 0 and run[1] == length[j]) or not fill):
+                        view = got.view[run[2] : run[2] + run[1]]  # the usual: one run
+                        if fd >= 0 and os.pwrite(fd, view, 0) != run[1]:
+                            _pwrite_all(fd, [view], run[1], 0)  # (rewrites what was short)
+                        sha = sha256(view).hexdigest()
+                    else:
+                        sha = _write_gathered(fd, got, k, length[j], fill)
                 else:  # larger than a gather: read in place
                     runs = views.direction(cols, j).runs(max_views=_IOV_MAX)
                     sha = _write_runs(fd, runs, length[j], gaps)
@@ -194,14 +208,38 @@ def extract_block(
                     os.close(fd)
             gap_list = views.gap_list(gb[j], gb[j + 1]) if gb[j + 1] > gb[j] else []
             conflict_list = views.conflict_list(cb[j], cb[j + 1]) if cb[j + 1] > cb[j] else []
-            rec = _record(cols, j, stream, name, (src, sport, dst, dport), rel, sha, gap_list,
-                          conflict_list)  # fmt: skip
-            lines.append(orjson.dumps(rec))
+            gap_bytes = sum(g["length"] for g in gap_list) if gap_list else 0
+            # docs/design.md's contract, and more (docs/schemas/records-v1.schema.json)
+            rec = {
+                "stream": stream,
+                "session": session[j // 2],
+                "direction": name,
+                "src": src,
+                "sport": sport,
+                "dst": dst,
+                "dport": dport,
+                "first_ts": first_ts[j] / 1e9,
+                "last_ts": last_ts[j] / 1e9,
+                "packets": packets[j],
+                "bytes": kept[j],
+                "length": length[j],
+                "gaps": len(gap_list),
+                "gap_bytes": gap_bytes,
+                "gap_list": gap_list,
+                "conflicts": len(conflict_list),
+                "conflict_list": conflict_list,
+                "close": direction_name(rst[j], fin[j]),
+                "path": rel,
+                "sha256": sha,
+            }
+            if tunnels and tunnels[j] is not None:
+                rec["tunnel"] = tunnels[j]  # only for streams that came through one
+            lines.append(dumps(rec))
             line_streams.append(stream)
             counts[0] += 1
             counts[1] += rel is not None
             counts[2] += kept[j]
-            counts[3] += rec["gap_bytes"]
+            counts[3] += gap_bytes
             counts[4] += len(gap_list)
             counts[5] += len(conflict_list)
     finally:
@@ -243,46 +281,6 @@ def _make_subdir(root: int, made: set[int], stream: int, rel: str) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(rel[: rel.index("/")], 0o755, dir_fd=root)
         made.add(stream // STREAMS_PER_DIR)
-
-
-def _record(
-    cols: BlockColumns,
-    j: int,
-    stream: int,
-    name: str,
-    ends: tuple[str, int, str, int],
-    rel: str | None,
-    sha: str,
-    gap_list: list[dict[str, Any]],
-    conflict_list: list[dict[str, int]],
-) -> dict[str, Any]:
-    """Direction slot ``j``'s streams.jsonl record (docs/design.md's contract, and more)."""
-    info = cols.info
-    record = {
-        "stream": stream,
-        "session": cols.session[j // 2],
-        "direction": name,
-        "src": ends[0],
-        "sport": ends[1],
-        "dst": ends[2],
-        "dport": ends[3],
-        "first_ts": info["first_ts_ns"][j] / 1e9,
-        "last_ts": info["last_ts_ns"][j] / 1e9,
-        "packets": info["packets"][j],
-        "bytes": info["bytes"][j],
-        "length": info["length"][j],
-        "gaps": len(gap_list),
-        "gap_bytes": sum(g["length"] for g in gap_list),
-        "gap_list": gap_list,
-        "conflicts": len(conflict_list),
-        "conflict_list": conflict_list,
-        "close": Close.direction_name(info["rst"][j], info["fin"][j]),
-        "path": rel,
-        "sha256": sha,
-    }
-    if cols.tunnels and cols.tunnels[j] is not None:
-        record["tunnel"] = cols.tunnels[j]  # only for streams that came through one
-    return record
 
 
 def _write_gathered(fd: int, got: Gathered, k: int, length: int, fill: bool) -> str:

@@ -68,7 +68,7 @@ from tcpweave.reassembly.offload import (
     offloaded_hosts,
 )
 from tcpweave.run.executors import Executor, InProcess
-from tcpweave.run.partition import Partition, load
+from tcpweave.run.partition import Partition, load, save_flows
 from tcpweave.run.settings import ROWS_PER_PARTITION, Settings
 from tcpweave.run.spill import Router, SpillLayout
 
@@ -382,6 +382,7 @@ def _session_firsts(
     """Task of step 2: frame of the first packet of each session of partition ``p``, and
     the hosts that sent a bad TCP checksum in it."""
     part = load(layout, p, settings)
+    save_flows(layout, part)  # numbered once: step 3 loads them
     return np.asarray(part.packets.frame[part.flows.first_row]), bad_senders(part.packets)
 
 

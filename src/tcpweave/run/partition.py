@@ -10,6 +10,8 @@ spilled partition's sources are its payload spill files.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +25,7 @@ from tcpweave.reassembly import Plan, plan
 from tcpweave.run.settings import Settings
 from tcpweave.run.spill import MappedFile, SpilledColumns, SpillLayout, load_partition
 
-__all__ = ["Partition", "load"]
+__all__ = ["Partition", "load", "save_flows"]
 
 #: the columns numbering sessions reads (``flows.assign``): read in one pass
 FLOW_COLUMNS = ("src", "dst", "sport", "dport", "flags", "seq", "ts_ns")
@@ -48,7 +50,10 @@ class Partition:
         on_discard: Callable[[], None] | None = None,
         capture_columns: tuple[np.ndarray, np.ndarray] | SpilledColumns | None = None,
         defrag_file: int = -1,
+        flows: Flows | None = None,
     ) -> None:
+        """``flows``: the partition's sessions as numbered before (by step 2 of its run,
+        ``save_flows``), else they are numbered here."""
         self.index = index  # the partition's number in its run
         self._on_discard = on_discard
         self._capture = capture_columns
@@ -56,7 +61,7 @@ class Partition:
         self.packets = packets
         self._sources = sources  # or how to open them: mapped on first use
         self.settings = settings
-        self._flows: Flows | None = None
+        self._flows: Flows | None = flows
         self._global_index = global_index
         self._plan: Plan | None = None
         if isinstance(packets.columns, SpilledColumns):
@@ -64,9 +69,11 @@ class Partition:
 
     def _number_sessions(self) -> Flows:
         packets = self.packets
-        if isinstance(packets.columns, SpilledColumns):  # what numbering sessions reads, at once
-            packets.columns.load([*FLOW_COLUMNS, "ip_version"])  # and the endpoints kept below
-        flows = self._flows = assign(packets, self.settings.idle_timeout_ns)
+        flows = self._flows
+        if flows is None:
+            if isinstance(packets.columns, SpilledColumns):  # what numbering reads, at once
+                packets.columns.load([*FLOW_COLUMNS, "ip_version"])  # and the endpoints below
+            flows = self._flows = assign(packets, self.settings.idle_timeout_ns)
         if isinstance(packets.columns, SpilledColumns):  # writers want them at first rows only
             first = np.sort(flows.first_row)
             packets.columns.keep_rows(first, list(ENDPOINT_COLUMNS))
@@ -160,8 +167,36 @@ def load(
     layout: SpillLayout, p: int, settings: Settings, global_index: np.ndarray | None = None
 ) -> Partition:
     """Spilled partition ``p``; its payload files are mapped when a payload is first read
-    (numbering sessions needs none)."""
+    (numbering sessions needs none). Its sessions are those step 2 numbered and saved
+    (``save_flows``), if it did under the same settings."""
     paths = layout.files(p, "payload")
     packets, columns = load_partition(layout, p)
     return Partition(packets, lambda: [MappedFile(f) for f in paths], settings, global_index, p,
-                     lambda: layout.remove(p), columns, layout.n_files)  # fmt: skip
+                     lambda: layout.remove(p), columns, layout.n_files,
+                     _saved_flows(layout, p, settings, len(packets)))  # fmt: skip
+
+
+def save_flows(layout: SpillLayout, part: Partition) -> None:
+    """Keep partition ``part``'s sessions in its work directory, for its later steps: they
+    are numbered once per run (renamed into place: a file there is whole)."""
+    path = layout.path(part.index, "flows")
+    arrays = {name: getattr(part.flows, name) for name in _FLOW_FIELDS}
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, idle_timeout_ns=np.int64(part.settings.idle_timeout_ns), **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def _saved_flows(layout: SpillLayout, p: int, settings: Settings, rows: int) -> Flows | None:
+    """Partition ``p``'s sessions as ``save_flows`` kept them, if they were numbered under
+    the same idle timeout and for as many rows (else None: numbered again)."""
+    try:
+        with np.load(layout.path(p, "flows")) as z:
+            if int(z["idle_timeout_ns"]) != settings.idle_timeout_ns:
+                return None
+            flows = Flows(**{name: z[name] for name in _FLOW_FIELDS})
+    except (OSError, ValueError, KeyError):
+        return None
+    return flows if len(flows.stream) == rows else None
+
+
+_FLOW_FIELDS = tuple(f.name for f in dataclasses.fields(Flows))

@@ -47,8 +47,6 @@ SPILL_DTYPE = np.dtype(
 TUNNEL_DTYPE = np.dtype([("row", np.int64)] + [c for c in PACKET_COLUMNS if c[0] in TUNNEL_COLUMNS])
 #: payload bytes copied at once by a router (their copy is held while they are written)
 ROUTE_BYTES = 8 << 20
-#: spill rows read at a time while a partition is loaded (about 18 MB)
-LOAD_ROWS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,8 @@ class SpillLayout:
 
     def remove(self, p: int) -> None:
         """Remove partition ``p``'s spill files (not needed once it is written)."""
-        for name in self.files(p, "rows") + self.files(p, "payload") + self.files(p, "tunnels"):
+        for name in [*self.files(p, "rows"), *self.files(p, "payload"),
+                     *self.files(p, "tunnels"), self.path(p, "flows")]:  # fmt: skip
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name)
 
@@ -198,8 +197,8 @@ def load_partition(layout: SpillLayout, p: int) -> tuple[PacketTable, SpilledCol
 
 class SpilledColumns:
     """The packet-table columns of a spilled partition, each read from the partition's spill
-    files when it is first asked for: a pass over the files LOAD_ROWS rows at a time takes
-    that column (with ``load``, several at once), in frame order. ``drop`` forgets columns
+    files when it is first asked for: a pass over the mapped files takes that column (with
+    ``load``, several at once), in frame order. ``drop`` forgets columns
     (they are read again if asked for later). Also ``capture_file`` and ``capture_offset``:
     ``file`` and ``payload_offset`` as the capture gave them."""
 
@@ -264,16 +263,14 @@ class SpilledColumns:
         field = _SPILL_FIELD.get(name, name)
         at = 0
         for k, path in enumerate(self._paths):
-            with open(path, "rb") as f:
-                while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
-                    rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
-                    end = at + len(rec)
-                    a, b = np.searchsorted(places, (at, end))
-                    if b > a:
-                        hit = by_place[a:b]
-                        out[hit] = k if name == "file" else rec[field][places[a:b] - at]
-                    at = end
-                    del rec, chunk
+            rec = _mapped_rows(path)
+            end = at + len(rec)
+            a, b = np.searchsorted(places, (at, end))
+            if b > a:
+                hit = by_place[a:b]
+                out[hit] = k if name == "file" else rec[field][places[a:b] - at]
+            at = end
+            del rec  # (unmapped once no view of it is left)
         return out
 
     @staticmethod
@@ -299,14 +296,12 @@ class SpilledColumns:
         for k, path in enumerate(self._paths):
             if tunnel and k < len(self._tunnel_paths):
                 _load_tunnels(self._tunnel_paths[k], at, tunnel)
-            with open(path, "rb") as f:
-                while chunk := f.read(LOAD_ROWS * SPILL_DTYPE.itemsize):
-                    rec = np.frombuffer(chunk, dtype=SPILL_DTYPE)
-                    end = at + len(rec)
-                    for name, col in out.items():
-                        col[at:end] = k if name == "file" else rec[field[name]]
-                    at = end
-                    del rec, chunk
+            rec = _mapped_rows(path)
+            end = at + len(rec)
+            for name, col in out.items():
+                col[at:end] = k if name == "file" else rec[field[name]]
+            at = end
+            del rec  # (unmapped once no view of it is left)
         return {**out, **tunnel}
 
 
@@ -318,6 +313,19 @@ _CAPTURE_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "capture_file": (np.int32, ()),
     "capture_offset": (np.int64, ()),
 }
+
+
+def _mapped_rows(path: str) -> np.ndarray:
+    """A rows spill file as a read-only array of its records, mapped: a column is copied
+    straight from the page cache (no read into a buffer first); the mapping goes with the
+    last view of the array."""
+    with open(path, "rb") as f:
+        n = os.fstat(f.fileno()).st_size // SPILL_DTYPE.itemsize
+        if n == 0:
+            return np.zeros(0, SPILL_DTYPE)
+        mm = mmap.mmap(f.fileno(), n * SPILL_DTYPE.itemsize, prot=mmap.PROT_READ)
+    mm.madvise(mmap.MADV_SEQUENTIAL)
+    return np.frombuffer(mm, SPILL_DTYPE, count=n)
 
 
 def _load_tunnels(path: str, first_row: int, cols: dict[str, np.ndarray]) -> None:
