@@ -21,16 +21,19 @@ piece, streams.jsonl's sha256 of its file. docs/store.md describes the layout.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from tcpweave.decode.table import format_address
 from tcpweave.enums import Close
+from tcpweave.errors import UsageError
 from tcpweave.output._kernels import gather_ranges
-from tcpweave.output.sessions import _endpoints as endpoints
 from tcpweave.output.streams import DROP_PAGES_AFTER, StreamViews
 
 __all__ = [
@@ -38,7 +41,9 @@ __all__ = [
     "PARTS_DIR",
     "STORE_FORMAT",
     "STORE_SCHEMA",
+    "Store",
     "index_table",
+    "open_store",
     "store_batches",
     "store_part",
     "write_index",
@@ -112,8 +117,9 @@ def _records(views: StreamViews, index: np.ndarray) -> pa.Table:
     d = views.plan.directions
     local, way = d["stream"], d["direction"]
     slot = np.asarray(local * 2 + way, np.int64)
-    ends = endpoints(views.packets, views.flows)
-    client = np.asarray(way == 0)
+    client_addr, client_port, server_addr, server_port = _endpoints(views)
+    client = pa.array(np.asarray(way == 0))
+    local_a = pa.array(local)
     g, c = views.plan.gaps, views.plan.conflicts
     gb = np.append(views.gap_bounds[slot], len(g["offset"]))
     cb = np.append(views.conflict_bounds[slot], len(c["offset"]))
@@ -131,10 +137,10 @@ def _records(views: StreamViews, index: np.ndarray) -> pa.Table:
         "stream": np.asarray(index)[local],
         "session": views.flows.session[local],
         "direction": _names_array(np.asarray(way), ["c2s", "s2c"]),
-        "src": np.where(client, ends["client_addr"][local], ends["server_addr"][local]),
-        "sport": np.where(client, ends["client_port"][local], ends["server_port"][local]),
-        "dst": np.where(client, ends["server_addr"][local], ends["client_addr"][local]),
-        "dport": np.where(client, ends["server_port"][local], ends["client_port"][local]),
+        "src": pc.if_else(client, client_addr.take(local_a), server_addr.take(local_a)),
+        "sport": np.where(way == 0, client_port[local], server_port[local]),
+        "dst": pc.if_else(client, server_addr.take(local_a), client_addr.take(local_a)),
+        "dport": np.where(way == 0, server_port[local], client_port[local]),
         "first_ts": pa.array(d["first_ts_ns"], _TIME),
         "last_ts": pa.array(d["last_ts_ns"], _TIME),
         "packets": d["packets"],
@@ -152,6 +158,36 @@ def _records(views: StreamViews, index: np.ndarray) -> pa.Table:
     arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
               for f, c in ((f, cols[f.name]) for f in fields)]  # fmt: skip
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _endpoints(views: StreamViews) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]:
+    """Client address, client port, server address, server port of each stream: from its
+    first packet and the flows' roles (as the session table's)."""
+    packets, flows = views.packets, views.flows
+    first = flows.first_row
+    by_client = (flows.direction[first] == 0)[:, None]
+    src, dst = packets.src[first], packets.dst[first]
+    sport, dport = packets.sport[first], packets.dport[first]
+    version = packets.ip_version[first]
+    client_port = np.where(by_client[:, 0], sport, dport)
+    server_port = np.where(by_client[:, 0], dport, sport)
+    return (_printed(np.where(by_client, src, dst), version), client_port,
+            _printed(np.where(by_client, dst, src), version), server_port)  # fmt: skip
+
+
+_OCTETS = pa.array([str(i) for i in range(256)])
+
+
+def _printed(raw: np.ndarray, version: np.ndarray) -> pa.Array:
+    """Addresses in their printed form (``format_address``'s): IPv4 (bytes 12..15, dotted
+    quad) by Arrow's string kernels, the rarer IPv6 one at a time."""
+    v4 = version == 4
+    quads = [_OCTETS.take(pa.array(raw[:, k])) for k in range(12, 16)]
+    text = pc.binary_join_element_wise(*quads, ".")
+    if v4.all():
+        return text
+    other = [None if v else format_address(r, 6) for r, v in zip(raw, v4.tolist(), strict=True)]
+    return pc.if_else(pa.array(v4), text, pa.array(other, pa.string()))
 
 
 def _tunnels(views: StreamViews, slot: np.ndarray) -> pa.Array:
@@ -333,3 +369,82 @@ def index_table(paths: list[str], names: list[str]) -> pa.Table:
     way = table.column("direction").combine_chunks().indices.to_numpy()
     order = np.lexsort((table.column("piece").to_numpy(), way, table.column("stream").to_numpy()))
     return table.take(pa.array(order))
+
+
+class Store:
+    """A finished store (``extract --store DIR``, ``extract(..., store=True)``): its rows as a
+    pyarrow dataset, the direction records, and each direction's bytes by stream number."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from tcpweave.output.outdir import INCOMPLETE_FILE, MANIFEST_FILE
+
+        self.path = os.fspath(path)
+        marker = os.path.join(self.path, INCOMPLETE_FILE)
+        manifest = os.path.join(self.path, MANIFEST_FILE)
+        if os.path.exists(marker) or not os.path.exists(manifest):
+            why = "it holds INCOMPLETE.json" if os.path.exists(marker) else "no manifest.json"
+            raise UsageError(f"{self.path}: not a finished tcpweave store ({why})")
+        with open(manifest, encoding="utf-8") as f:
+            self.manifest: dict[str, Any] = json.load(f)
+        if self.manifest.get("store", {}).get("format") != STORE_FORMAT:
+            raise UsageError(f"{self.path}: not a tcpweave store (manifest.json names no "
+                             f"{STORE_FORMAT})")  # fmt: skip
+        self._index: pa.Table | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """The part files, as paths."""
+        return [os.path.join(self.path, n) for n in self.manifest["store"]["files"]]
+
+    def dataset(self) -> Any:
+        """The rows as a ``pyarrow.dataset.Dataset`` (every column; filter and project there)."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.files, format="parquet")
+
+    def index(self) -> pa.Table:
+        """``index.parquet``: where each row is (file, row group, row), by stream."""
+        if self._index is None:
+            import pyarrow.parquet as pq
+
+            self._index = pq.read_table(os.path.join(self.path, INDEX_FILE))
+        return self._index
+
+    def records(self) -> pa.Table:
+        """streams.jsonl's records (every column but ``data``, one row per direction), by
+        stream then direction."""
+        names = [f.name for f in STORE_SCHEMA if f.name != "data"]
+        table = self.dataset().to_table(columns=names, filter=pc.field("piece") == 0)
+        way = table.column("direction").combine_chunks().indices.to_numpy()
+        order = np.lexsort((way, table.column("stream").to_numpy()))
+        return table.take(pa.array(order))
+
+    def direction(self, stream: int, direction: str = "c2s") -> bytes:
+        """The bytes of one direction of a stream (b"" when it carried no packet); KeyError
+        when the store holds no row of the stream."""
+        import pyarrow.parquet as pq
+
+        if direction not in ("c2s", "s2c"):
+            raise ValueError("direction must be 'c2s' or 's2c'")
+        idx = self.index()
+        streams = idx.column("stream").to_numpy()
+        lo, hi = np.searchsorted(streams, [stream, stream + 1]).tolist()
+        if lo == hi:
+            raise KeyError(f"no stream {stream} in {self.path}")
+        rows = idx.slice(lo, hi - lo).to_pylist()
+        pieces = [r for r in rows if r["direction"] == direction]
+        out = []
+        for r in sorted(pieces, key=lambda r: r["piece"]):
+            f = pq.ParquetFile(os.path.join(self.path, r["file"]))
+            group = f.read_row_group(r["row_group"], columns=["data"])
+            out.append(group.column("data")[r["row"]].as_py())
+        return b"".join(out)
+
+    def stream(self, stream: int) -> tuple[bytes, bytes]:
+        """Both directions of a stream: (client to server, server to client)."""
+        return self.direction(stream, "c2s"), self.direction(stream, "s2c")
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open the store that ``extract --store DIR`` wrote (docs/store.md)."""
+    return Store(path)
