@@ -21,6 +21,7 @@ piece, streams.jsonl's sha256 of its file. docs/store.md describes the layout.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -229,18 +230,23 @@ def store_batches(
     kept = _kept_places(views, chosen, base, gaps)
     for a, b in _batch_bounds(piece_start, piece_len):
         lo, hi = int(piece_start[a]), int(piece_start[b - 1] + piece_len[b - 1])
-        data = np.zeros(hi - lo, np.uint8)
+        data = np.zeros(hi - lo, np.uint8)  # gaps stay zero
         _copy_into(views, kept, lo, hi, data)
-        offsets = np.append(piece_start[a:b] - lo, hi - lo).astype(np.int64)
-        view = memoryview(data)
-        sha = [hashlib.sha256(view[x:y]).hexdigest()
-               for x, y in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]  # fmt: skip
-        column = pa.Array.from_buffers(pa.large_binary(), b - a,
-                                       [None, pa.py_buffer(offsets), pa.py_buffer(data)])  # fmt: skip
-        part = rows.slice(a, b - a)
-        arrays = [*part.columns, pa.array(sha, pa.string()), column]
-        yield pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray)
-                                          else a for a in arrays], schema=STORE_SCHEMA)  # fmt: skip
+        yield _batch(rows.slice(a, b - a), piece_start[a:b] - lo, data)
+
+
+def _batch(part: pa.Table, starts: np.ndarray, data: np.ndarray) -> pa.RecordBatch:
+    """The record batch of rows ``part`` whose bytes are ``data`` from ``starts`` on."""
+    offsets = np.append(starts, len(data)).astype(np.int64)
+    view = data.data
+    edges = offsets.tolist()
+    sha = [hashlib.sha256(view[x:y]).hexdigest() for x, y in itertools.pairwise(edges)]
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    column = pa.Array.from_buffers(pa.large_binary(), len(starts), buffers)
+    arrays = [c.combine_chunks() for c in part.columns]
+    return pa.RecordBatch.from_arrays(
+        [*arrays, pa.array(sha, pa.string()), column], schema=STORE_SCHEMA
+    )
 
 
 def _batch_bounds(start: np.ndarray, length: np.ndarray) -> list[tuple[int, int]]:
@@ -251,7 +257,7 @@ def _batch_bounds(start: np.ndarray, length: np.ndarray) -> list[tuple[int, int]
     by_rows = np.arange(len(start)) // BATCH_ROWS
     cut = np.flatnonzero((np.diff(by_bytes) != 0) | (np.diff(by_rows) != 0)) + 1
     edges = [0, *cut.tolist(), len(start)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def _kept_places(
@@ -270,8 +276,8 @@ def _kept_places(
     if gaps == "fill":
         pos = np.asarray(kr["stream_offset"][take], np.int64)
     else:  # end to end: the kept bytes before the range in its direction
-        before = np.cumsum(length) - length
-        pos = before - np.repeat(before[np.cumsum(n) - n], n) if len(before) else before
+        summed = np.concatenate(([0], np.cumsum(length)))
+        pos = summed[:-1] - np.repeat(summed[np.cumsum(n) - n], n)
     return {
         "at": base[owner] + pos,
         "length": length,

@@ -35,7 +35,13 @@ from tcpweave.output.extract import (
     write_lines,
 )
 from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
-from tcpweave.output.store import INDEX_FILE, STORE_FORMAT, store_part, write_index, write_store_part
+from tcpweave.output.store import (
+    INDEX_FILE,
+    STORE_FORMAT,
+    store_part,
+    write_index,
+    write_store_part,
+)
 from tcpweave.output.streams import StreamViews
 from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
@@ -193,7 +199,8 @@ def extract(
     tick = progress or (lambda phase, n, total, packets: None)
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
-               ("streams", None if chosen is None else sorted(chosen)), ("store", store))  # fmt: skip
+               ("streams", None if chosen is None else sorted(chosen)),
+               *((("store", True),) if store else ()))  # fmt: skip
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
     job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen,
