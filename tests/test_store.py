@@ -116,6 +116,14 @@ def test_store_of_a_corpus_capture_matches_tree_and_tshark(tmp_path: Path) -> No
         assert store.stream(stream) == _tshark_follow_raw(cap, stream)
 
 
+def test_store_of_the_sample_with_ipv6(tmp_path: Path) -> None:
+    sample = str(Path(__file__).resolve().parent.parent / "examples" / "sample-http.pcap")
+    tcpweave.extract(sample, tmp_path / "tree", jobs=1)
+    tcpweave.extract(sample, tmp_path / "store", jobs=1, store=True)
+    _check_against_tree(tmp_path / "store", tmp_path / "tree")
+    assert any(":" in r["src"] for r in _rows(tmp_path / "store").values())
+
+
 def _tshark_follow_raw(path: str, stream: int) -> tuple[bytes, bytes]:
     """Both directions of a stream as ``tshark -z follow,tcp,raw,N`` prints them (the
     client's chunks unindented, the server's indented by a tab)."""

@@ -167,9 +167,10 @@ def _endpoints(views: StreamViews) -> tuple[pa.Array, np.ndarray, pa.Array, np.n
     packets, flows = views.packets, views.flows
     first = flows.first_row
     by_client = (flows.direction[first] == 0)[:, None]
-    src, dst = packets.src[first], packets.dst[first]
-    sport, dport = packets.sport[first], packets.dport[first]
-    version = packets.ip_version[first]
+    # only those rows: a spilled partition reads them without loading the whole columns
+    src, dst = packets.gather("src", first), packets.gather("dst", first)
+    sport, dport = packets.gather("sport", first), packets.gather("dport", first)
+    version = packets.gather("ip_version", first)
     client_port = np.where(by_client[:, 0], sport, dport)
     server_port = np.where(by_client[:, 0], dport, sport)
     return (_printed(np.where(by_client, src, dst), version), client_port,
@@ -187,7 +188,11 @@ def _printed(raw: np.ndarray, version: np.ndarray) -> pa.Array:
     text = pc.binary_join_element_wise(*quads, ".")
     if v4.all():
         return text
-    other = [None if v else format_address(r, 6) for r, v in zip(raw, v4.tolist(), strict=True)]
+    keys = np.ascontiguousarray(raw[~v4]).view(np.dtype((np.void, 16)))[:, 0]
+    distinct, which = np.unique(keys, return_inverse=True)
+    printed = [format_address(np.frombuffer(k.tobytes(), np.uint8), 6) for k in distinct]
+    other = np.full(len(raw), None, dtype=object)
+    other[~v4] = np.array([*printed, ""], dtype=object)[:-1][which.ravel()]
     return pc.if_else(pa.array(v4), text, pa.array(other, pa.string()))
 
 
