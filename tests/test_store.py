@@ -269,3 +269,13 @@ def test_cli_wants_one_of_output_and_store(crafted: str, tmp_path: Path) -> None
     for done in (both, neither):
         assert done.returncode == 2 and "--store" in done.stderr, done.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_batches_are_cut_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """About BATCH_BYTES of stream bytes a batch; a row longer than that is alone."""
+    import numpy as np
+
+    monkeypatch.setattr(store_module, "BATCH_BYTES", 250)
+    length = np.array([10, 300, 10, 10, 200, 100, 0, 5])
+    start = np.concatenate(([0], np.cumsum(length)[:-1]))
+    assert store_module._batch_bounds(start, length) == [(0, 1), (1, 2), (2, 5), (5, 8)]

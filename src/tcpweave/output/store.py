@@ -260,8 +260,10 @@ def _batch_bounds(start: np.ndarray, length: np.ndarray) -> list[tuple[int, int]
         return []
     by_bytes = start // BATCH_BYTES
     by_rows = np.arange(len(start)) // BATCH_ROWS
-    cut = np.flatnonzero((np.diff(by_bytes) != 0) | (np.diff(by_rows) != 0)) + 1
-    edges = [0, *cut.tolist(), len(start)]
+    cut = (np.diff(by_bytes) != 0) | (np.diff(by_rows) != 0)
+    long = length >= BATCH_BYTES  # alone in its batch
+    cut |= long[1:] | long[:-1]
+    edges = [0, *(np.flatnonzero(cut) + 1).tolist(), len(start)]
     return list(itertools.pairwise(edges))
 
 
