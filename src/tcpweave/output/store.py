@@ -61,6 +61,9 @@ BATCH_BYTES = 64 << 20
 BATCH_ROWS = 1 << 15
 #: bytes of one direction in one row at most (Parquet values are limited to 2 GiB)
 MAX_PIECE = 1 << 30
+#: sources mapped in all up to this size keep their pages while a partition is written
+#: (the resident set PageKeeper bounds them to: 64 KiB of fault-around per payload read)
+_KEEP_MAPPED = DROP_PAGES_AFTER << 16
 #: Parquet compression of the part files (measured: bench/README.md, "store")
 COMPRESSION = "none"
 
@@ -307,7 +310,12 @@ def _copy_into(views: StreamViews, kept: dict[str, np.ndarray], lo: int, hi: int
     file = kept["file"][i:j]
     buffers = [src.buffer for src in views.sources]
     one = all(buf is buffers[0] for buf in buffers)
-    for a in range(0, j - i, DROP_PAGES_AFTER):  # pages read are dropped between the calls
+    # Pages read are dropped between the calls (PageKeeper), unless the sources are smaller
+    # than what that bounds the resident set to (a partition's spill usually is): then
+    # dropping them only makes the next reads fault again.
+    distinct = {id(buf): buf for buf in buffers}.values()
+    small = sum(len(buf) for buf in distinct) <= _KEEP_MAPPED
+    for a in range(0, j - i, DROP_PAGES_AFTER):
         b = min(a + DROP_PAGES_AFTER, j - i)
         sl = slice(a, b)
         if one:
@@ -316,7 +324,8 @@ def _copy_into(views: StreamViews, kept: dict[str, np.ndarray], lo: int, hi: int
             for f in np.unique(file[sl]).tolist():
                 m = file[sl] == f
                 gather_ranges(buffers[f], start[sl][m], (e - s)[sl][m], (s - lo)[sl][m], out)
-        views.pages.note(b - a)
+        if not small:
+            views.pages.note(b - a)
 
 
 def write_store_part(
