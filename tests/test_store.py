@@ -94,13 +94,19 @@ def _check_against_tree(store: Path, tree: Path) -> None:
                 assert row[name] == value, (name, row[name], value)
 
 
-@pytest.mark.parametrize("gaps", ["fill", "omit"])
-def test_store_holds_the_file_tree(crafted: str, tmp_path: Path, gaps: str) -> None:
-    tcpweave.extract(crafted, tmp_path / "tree", gaps=gaps, jobs=1)
-    tcpweave.extract(crafted, tmp_path / "store", gaps=gaps, jobs=1, store=True)
+OPTIONS = [{}, {"gaps": "omit"}, {"policy": "last"}, {"checksums": "ignore"},
+           {"idle_timeout": 10.0, "partition_rows": 8, "jobs": 2}]  # fmt: skip
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: str(o) if o else "defaults")
+def test_store_holds_the_file_tree(crafted: str, tmp_path: Path, options: dict[str, Any]) -> None:
+    """Every option means the same for the store as for the file tree."""
+    options = {"jobs": 1, **options}
+    tcpweave.extract(crafted, tmp_path / "tree", **options)
+    tcpweave.extract(crafted, tmp_path / "store", store=True, **options)
     _check_against_tree(tmp_path / "store", tmp_path / "tree")
     manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
-    assert manifest["store"]["files"] == ["streams/part-00000.parquet"]
+    assert manifest["store"]["files"][0] == "streams/part-00000.parquet"
     assert not (tmp_path / "store" / "streams.jsonl").exists()
 
 
