@@ -206,6 +206,16 @@ def test_long_directions_continue_on_more_rows(
     assert store.records().num_rows == len(whole)
 
 
+def test_parquet_tables_beside_the_store(crafted: str, tmp_path: Path) -> None:
+    tcpweave.extract(crafted, tmp_path / "store", jobs=2, partition_rows=8, store=True,
+                     parquet=True)  # fmt: skip
+    tcpweave.extract(crafted, tmp_path / "tree", jobs=1, parquet=True)
+    for name in ("packets.parquet", "plan.parquet"):
+        assert pq.read_table(tmp_path / "store" / name).equals(
+            pq.read_table(tmp_path / "tree" / name)
+        )
+
+
 def test_stream_option_keeps_only_those_streams(crafted: str, tmp_path: Path) -> None:
     tcpweave.extract(crafted, tmp_path / "store", jobs=2, partition_rows=8, store=True,
                      streams=[3, 20])  # fmt: skip
