@@ -58,6 +58,7 @@ PINNED = [
     "Settings",
     "SignalReceived",
     "Skip",
+    "Store",
     "Stream",
     "StreamViews",
     "TcpweaveError",
@@ -67,6 +68,7 @@ PINNED = [
     "birthday_probability",
     "extract",
     "open",
+    "open_store",
 ]
 
 #: types that are not tcpweave's own and need no export

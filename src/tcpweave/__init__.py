@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         VarintLength,
     )
     from tcpweave.output.extract import ExtractSummary
+    from tcpweave.output.store import Store, open_store
     from tcpweave.output.streams import (
         BlockColumns,
         Chunk,
@@ -105,6 +106,7 @@ __all__ = [
     "Settings",
     "SignalReceived",
     "Skip",
+    "Store",
     "Stream",
     "StreamViews",
     "TcpweaveError",
@@ -114,6 +116,7 @@ __all__ = [
     "birthday_probability",
     "extract",
     "open",
+    "open_store",
 ]
 __version__ = "0.1.0"
 
@@ -159,6 +162,7 @@ __getattr__, __dir__ = _lazy.attach(
             "VarintLength",
         ),
         "tcpweave.output.extract": ("ExtractSummary",),
+        "tcpweave.output.store": ("Store", "open_store"),
         "tcpweave.output.streams": (
             "BlockColumns",
             "Chunk",

@@ -186,9 +186,11 @@ def extract(
     parquet: bool = False,
     streams: Iterable[int] | None = None,
     bpf: str = "",
+    store: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
-    ``out_dir`` with ``streams.jsonl``.
+    ``out_dir`` with ``streams.jsonl``; with ``store``, as a store instead: Parquet rows
+    with the bytes, read with ``open_store`` or any Parquet reader (docs/store.md).
 
     Memory stays bounded: a capture larger than ``partition_rows`` packets is cut by flow
     into partitions spilled to a work directory (see ``tcpweave.run``). ``jobs`` worker
@@ -210,7 +212,7 @@ def extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
-        parquet=parquet, streams=None if streams is None else list(streams),
+        parquet=parquet, streams=None if streams is None else list(streams), store=store,
     )  # fmt: skip
 
 

@@ -141,7 +141,18 @@ def packets(
 @command()
 def extract(
     captures: Captures,
-    out: Annotated[Path, typer.Option("-o", "--output", metavar="DIR", help="Output directory.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--output", metavar="DIR", help="Output directory.")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            metavar="DIR",
+            help="Write the streams as a Parquet dataset in DIR instead (a row per direction "
+            "with its bytes; docs/store.md).",
+        ),
+    ] = None,
     policy: PolicyOpt = "first",
     checksums: ChecksumOpt = "auto",
     gaps: Annotated[
@@ -213,6 +224,10 @@ def extract(
     from tcpweave.cli import render
 
     started = time.perf_counter()
+    if (out is None) == (store is None):
+        raise UsageError("extract: give one of -o DIR (stream files) and --store DIR (Parquet)")
+    out = out or store
+    assert out is not None
     chosen = _stream_list(stream)
     files, bpf = split_filter(captures)
     if resume and "-" in files:
@@ -227,12 +242,14 @@ def extract(
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
                 idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
+                store=store is not None,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum
         raise fail(
             f"interrupted by {name}: {exc.done} of {exc.total} partitions written; "
-            f"{out}/streams.jsonl lists the finished streams, {out}/INCOMPLETE.json the "
+            f"{out}/{'index.parquet' if store else 'streams.jsonl'} lists the finished "
+            f"streams, {out}/INCOMPLETE.json the "
             "partial ones; run again with --resume to finish",
             128 + exc.signum,
         ) from None

@@ -67,7 +67,8 @@ _WORK_DIR = "work"
 #: marks a work directory made inside a user's ``--workdir`` as tcpweave's own
 WORK_MARK = ".tcpweave-work-dir"
 #: files any run may leave at the top of DIR besides the ledger's
-_TOP_FILES = (STREAMS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet", "plan.parquet")
+_TOP_FILES = (STREAMS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet", "plan.parquet",
+              "index.parquet")  # fmt: skip
 #: entries named in a refusal
 _SHOWN = 5
 
@@ -350,6 +351,9 @@ def _previous(out: Path) -> _Previous:
         for name in os.listdir(ledger):
             owned.update(_read_ledger(ledger / name))
     owned.update(_listed_paths(out / STREAMS_FILE))
+    manifest = _read_json(out / MANIFEST_FILE)  # a store's part files (output/store.py)
+    with contextlib.suppress(AttributeError, TypeError):
+        owned.update(str(n) for n in manifest.get("store", {}).get("files", []))
     return _Previous(identity, finished, marker if isinstance(marker, dict) else None, owned)
 
 

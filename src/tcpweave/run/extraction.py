@@ -35,6 +35,14 @@ from tcpweave.output.extract import (
     write_lines,
 )
 from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
+from tcpweave.output.store import (
+    INDEX_FILE,
+    STORE_FORMAT,
+    store_part,
+    write_index,
+    write_store_part,
+)
+from tcpweave.output.streams import StreamViews
 from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
@@ -59,9 +67,14 @@ class Extraction:
     ledger_dir: str = ""
     parquet: bool = False
     streams: frozenset[int] | None = None  # the streams to write (None: all)
+    store: bool = False  # out_dir is a store (output/store.py): Parquet rows, no files
 
     def part(self, p: int) -> str:
         return os.path.join(self.workdir, f"part-{p:05d}.jsonl")
+
+    def done(self, p: int) -> str:
+        """The file whose existence says that partition ``p`` is written."""
+        return os.path.join(self.out_dir, store_part(p)) if self.store else self.part(p)
 
 
 def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
@@ -74,6 +87,8 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
     if ledger is not None and os.path.exists(ledger):
         _forget(job.out_dir, ledger)
     views = part.views()
+    if job.store:
+        return _store_partition(part, job, views, ledger)
     texts: list[bytes] = []
     keys: list[int] = []
     totals = [0] * 6
@@ -102,6 +117,28 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
     del views
     part.discard()  # its spill is not needed again, even on --resume
     return (n_streams, *totals)
+
+
+def _store_partition(
+    part: Partition, job: Extraction, views: StreamViews, ledger: str | None
+) -> tuple[int, ...]:
+    """``write_partition`` for a store: the partition's rows as one Parquet file."""
+    rel = store_part(part.index)
+    if ledger is not None:
+        with open(ledger, "a", encoding="utf-8") as f:
+            f.write(f"{rel}.tmp\n{rel}\n")
+    os.makedirs(os.path.dirname(job.done(part.index)), exist_ok=True)
+    if job.parquet:
+        _parquet_parts(part, job)
+    with open(job.part(part.index) + ".counts", "w", encoding="utf-8") as f:
+        counts = write_store_part(views, part.global_index, job.done(part.index) + ".tmp",
+                                  job.gaps, job.streams)  # fmt: skip
+        json.dump(counts, f)
+    os.replace(job.done(part.index) + ".tmp", job.done(part.index))  # done once it exists
+    n_streams = len(views)
+    del views
+    part.discard()
+    return (n_streams, *counts)
 
 
 def _forget(out_dir: str, ledger: str) -> None:
@@ -151,19 +188,23 @@ def extract(
     progress: Progress | None = None,
     parquet: bool = False,
     streams: Sequence[int] | None = None,
+    store: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
     ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
     SIGTERM, once the output directory says what is complete; ``UsageError`` when a stream
-    asked for is not in the capture."""
+    asked for is not in the capture. With ``store``, ``out_dir`` is a store: the streams
+    as Parquet rows with their bytes (output/store.py), no files and no streams.jsonl."""
     check_distinct(paths)  # before the output directory is touched
     tick = progress or (lambda phase, n, total, packets: None)
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
-               ("streams", None if chosen is None else sorted(chosen)))  # fmt: skip
+               ("streams", None if chosen is None else sorted(chosen)),
+               *((("store", True),) if store else ()))  # fmt: skip
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
-    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen)
+    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen,
+                     store)  # fmt: skip
     run: Run | None = None
     try:
         with executor or InProcess() as ex:
@@ -174,7 +215,7 @@ def extract(
         cut = truncated_inputs()
         if cut:  # the run read zeros where the file was: it did not finish
             raise cut[0]
-        claim.finish(_manifest(run, summary))
+        claim.finish(_manifest(run, summary, job))
     except Interrupted as exc:
         claim.stopped("interrupted", f"stopped by signal {exc.signum}", keep_work=True,
                       partial_streams=exc.partial)  # fmt: skip
@@ -215,7 +256,7 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
         has = f"0 to {total - 1}" if total else "none"
         raise UsageError(f"--stream: no stream {', '.join(map(str, missing))} in the capture "
                          f"(its streams: {has})")  # fmt: skip
-    done = {p for p in parts if os.path.exists(job.part(p))}
+    done = {p for p in parts if os.path.exists(job.done(p))}
     summary = ExtractSummary()
     try:
         for p, _counts in run.map(write_partition, job, todo=[p for p in parts if p not in done]):
@@ -223,7 +264,7 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
             tick("write", len(ranks[p]), total, 0)
             fault.at("write")  # here, in the driver, as each partition is reported written
     except KeyboardInterrupt as exc:
-        done |= {p for p in parts if os.path.exists(job.part(p))}
+        done |= {p for p in parts if os.path.exists(job.done(p))}
         _merge(job, sorted(done), summary)
         partial = sorted(int(s) for p in parts if p not in done for s in ranks[p])
         raise Interrupted(len(done), len(parts), partial, getattr(exc, "signum", 2)) from None
@@ -236,8 +277,12 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
 
 
 def _merge(job: Extraction, parts: list[int], summary: ExtractSummary) -> None:
-    """streams.jsonl from the partitions' parts, in stream order; the summary's counts."""
-    merge_lines([job.part(p) for p in parts], os.path.join(job.out_dir, STREAMS_FILE))
+    """streams.jsonl from the partitions' parts, in stream order (a store's index); the
+    summary's counts."""
+    if job.store:
+        write_index(job.out_dir, parts)
+    else:
+        merge_lines([job.part(p) for p in parts], os.path.join(job.out_dir, STREAMS_FILE))
     for p in parts:
         with open(job.part(p) + ".counts", encoding="utf-8") as f:
             summary.add(json.load(f))
@@ -316,11 +361,16 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _manifest(run: Run, summary: ExtractSummary) -> dict[str, Any]:
+def _manifest(run: Run, summary: ExtractSummary, job: Extraction) -> dict[str, Any]:
     """What manifest.json says of a finished extraction (besides inputs and options)."""
     errors = run.capture_errors()
+    store = {}
+    if job.store:  # its files: what a later run into the directory may replace
+        store = {"store": {"format": STORE_FORMAT, "index": INDEX_FILE,
+                           "files": [store_part(p) for p in range(run.n_parts)]}}  # fmt: skip
     return {
-        "records_schema": RECORDS_SCHEMA,  # of streams.jsonl's lines
+        **store,
+        "records_schema": RECORDS_SCHEMA,  # of streams.jsonl's lines (a store's rows)
         "summary": asdict(summary),
         "decode": asdict(run.decode_stats()),
         "input_damage": {
