@@ -30,6 +30,7 @@ from tcpweave.cli.options import (
     open_run,
     split_filter,
 )
+from tcpweave.cli.carve import carve as carve_command
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.enums import FollowMode
 from tcpweave.errors import Interrupted, UsageError
@@ -61,6 +62,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 
 command("pdus")(pdus_command)
+command("carve")(carve_command)
 
 
 class PacketFormat(StrEnum):

@@ -188,8 +188,8 @@ class Carver:
         for lay in self._layouts.values():
             if len(lay.linktypes) > 1:
                 kinds = ", ".join(map(str, lay.linktypes))
-                raise UsageError(f"the records have several link types ({kinds}): pcap holds "
-                                 "one; write pcapng (--format pcapng or a .pcapng name)")  # fmt: skip
+                msg = f"the records have several link types ({kinds}): pcap holds one"
+                raise UsageError(msg + "; write pcapng (--format pcapng or a .pcapng name)")
 
     def kind(self, key: int) -> str:
         lay = self._layouts[key]
@@ -247,7 +247,9 @@ class Carver:
         shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
         tsresol = struct.pack("<HHB3x", 9, 1, 9) if lay.nano else b""
         idbs = b"".join(
-            _block(1, struct.pack("<HHI", lt, 0, snaplen) + tsresol + (b"\0" * 4 if tsresol else b""))
+            _block(
+                1, struct.pack("<HHI", lt, 0, snaplen) + tsresol + (b"\0" * 4 if tsresol else b"")
+            )
             for lt in lay.linktypes
         )
         return shb + idbs
