@@ -186,6 +186,7 @@ def extract(
     parquet: bool = False,
     streams: Iterable[int] | None = None,
     bpf: str = "",
+    pcap: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
     ``out_dir`` with ``streams.jsonl``.
@@ -196,7 +197,8 @@ def extract(
     ``dask.distributed.Client`` or a scheduler address), plan and write the partitions;
     the output does not depend on either. ``idle_timeout`` (seconds, 0 = off) starts a
     new session on a 4-tuple after that much silence, besides the SYN rules.
-    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``.
+    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``; ``pcap`` each
+    session's original records as a capture file (named by its records' ``pcap``).
 
     ``out_dir`` must be new or empty, or hold an earlier tcpweave run: the same run
     (``resume`` continues it when it was interrupted) or, with ``force``, another one,
@@ -210,7 +212,7 @@ def extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
-        parquet=parquet, streams=None if streams is None else list(streams),
+        parquet=parquet, streams=None if streams is None else list(streams), pcap=pcap,
     )  # fmt: skip
 
 

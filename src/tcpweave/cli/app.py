@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 import tcpweave
+from tcpweave.cli.carve import carve as carve_command
 from tcpweave.cli.guard import fail, guarded, verbosity
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
@@ -30,7 +31,6 @@ from tcpweave.cli.options import (
     open_run,
     split_filter,
 )
-from tcpweave.cli.carve import carve as carve_command
 from tcpweave.cli.pdus import pdus as pdus_command
 from tcpweave.enums import FollowMode
 from tcpweave.errors import Interrupted, UsageError
@@ -205,6 +205,14 @@ def extract(
             help="Write only these streams (tcp.stream indexes); --parquet still covers all.",
         ),
     ] = None,
+    pcap: Annotated[
+        bool,
+        typer.Option(
+            "--pcap",
+            help="Also each session's original records as a capture file "
+            "beside its stream files (as `tcpweave carve` writes it).",
+        ),
+    ] = False,  # fmt: skip
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
@@ -229,6 +237,7 @@ def extract(
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
                 idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
+                pcap=pcap,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum

@@ -24,13 +24,11 @@ import pyarrow as pa
 from tcpweave.decode.fragments import Origins
 from tcpweave.errors import UsageError
 from tcpweave.output.carve import Carver, format_for_path, open_output, picked
-from tcpweave.output.extract import STREAMS_PER_DIR
 from tcpweave.run.driver import Run
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
 from tcpweave.run.partition import Partition
 
-__all__ = ["CarveSummary", "carve", "carve_partition", "session_capture_name",
-           "write_session_captures"]  # fmt: skip
+__all__ = ["CarveSummary", "carve", "carve_partition", "keyed_file", "write_session_captures"]
 
 #: frames per window of the keyed files
 CARVE_FRAMES = 1 << 20
@@ -43,14 +41,6 @@ class CarveSummary:
     streams: int
     records: int
     format: str  # of the file written: pcap or pcapng
-
-
-def session_capture_name(layout: str, stream: int) -> str:
-    """The file ``extract --pcap`` writes a session's records to, relative to the output
-    directory: beside its stream files (their names start with the same stream number)."""
-    if layout == "tcpweave":
-        return f"{stream // STREAMS_PER_DIR:06d}/{stream:08d}.pcap"
-    return f"{stream:08d}.pcap"
 
 
 def carve_rows(part: Partition, chosen: np.ndarray | None, origins: Origins) -> pa.Table:
@@ -78,6 +68,15 @@ def carve_partition(
     if workdir is None:
         return table
     return write_keyed(table, "frame", CARVE_FRAMES, workdir, f"{name}-{part.index:05d}")
+
+
+def keyed_file(path: str) -> KeyedFile:
+    """A keyed file ``carve_partition`` wrote (maybe an earlier process: ``--resume``)."""
+    with pa.memory_map(path) as f:
+        reader = pa.ipc.open_file(f)
+        windows = tuple(int(reader.get_batch(i).column("frame")[0].as_py()) // CARVE_FRAMES
+                        for i in range(reader.num_record_batches))  # fmt: skip
+    return KeyedFile(path, windows)
 
 
 def keyed_windows(files: Sequence[KeyedFile]) -> Windows:

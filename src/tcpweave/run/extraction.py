@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,9 +32,11 @@ from tcpweave.output.extract import (
     ExtractSummary,
     extract_block,
     merge_lines,
+    session_capture_name,
     write_lines,
 )
 from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
+from tcpweave.run.carving import carve_partition, keyed_file, keyed_windows, write_session_captures
 from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
@@ -59,6 +61,8 @@ class Extraction:
     ledger_dir: str = ""
     parquet: bool = False
     streams: frozenset[int] | None = None  # the streams to write (None: all)
+    pcap: bool = False  # also each session's records as a capture file (``--pcap``)
+    origins: Any = None  # with pcap: the run's fragment origins (decode.fragments.Origins)
 
     def part(self, p: int) -> str:
         return os.path.join(self.workdir, f"part-{p:05d}.jsonl")
@@ -89,12 +93,16 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
             index,
             ledger,
             job.streams,
+            job.pcap,
         )
         texts.append(text)
         keys += line_streams
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     if job.parquet:
         _parquet_parts(part, job)
+    if job.pcap:
+        chosen = None if job.streams is None else np.array(sorted(job.streams), np.int64)
+        carve_partition(part, chosen, job.origins, job.workdir)
     with open(job.part(p) + ".counts", "w", encoding="utf-8") as f:
         json.dump(totals, f)
     write_lines(job.part(p), texts, keys)  # the partition is done once this name exists
@@ -151,6 +159,7 @@ def extract(
     progress: Progress | None = None,
     parquet: bool = False,
     streams: Sequence[int] | None = None,
+    pcap: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
     ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
@@ -160,10 +169,11 @@ def extract(
     tick = progress or (lambda phase, n, total, packets: None)
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
-               ("streams", None if chosen is None else sorted(chosen)))  # fmt: skip
+               ("streams", None if chosen is None else sorted(chosen)), ("pcap", pcap))  # fmt: skip
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
-    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen)
+    job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen,
+                     pcap)  # fmt: skip
     run: Run | None = None
     try:
         with executor or InProcess() as ex:
@@ -216,6 +226,8 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
         raise UsageError(f"--stream: no stream {', '.join(map(str, missing))} in the capture "
                          f"(its streams: {has})")  # fmt: skip
     done = {p for p in parts if os.path.exists(job.part(p))}
+    if job.pcap:
+        job = replace(job, origins=run.fragment_origins())
     summary = ExtractSummary()
     try:
         for p, _counts in run.map(write_partition, job, todo=[p for p in parts if p not in done]):
@@ -231,8 +243,24 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
     _merge(job, parts, summary)
     if job.parquet:
         _merge_parquet(job, parts)
+    if job.pcap:
+        _write_captures(run, job, parts, total)
     summary.streams = total if job.streams is None else len(job.streams)
     return summary
+
+
+def _write_captures(run: Run, job: Extraction, parts: list[int], total: int) -> None:
+    """Each session's capture file, from the frames every partition named (``--pcap``);
+    what an interrupted attempt made is removed first (its ledger lists it)."""
+    ledger = os.path.join(job.ledger_dir, "pcap")
+    if os.path.exists(ledger):
+        _forget(job.out_dir, ledger)
+    streams = sorted(job.streams) if job.streams is not None else range(total)
+    with open(ledger, "a", encoding="utf-8") as f:  # listed before they are made
+        f.writelines(session_capture_name(job.layout, s) + "\n" for s in streams)
+    files = [keyed_file(os.path.join(job.workdir, f"carve-{p:05d}.arrow")) for p in parts]
+    write_session_captures(run, keyed_windows(files), job.out_dir,
+                           lambda s: session_capture_name(job.layout, s))  # fmt: skip
 
 
 def _merge(job: Extraction, parts: list[int], summary: ExtractSummary) -> None:
