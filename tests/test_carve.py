@@ -230,3 +230,56 @@ def _all_streams_read_back(path: Path, out: Path) -> None:
     assert lengths == [(by_number[k]["frame.len"], by_number[k]["frame.cap_len"]) for k in want]
     raw, carved = _raw(path), _raw(out)
     assert [carved[i + 1] for i in range(len(got))] == [raw[k] for k in want], path
+
+
+def _extract(path: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    cmd = [sys.executable, "-m", "tcpweave", "extract", str(path), "-o", str(out), "-q", *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@needs_tools
+def test_extract_pcap_one_file_per_session_at_every_size(
+    tmp_path: Path, catalog: dict[str, craft.Crafted]
+) -> None:
+    """extract --pcap in memory and spilled (2 rows a partition): the same files, named by
+    the records, each what tshark follows as that stream and listed as tcpweave's own."""
+    path = _reuse_and_retransmit(tmp_path / "reuse.pcap")
+    trees = []
+    for name, args in (("whole", ()), ("spilled", ("--partition-rows", "2", "--jobs", "2"))):
+        out = tmp_path / name
+        done = _extract(path, out, "--pcap", *args)
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(line) for line in (out / "streams.jsonl").read_text().splitlines()]
+        named = sorted({(r["stream"], r["pcap"]) for r in records})
+        assert [s for s, _ in named] == [0, 1]
+        for stream, rel in named:
+            assert _follow(out / rel, 0) == _follow(path, stream)
+        trees.append({rel: (out / rel).read_bytes() for _, rel in named})
+    assert trees[0] == trees[1]
+    again = _extract(path, tmp_path / "whole", "--pcap", "--force")  # its own files: replaced
+    assert again.returncode == 0, again.stderr
+
+
+def test_unknown_stream_and_existing_file_are_usage_errors(tmp_path: Path) -> None:
+    import sys
+
+    path = _reuse_and_retransmit(tmp_path / "reuse.pcap")
+    out = tmp_path / "one.pcap"
+    cmd = [sys.executable, "-m", "tcpweave", "carve", str(path), "-o", str(out), "--stream"]
+    bad = subprocess.run([*cmd, "0,7"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no stream 7" in bad.stderr
+    assert not out.exists()
+    assert subprocess.run([*cmd, "1"], capture_output=True).returncode == 0
+    first = out.read_bytes()
+    exists = subprocess.run([*cmd, "0"], capture_output=True, text=True)
+    assert exists.returncode == 2 and "exists" in exists.stderr
+    assert out.read_bytes() == first
+    assert subprocess.run([*cmd, "0", "--force"], capture_output=True).returncode == 0
+    assert out.read_bytes() != first
+    ng = tmp_path / "one.pcapng"
+    assert subprocess.run([*cmd[:-2], str(ng), "--stream", "0"]).returncode == 0
+    assert ng.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # a pcapng section header
+    assert first[:4] == b"\x4d\x3c\xb2\xa1"  # nanosecond pcap, as the source
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -212,7 +212,7 @@ def extract(
             help="Also each session's original records as a capture file "
             "beside its stream files (as `tcpweave carve` writes it).",
         ),
-    ] = False,  # fmt: skip
+    ] = False,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
