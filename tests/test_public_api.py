@@ -21,6 +21,7 @@ PINNED = [
     "Capture",
     "CaptureError",
     "CaptureStats",
+    "CarveSummary",
     "Checksum",
     "ChecksumMode",
     "Chunk",
@@ -65,6 +66,7 @@ PINNED = [
     "UsageError",
     "VarintLength",
     "birthday_probability",
+    "carve",
     "extract",
     "open",
 ]

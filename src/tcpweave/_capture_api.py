@@ -26,6 +26,8 @@ from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
 from tcpweave.run import extract as run_extract
+from tcpweave.run.carving import CarveSummary
+from tcpweave.run.carving import carve as run_carve
 from tcpweave.run.partition import Partition
 
 if TYPE_CHECKING:
@@ -116,6 +118,13 @@ class Capture:
         chosen = [streams] if isinstance(streams, int) else streams
         framer = parse_framer(framer) if isinstance(framer, str) else framer
         return run_pdus(self._with(policy, checksums), framer, chosen, data=data)
+
+    def carve(
+        self, streams: Iterable[int], path: PathLike, *, fmt: str = "auto", force: bool = False
+    ) -> CarveSummary:
+        """Write every original record of ``streams`` (tcp.stream indexes) to the capture
+        file ``path`` (``tcpweave carve``: pcap, or pcapng by name, ``fmt`` or need)."""
+        return run_carve(self._run, streams, path, fmt=fmt, force=force)
 
     def audit(
         self,

@@ -2,7 +2,7 @@
 
 Each partition names the frames of its chosen sessions' records (``carve_rows``): every
 TCP packet's frame and, for a datagram rebuilt from IP fragments, the frames of all the
-fragments that joined it (``Run.fragment_origins``), each with its session's stream.
+fragments that joined it (``Run._fragment_origins``), each with its session's stream.
 Sorted by frame (one table in memory, or keyed files merged a window at a time on a
 spilled run), they drive one walk of the capture's record index per pass
 (``output/carve.py``): the bytes come from the capture files themselves, whatever the
@@ -115,7 +115,7 @@ def carve(
     if os.path.exists(path) and not force:
         raise UsageError(f"{path}: the file exists (--force replaces it)")
     chosen = _chosen(run, streams)
-    origins = run.fragment_origins()
+    origins = run._fragment_origins()
     todo = [p for p, r in enumerate(run.ranks()) if np.isin(r, chosen).any()]
     partial = os.path.join(os.path.dirname(os.path.abspath(path)),
                            f".{os.path.basename(path)}.tcpweave-{os.getpid()}.tmp")  # fmt: skip
@@ -163,7 +163,7 @@ def write_session_captures(
 
 def _two_passes(run: Run, carver: Carver, windows: Windows) -> None:
     """Learn what each file needs, then write the records (the capture walked twice)."""
-    with run.capture_sources() as sources:
+    with run._capture_sources() as sources:
         for got in picked(sources, windows()):
             carver.learn(got)
         carver.check()

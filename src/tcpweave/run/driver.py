@@ -87,7 +87,7 @@ FORK_MIN_ROWS = 50_000
 ROUTE_ROWS = 1 << 16
 STATE_FILE = "state.json"
 RANKS_FILE = "ranks.npz"
-#: which fragments each rebuilt datagram came from (``Run.fragment_origins``)
+#: which fragments each rebuilt datagram came from (``Run._fragment_origins``)
 ORIGINS_FILE = "origins.npz"
 
 Progress = Callable[[str, int, int, int], None]
@@ -229,7 +229,7 @@ class Run:
     def n_parts(self) -> int:
         return 1 if self.state is None else self.state.layout.n_parts
 
-    def fragment_origins(self) -> Origins:
+    def _fragment_origins(self) -> Origins:
         """The frames of the IP fragments each rebuilt datagram came from."""
         if self.state is None:
             found = (s.origins for s in self._sources if s.origins is not None)
@@ -237,7 +237,7 @@ class Run:
         return Origins.load(os.path.join(self.state.layout.workdir, ORIGINS_FILE))
 
     @contextlib.contextmanager
-    def capture_sources(self) -> Iterator[list[Source]]:
+    def _capture_sources(self) -> Iterator[list[Source]]:
         """The capture files in the order the run numbers their frames: the run's own when
         it holds them open, else opened again for the block (a spilled run closed them)."""
         if self._sources:

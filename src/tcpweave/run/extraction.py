@@ -227,7 +227,7 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
                          f"(its streams: {has})")  # fmt: skip
     done = {p for p in parts if os.path.exists(job.part(p))}
     if job.pcap:
-        job = replace(job, origins=run.fragment_origins())
+        job = replace(job, origins=run._fragment_origins())
     summary = ExtractSummary()
     try:
         for p, _counts in run.map(write_partition, job, todo=[p for p in parts if p not in done]):
