@@ -114,6 +114,8 @@ def carve(
     kind = format_for_path(path, fmt)
     if os.path.exists(path) and not force:
         raise UsageError(f"{path}: the file exists (--force replaces it)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError(f"{path}: no such directory")
     chosen = _chosen(run, streams)
     origins = run._fragment_origins()
     todo = [p for p, r in enumerate(run.ranks()) if np.isin(r, chosen).any()]
