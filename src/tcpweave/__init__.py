@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     )
     from tcpweave.reassembly import Plan
     from tcpweave.run import Partition, Run, Settings
+    from tcpweave.run.carving import CarveSummary, carve
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
@@ -69,6 +70,7 @@ __all__ = [
     "Capture",
     "CaptureError",
     "CaptureStats",
+    "CarveSummary",
     "Checksum",
     "ChecksumMode",
     "Chunk",
@@ -114,6 +116,7 @@ __all__ = [
     "UsageError",
     "VarintLength",
     "birthday_probability",
+    "carve",
     "extract",
     "open",
     "open_store",
@@ -175,5 +178,6 @@ __getattr__, __dir__ = _lazy.attach(
         ),
         "tcpweave.reassembly": ("Plan",),
         "tcpweave.run": ("Partition", "Run", "Settings"),
+        "tcpweave.run.carving": ("CarveSummary", "carve"),
     },
 )

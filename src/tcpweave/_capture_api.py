@@ -26,6 +26,8 @@ from tcpweave.output.streams import Stream, StreamViews, build_streams
 from tcpweave.reassembly import Plan
 from tcpweave.run import ROWS_PER_PARTITION, Run, Settings, executor_for
 from tcpweave.run import extract as run_extract
+from tcpweave.run.carving import CarveSummary
+from tcpweave.run.carving import carve as run_carve
 from tcpweave.run.partition import Partition
 
 if TYPE_CHECKING:
@@ -117,6 +119,13 @@ class Capture:
         framer = parse_framer(framer) if isinstance(framer, str) else framer
         return run_pdus(self._with(policy, checksums), framer, chosen, data=data)
 
+    def carve(
+        self, streams: Iterable[int], path: PathLike, *, fmt: str = "auto", force: bool = False
+    ) -> CarveSummary:
+        """Write every original record of ``streams`` (tcp.stream indexes) to the capture
+        file ``path`` (``tcpweave carve``: pcap, or pcapng by name, ``fmt`` or need)."""
+        return run_carve(self._run, streams, path, fmt=fmt, force=force)
+
     def audit(
         self,
         policy: str | Policy = "first",
@@ -187,6 +196,7 @@ def extract(
     streams: Iterable[int] | None = None,
     bpf: str = "",
     store: bool = False,
+    pcap: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
     ``out_dir`` with ``streams.jsonl``; with ``store``, as a store instead: Parquet rows
@@ -198,7 +208,8 @@ def extract(
     ``dask.distributed.Client`` or a scheduler address), plan and write the partitions;
     the output does not depend on either. ``idle_timeout`` (seconds, 0 = off) starts a
     new session on a 4-tuple after that much silence, besides the SYN rules.
-    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``.
+    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``; ``pcap`` each
+    session's original records as a capture file (named by its records' ``pcap``).
 
     ``out_dir`` must be new or empty, or hold an earlier tcpweave run: the same run
     (``resume`` continues it when it was interrupted) or, with ``force``, another one,
@@ -213,6 +224,7 @@ def extract(
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
         parquet=parquet, streams=None if streams is None else list(streams), store=store,
+        pcap=pcap,
     )  # fmt: skip
 
 

@@ -110,6 +110,20 @@ class Source:
     #: a ``bpf.RecordFilter``: records it rejects are passed by when decoding
     record_filter: Any = field(default=None, repr=False)
     _guard: int = field(default=-1, repr=False)  # slot of the mapping in _mapguard
+    #: rebuilt datagrams ("defrag"): the fragment frames each came from (decode.fragments.Origins)
+    origins: Any = field(default=None, repr=False)
+    _ifaces: Any = field(default=None, repr=False)  # pcapng: InterfaceColumns by global slot
+
+    @property
+    def nanosecond(self) -> bool:
+        """A pcap file whose timestamps are in nanoseconds (magic 0xa1b23c4d)."""
+        return self._pcap is not None and self._pcap[0] == 1
+
+    @property
+    def interfaces(self) -> Any:
+        """pcapng: the interfaces (``InterfaceColumns`` by the records' ``interface`` slot)
+        defined by the blocks walked so far; None for other formats."""
+        return self._ifaces
 
     def _mapping(self) -> mmap.mmap | None:
         """The memory map behind ``buffer`` (None for an empty or closed source)."""
@@ -362,6 +376,7 @@ def _index_pcapng(src: Source) -> None:
         return int(k.scan_pcapng_blocks(buf, st, ifaces, rec, *errs))
 
     src._scan = (call, state)
+    src._ifaces = ifaces
     src.first_ts_ns = _first_ts(call, state)
 
 

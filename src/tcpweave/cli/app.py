@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 import tcpweave
+from tcpweave.cli.carve import carve as carve_command
 from tcpweave.cli.guard import fail, guarded, verbosity
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
@@ -61,6 +62,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 
 command("pdus")(pdus_command)
+command("carve")(carve_command)
 
 
 class PacketFormat(StrEnum):
@@ -214,6 +216,14 @@ def extract(
             help="Write only these streams (tcp.stream indexes); --parquet still covers all.",
         ),
     ] = None,
+    pcap: Annotated[
+        bool,
+        typer.Option(
+            "--pcap",
+            help="Also each session's original records as a capture file "
+            "beside its stream files (as `tcpweave carve` writes it).",
+        ),
+    ] = False,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
@@ -243,6 +253,7 @@ def extract(
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
                 idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
                 store=store is not None,
+                pcap=pcap,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum

@@ -410,6 +410,7 @@ def _decode_datagrams(
         np.zeros(n, np.int32),
     )
     src = fixed_source("<reassembled IP fragments>", "defrag", buffer, rec, [reasm.spool, mm])
+    src.origins = reasm.origins()
     out = empty_packets(n)
     end, _frags = _decode_chunk(src, rec, file_index, 0, out, 0, np.empty(n, np.uint8), counters)
     out = take_packets(out, slice(0, end))

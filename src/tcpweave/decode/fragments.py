@@ -88,6 +88,58 @@ class Reassembly:
     overlaps: int = 0
     conflicts: int = 0
     dropped: int = 0
+    #: the frames of every fragment each datagram was rebuilt from (``Origins``), flat
+    origin_frames: array[int] = field(default_factory=lambda: array("q"))
+    origin_bounds: array[int] = field(default_factory=lambda: array("q", [0]))
+
+    def origins(self) -> Origins:
+        completing = np.array([d.frame for d in self.datagrams], np.int64)
+        return Origins(completing, np.asarray(self.origin_bounds, np.int64),
+                       np.asarray(self.origin_frames, np.int64))  # fmt: skip
+
+
+@dataclass
+class Origins:
+    """Which capture frames each rebuilt datagram came from: datagram ``k``, whose TCP row
+    carries the frame ``completing[k]`` of the fragment that completed it, was rebuilt from
+    the fragments in frames ``frames[bounds[k]:bounds[k + 1]]`` -- every fragment that
+    joined it, duplicates and overlaps the rebuilt bytes did not use included (what a
+    carved capture of its session must hold: ``tcpweave carve``)."""
+
+    completing: np.ndarray
+    bounds: np.ndarray
+    frames: np.ndarray
+
+    @classmethod
+    def none(cls) -> Origins:
+        return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+
+    def save(self, path: str) -> None:
+        np.savez(path, completing=self.completing, bounds=self.bounds, frames=self.frames)
+
+    @classmethod
+    def load(cls, path: str) -> Origins:
+        """Those ``save`` wrote to ``path``; none when it does not exist (no datagram)."""
+        try:
+            with np.load(path) as z:
+                return cls(z["completing"], z["bounds"], z["frames"])
+        except FileNotFoundError:
+            return cls.none()
+
+    def expand(self, completing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fragment frames of the datagrams completed by frames ``completing``, and for
+        each the position in ``completing`` of its datagram."""
+        order = np.argsort(self.completing, kind="stable")
+        at = np.searchsorted(self.completing[order], completing)
+        at = np.minimum(at, max(len(order) - 1, 0))
+        found = len(order) > 0 and bool(np.all(self.completing[order][at] == completing))
+        if len(completing) and not found:
+            raise ValueError("a rebuilt datagram's completing frame is unknown")
+        k = order[at] if len(completing) else np.zeros(0, np.int64)
+        lo, hi = self.bounds[k], self.bounds[k + 1]
+        which = np.repeat(np.arange(len(completing)), hi - lo)
+        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(hi - lo)[:-1])), hi - lo)
+        return self.frames[np.arange(len(which)) + starts], which
 
 
 def reassemble(parts: list[tuple[np.ndarray, Any]], workdir: str | None) -> Reassembly:
@@ -277,6 +329,10 @@ def _emit(
             data[lo + j] = new[j]
         captured[lo:cap_hi] |= ~have[lo:cap_hi]
         have[lo:hi] = True
+    for i in state.members(c):
+        buf, cols, k = frags.at(i)
+        result.origin_frames.append(int(cols.frame[k]))
+    result.origin_bounds.append(len(result.origin_frames))
     buf, cols, k = frags.at(state.header[c])
     h0 = int(cols.header_offset[k])
     header = bytearray(buf[h0 : h0 + int(cols.header_len[k])].tobytes())

@@ -77,6 +77,14 @@ def tcpweave_name(stream: int, direction: str, src: str, sport: int, dst: str, d
     )
 
 
+def session_capture_name(layout: str, stream: int) -> str:
+    """The capture file ``extract --pcap`` writes a session's records to: beside its stream
+    files, whose names start with the same stream number."""
+    if layout == "tcpweave":
+        return f"{stream // STREAMS_PER_DIR:06d}/{stream:08d}.pcap"
+    return f"{stream:08d}.pcap"
+
+
 def _tcpflow_address(addr: str) -> str:
     ip = ipaddress.ip_address(addr)
     if ip.version == 4:
@@ -144,13 +152,15 @@ def extract_block(
     index: list[int] | None = None,
     ledger: str | None = None,
     only: frozenset[int] | None = None,
+    pcap: bool = False,
 ) -> tuple[bytes, list[int], tuple[int, int, int, int, int, int]]:
     """Write streams ``lo..hi-1`` of ``views``; returns their streams.jsonl lines, the stream
     of each line, and the block's counts (directions, files, bytes, gap bytes, gaps,
     conflicts).
 
     ``index`` maps the views' stream numbers to the capture's (a partition's streams);
-    ``only``: the capture's streams to write (default: all).
+    ``only``: the capture's streams to write (default: all). ``pcap``: the records name
+    their session's capture file (``session_capture_name``, written by ``extract --pcap``).
     The names of the files about to be made are appended to the file ``ledger`` first
     (output/outdir.py: what tcpweave made, and may remove).
     Payloads of many directions are gathered by one kernel call, and each direction is
@@ -234,6 +244,8 @@ def extract_block(
             }
             if tunnels and tunnels[j] is not None:
                 rec["tunnel"] = tunnels[j]  # only for streams that came through one
+            if pcap:
+                rec["pcap"] = session_capture_name(layout, stream)
             lines.append(dumps(rec))
             line_streams.append(stream)
             counts[0] += 1

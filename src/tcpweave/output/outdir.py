@@ -374,9 +374,10 @@ def _listed_paths(streams: Path) -> Iterator[str]:
     with f:
         for line in f:
             with contextlib.suppress(ValueError):
-                rel = json.loads(line).get("path")
-                if isinstance(rel, str):
-                    yield rel
+                record = json.loads(line)
+                for rel in (record.get("path"), record.get("pcap")):  # pcap: extract --pcap
+                    if isinstance(rel, str):
+                        yield rel
 
 
 def _foreign(out: Path, owned: set[str]) -> list[str]:

@@ -59,6 +59,7 @@ from tcpweave.decode import (
     finish_fragments,
     merge_stats,
 )
+from tcpweave.decode.fragments import Origins
 from tcpweave.errors import CaptureError, UsageError
 from tcpweave.output.outdir import WORK_MARK
 from tcpweave.reassembly.offload import (
@@ -86,6 +87,8 @@ FORK_MIN_ROWS = 50_000
 ROUTE_ROWS = 1 << 16
 STATE_FILE = "state.json"
 RANKS_FILE = "ranks.npz"
+#: which fragments each rebuilt datagram came from (``Run._fragment_origins``)
+ORIGINS_FILE = "origins.npz"
 
 Progress = Callable[[str, int, int, int], None]
 
@@ -233,6 +236,28 @@ class Run:
     @property
     def n_parts(self) -> int:
         return 1 if self.state is None else self.state.layout.n_parts
+
+    def _fragment_origins(self) -> Origins:
+        """The frames of the IP fragments each rebuilt datagram came from."""
+        if self.state is None:
+            found = (s.origins for s in self._sources if s.origins is not None)
+            return next(found, Origins.none())
+        return Origins.load(os.path.join(self.state.layout.workdir, ORIGINS_FILE))
+
+    @contextlib.contextmanager
+    def _capture_sources(self) -> Iterator[list[Source]]:
+        """The capture files in the order the run numbers their frames: the run's own when
+        it holds them open, else opened again for the block (a spilled run closed them)."""
+        if self._sources:
+            yield self._sources[: len(self.paths)]
+            return
+        spool = self.state.layout.workdir if self.state is not None else None
+        sources = open_sources(self.paths, spool, populate=False)
+        try:
+            yield sources
+        finally:
+            for src in sources:
+                src.close()
 
     def decode_stats(self) -> DecodeStats:
         if self.state is None:
@@ -503,6 +528,7 @@ def _decode_here(sources: list[Source], workdir: str, n_parts: int, progress: Pr
         router.close()
     if defrag is not None:
         sources.append(defrag)
+        defrag.origins.save(os.path.join(workdir, ORIGINS_FILE))
     errors = [_error_row(e) for s in sources for e in s.errors]
     return RunState(layout, [], asdict(stats), router.rows.tolist(), errors)
 
@@ -585,9 +611,12 @@ def _decode_on_workers(
                  one.tcp_packets)  # fmt: skip
     router = Router(layout, ".defrag")
     try:
-        finish_fragments(parts, len(sources), workdir, router, stats, counters)
+        defrag = finish_fragments(parts, len(sources), workdir, router, stats, counters)
     finally:
         router.close()
+    if defrag is not None:
+        sources.append(defrag)  # closed with the capture's sources
+        defrag.origins.save(os.path.join(workdir, ORIGINS_FILE))
     rows += router.rows
     return RunState(layout, [], asdict(stats), rows.tolist(), errors, buffer_paths)
 

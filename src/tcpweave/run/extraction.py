@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from tcpweave.output.extract import (
     ExtractSummary,
     extract_block,
     merge_lines,
+    session_capture_name,
     write_lines,
 )
 from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
@@ -43,6 +44,7 @@ from tcpweave.output.store import (
     write_store_part,
 )
 from tcpweave.output.streams import StreamViews
+from tcpweave.run.carving import carve_partition, keyed_file, keyed_windows, write_session_captures
 from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
@@ -68,6 +70,8 @@ class Extraction:
     parquet: bool = False
     streams: frozenset[int] | None = None  # the streams to write (None: all)
     store: bool = False  # out_dir is a store (output/store.py): Parquet rows, no files
+    pcap: bool = False  # also each session's records as a capture file (``--pcap``)
+    origins: Any = None  # with pcap: the run's fragment origins (decode.fragments.Origins)
 
     def part(self, p: int) -> str:
         return os.path.join(self.workdir, f"part-{p:05d}.jsonl")
@@ -104,12 +108,16 @@ def write_partition(part: Partition, job: Extraction) -> tuple[int, ...]:
             index,
             ledger,
             job.streams,
+            job.pcap,
         )
         texts.append(text)
         keys += line_streams
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     if job.parquet:
         _parquet_parts(part, job)
+    if job.pcap:
+        chosen = None if job.streams is None else np.array(sorted(job.streams), np.int64)
+        carve_partition(part, chosen, job.origins, job.workdir)
     with open(job.part(p) + ".counts", "w", encoding="utf-8") as f:
         json.dump(totals, f)
     write_lines(job.part(p), texts, keys)  # the partition is done once this name exists
@@ -189,6 +197,7 @@ def extract(
     parquet: bool = False,
     streams: Sequence[int] | None = None,
     store: bool = False,
+    pcap: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
     ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
@@ -196,15 +205,19 @@ def extract(
     asked for is not in the capture. With ``store``, ``out_dir`` is a store: the streams
     as Parquet rows with their bytes (output/store.py), no files and no streams.jsonl."""
     check_distinct(paths)  # before the output directory is touched
+    if store and pcap:
+        raise UsageError("extract: --pcap writes capture files beside the stream files; "
+                         "a --store has none (use tcpweave carve)")  # fmt: skip
     tick = progress or (lambda phase, n, total, packets: None)
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
                ("streams", None if chosen is None else sorted(chosen)),
-               *((("store", True),) if store else ()))  # fmt: skip
+               *((("store", True),) if store else ()),
+               *((("pcap", True),) if pcap else ()))  # fmt: skip
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
     job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen,
-                     store)  # fmt: skip
+                     store=store, pcap=pcap)  # fmt: skip
     run: Run | None = None
     try:
         with executor or InProcess() as ex:
@@ -257,6 +270,8 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
         raise UsageError(f"--stream: no stream {', '.join(map(str, missing))} in the capture "
                          f"(its streams: {has})")  # fmt: skip
     done = {p for p in parts if os.path.exists(job.done(p))}
+    if job.pcap:
+        job = replace(job, origins=run._fragment_origins())
     summary = ExtractSummary()
     try:
         for p, _counts in run.map(write_partition, job, todo=[p for p in parts if p not in done]):
@@ -272,8 +287,24 @@ def _write(run: Run, job: Extraction, tick: Progress) -> ExtractSummary:
     _merge(job, parts, summary)
     if job.parquet:
         _merge_parquet(job, parts)
+    if job.pcap:
+        _write_captures(run, job, parts, total)
     summary.streams = total if job.streams is None else len(job.streams)
     return summary
+
+
+def _write_captures(run: Run, job: Extraction, parts: list[int], total: int) -> None:
+    """Each session's capture file, from the frames every partition named (``--pcap``);
+    what an interrupted attempt made is removed first (its ledger lists it)."""
+    ledger = os.path.join(job.ledger_dir, "pcap")
+    if os.path.exists(ledger):
+        _forget(job.out_dir, ledger)
+    streams = sorted(job.streams) if job.streams is not None else range(total)
+    with open(ledger, "a", encoding="utf-8") as f:  # listed before they are made
+        f.writelines(session_capture_name(job.layout, s) + "\n" for s in streams)
+    files = [keyed_file(os.path.join(job.workdir, f"carve-{p:05d}.arrow")) for p in parts]
+    write_session_captures(run, keyed_windows(files), job.out_dir,
+                           lambda s: session_capture_name(job.layout, s))  # fmt: skip
 
 
 def _merge(job: Extraction, parts: list[int], summary: ExtractSummary) -> None:
