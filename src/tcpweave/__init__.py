@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         Tls,
         VarintLength,
     )
+    from tcpweave.framing.objects import HttpObject, ObjectState
     from tcpweave.output.extract import ExtractSummary
     from tcpweave.output.streams import (
         BlockColumns,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     )
     from tcpweave.reassembly import Plan
     from tcpweave.run import Partition, Run, Settings
+    from tcpweave.run.objects import write_objects
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
@@ -87,12 +89,14 @@ __all__ = [
     "GapReason",
     "Gathered",
     "Http",
+    "HttpObject",
     "Interrupted",
     "LengthPrefixed",
     "LinkType",
     "Matrix",
     "Modbus",
     "Need",
+    "ObjectState",
     "PacketTable",
     "Partition",
     "Pdu",
@@ -114,6 +118,7 @@ __all__ = [
     "birthday_probability",
     "extract",
     "open",
+    "write_objects",
 ]
 __version__ = "0.1.0"
 
@@ -158,7 +163,9 @@ __getattr__, __dir__ = _lazy.attach(
             "Tls",
             "VarintLength",
         ),
+        "tcpweave.framing.objects": ("HttpObject", "ObjectState"),
         "tcpweave.output.extract": ("ExtractSummary",),
+        "tcpweave.run.objects": ("write_objects",),
         "tcpweave.output.streams": (
             "BlockColumns",
             "Chunk",

@@ -31,6 +31,7 @@ from tcpweave.run.partition import Partition
 if TYPE_CHECKING:
     from tcpweave.audit import Audit
     from tcpweave.framing import Framer, Pdus
+    from tcpweave.framing.objects import HttpObject
 
 CaptureStats = DecodeStats
 
@@ -116,6 +117,22 @@ class Capture:
         chosen = [streams] if isinstance(streams, int) else streams
         framer = parse_framer(framer) if isinstance(framer, str) else framer
         return run_pdus(self._with(policy, checksums), framer, chosen, data=data)
+
+    def http_objects(
+        self,
+        policy: str | Policy = "first",
+        checksums: str | ChecksumMode = "auto",
+        max_decoded: int | None = None,
+    ) -> list[HttpObject]:
+        """The body of every HTTP/1.x message, de-chunked and content-decoded, with its
+        request, status, state and gaps (tcpweave.HttpObject; docs/objects.md); 206 pieces
+        put together where they cover their representation. ``max_decoded`` caps a
+        decoded body (default 256 MiB)."""
+        from tcpweave.framing.objects import DEFAULT_MAX_DECODED
+        from tcpweave.run.objects import http_objects
+
+        limit = DEFAULT_MAX_DECODED if max_decoded is None else max_decoded
+        return http_objects(self._with(policy, checksums), limit)
 
     def audit(
         self,

@@ -267,17 +267,22 @@ def _chunked_body(d: DirectionBytes, h: _Head) -> _Body:
 def decode_body(data: bytes, codings: Iterable[str], limit: int) -> tuple[bytes, str]:
     """Undo content codings listed in the order they were applied (RFC 9110 §8.4), each
     step's output capped at ``limit`` bytes. Returns (bytes, problem): problem is ""
-    (decoded), "truncated" (cut at ``limit``), or what could not be decoded."""
-    for coding in reversed([c for c in codings if c != "identity"]):
+    (decoded), "truncated" (the decoded bytes cut at ``limit``), "truncated-inner" (a
+    coding before the last one gave more than ``limit`` bytes: ``data`` is returned as it
+    came), or what could not be decoded (``data`` as it came)."""
+    steps = list(reversed([c for c in codings if c != "identity"]))
+    encoded = data
+    for k, coding in enumerate(steps):
         step = _DECODERS.get(coding)
         if step is None:
-            return data, f"unsupported content coding {coding!r}"
+            return encoded, f"unsupported content coding {coding!r}"
         try:
             data, truncated = step(data, limit)
         except (zlib.error, ValueError, _BrotliError) as exc:
-            return data, f"{coding}: {exc}"
+            return encoded, f"{coding}: {exc}"
         if truncated:
-            return data[:limit], "truncated"
+            return (data[:limit], "truncated") if k == len(steps) - 1 else (
+                encoded, "truncated-inner")  # fmt: skip
     return data, ""
 
 
@@ -458,6 +463,9 @@ def decoded(obj: HttpObject, max_decoded: int) -> HttpObject:
     if problem == "truncated":
         return replace(obj, data=data, decoded=True, state=ObjectState.TRUNCATED_DECODING,
                        decoding=f"decoded output cut at {max_decoded} bytes")  # fmt: skip
+    if problem == "truncated-inner":  # the encoded body is kept: a cut inner coding is junk
+        return replace(obj, state=ObjectState.TRUNCATED_DECODING,
+                       decoding=f"an inner coding gave more than {max_decoded} bytes")  # fmt: skip
     if problem:
         return replace(obj, state=ObjectState.DECODING_ERROR, decoding=problem)
     return replace(obj, data=data, decoded=True)
