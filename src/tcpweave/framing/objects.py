@@ -127,6 +127,9 @@ class HttpObject:
     content_range: tuple[int, int, int | None] | None = None  # [first, end), complete length
     pieces: int = 1  # 206 pieces put together into this object
     decoding: str = ""  # what went wrong decoding, if anything
+    #: False when bytes between responses were lost before this one: a response may have
+    #: vanished in the gap, so the request it is paired with (in order) may not be its own
+    paired_surely: bool = True
 
     @property
     def size(self) -> int:
@@ -372,13 +375,18 @@ def session_objects(
     pending = iter(requests)
     exchanges: list[tuple[_Head | None, _Head | None]] = []
     after = -1  # a response body running until close swallows what follows it
+    expected, surely, unsure = 0, True, set()  # where the next response should start
     for r in responses:
         if r.offset < after:
             continue
+        surely = surely and r.offset == expected
+        expected = r.end
         status = int(r.line.group(1))
         if 100 <= status < 200 and status != 101:
             continue  # interim: the request still waits for its final response
         exchanges.append((next(pending, None), r))
+        if not surely:
+            unsure.add(id(r))
         if _until_close(r, exchanges[-1][0]):
             after = s2c.length
     exchanges += [(q, None) for q in pending]
@@ -389,7 +397,7 @@ def session_objects(
             obj = _object(stream, len(out), direction, head, request, (c2s, s2c)[direction],
                           max_decoded)  # fmt: skip
             if obj is not None:
-                out.append(obj)
+                out.append(replace(obj, paired_surely=False) if id(head) in unsure else obj)
     return out
 
 
@@ -489,7 +497,9 @@ def _range_key(obj: HttpObject) -> tuple[str | None, str, str | None, int] | Non
     if obj.content_range is None or obj.gaps:
         return None
     first, end, complete = obj.content_range
-    if complete is None or end > complete or len(obj.data) != end - first or obj.state != ObjectState.PARTIAL:
+    if complete is None or end > complete or len(obj.data) != end - first:
+        return None
+    if obj.state != ObjectState.PARTIAL:
         return None
     return obj.host, obj.target, obj.etag, complete
 

@@ -124,6 +124,7 @@ def object_record(obj: HttpObject, path: str | None) -> dict[str, Any]:
         "pieces": obj.pieces,
         "etag": obj.etag,
         "decoding": obj.decoding or None,
+        "paired_surely": obj.paired_surely,
         "message_offset": obj.message_offset,
         "body_offset": obj.body_offset,
         "path": path,
