@@ -40,12 +40,14 @@ PINNED = [
     "GapReason",
     "Gathered",
     "Http",
+    "HttpObject",
     "Interrupted",
     "LengthPrefixed",
     "LinkType",
     "Matrix",
     "Modbus",
     "Need",
+    "ObjectState",
     "PacketTable",
     "Partition",
     "Pdu",
@@ -67,6 +69,7 @@ PINNED = [
     "birthday_probability",
     "extract",
     "open",
+    "write_objects",
 ]
 
 #: types that are not tcpweave's own and need no export
