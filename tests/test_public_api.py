@@ -41,12 +41,14 @@ PINNED = [
     "GapReason",
     "Gathered",
     "Http",
+    "HttpObject",
     "Interrupted",
     "LengthPrefixed",
     "LinkType",
     "Matrix",
     "Modbus",
     "Need",
+    "ObjectState",
     "PacketTable",
     "Partition",
     "Pdu",
@@ -71,6 +73,7 @@ PINNED = [
     "extract",
     "open",
     "open_store",
+    "write_objects",
 ]
 
 #: types that are not tcpweave's own and need no export

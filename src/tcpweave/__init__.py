@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         Tls,
         VarintLength,
     )
+    from tcpweave.framing.objects import HttpObject, ObjectState
     from tcpweave.output.extract import ExtractSummary
     from tcpweave.output.store import Store, open_store
     from tcpweave.output.streams import (
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from tcpweave.reassembly import Plan
     from tcpweave.run import Partition, Run, Settings
     from tcpweave.run.carving import CarveSummary, carve
+    from tcpweave.run.objects import write_objects
 
 __all__ = [
     "PACKET_COLUMN_NAMES",
@@ -90,12 +92,14 @@ __all__ = [
     "GapReason",
     "Gathered",
     "Http",
+    "HttpObject",
     "Interrupted",
     "LengthPrefixed",
     "LinkType",
     "Matrix",
     "Modbus",
     "Need",
+    "ObjectState",
     "PacketTable",
     "Partition",
     "Pdu",
@@ -120,6 +124,7 @@ __all__ = [
     "extract",
     "open",
     "open_store",
+    "write_objects",
 ]
 __version__ = "0.1.0"
 
@@ -164,8 +169,10 @@ __getattr__, __dir__ = _lazy.attach(
             "Tls",
             "VarintLength",
         ),
+        "tcpweave.framing.objects": ("HttpObject", "ObjectState"),
         "tcpweave.output.extract": ("ExtractSummary",),
         "tcpweave.output.store": ("Store", "open_store"),
+        "tcpweave.run.objects": ("write_objects",),
         "tcpweave.output.streams": (
             "BlockColumns",
             "Chunk",

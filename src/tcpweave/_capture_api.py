@@ -33,6 +33,7 @@ from tcpweave.run.partition import Partition
 if TYPE_CHECKING:
     from tcpweave.audit import Audit
     from tcpweave.framing import Framer, Pdus
+    from tcpweave.framing.objects import HttpObject
 
 CaptureStats = DecodeStats
 
@@ -125,6 +126,22 @@ class Capture:
         """Write every original record of ``streams`` (tcp.stream indexes) to the capture
         file ``path`` (``tcpweave carve``: pcap, or pcapng by name, ``fmt`` or need)."""
         return run_carve(self._run, streams, path, fmt=fmt, force=force)
+
+    def http_objects(
+        self,
+        policy: str | Policy = "first",
+        checksums: str | ChecksumMode = "auto",
+        max_decoded: int | None = None,
+    ) -> list[HttpObject]:
+        """The body of every HTTP/1.x message, de-chunked and content-decoded, with its
+        request, status, state and gaps (tcpweave.HttpObject; docs/objects.md); 206 pieces
+        put together where they cover their representation. ``max_decoded`` caps a
+        decoded body (default 256 MiB)."""
+        from tcpweave.framing.objects import DEFAULT_MAX_DECODED
+        from tcpweave.run.objects import http_objects
+
+        limit = DEFAULT_MAX_DECODED if max_decoded is None else max_decoded
+        return http_objects(self._with(policy, checksums), limit)
 
     def audit(
         self,

@@ -21,6 +21,7 @@ import typer
 import tcpweave
 from tcpweave.cli.carve import carve as carve_command
 from tcpweave.cli.guard import fail, guarded, verbosity
+from tcpweave.cli.objects import objects as objects_command
 from tcpweave.cli.options import (
     JOBS_DEFAULT,
     Captures,
@@ -63,6 +64,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 command("pdus")(pdus_command)
 command("carve")(carve_command)
+command("objects")(objects_command)
 
 
 class PacketFormat(StrEnum):

@@ -50,6 +50,7 @@ from tcpweave.errors import UsageError
 __all__ = [
     "INCOMPLETE_FILE",
     "MANIFEST_FILE",
+    "OBJECTS_FILE",
     "OWN_DIR",
     "OutputDir",
     "RunIdentity",
@@ -60,6 +61,7 @@ OWN_DIR = ".tcpweave"
 INCOMPLETE_FILE = "INCOMPLETE.json"
 MANIFEST_FILE = "manifest.json"
 STREAMS_FILE = "streams.jsonl"
+OBJECTS_FILE = "objects.jsonl"
 _RUN_FILE = "run.json"
 _LOCK_FILE = "lock"
 _LEDGER_DIR = "ledger"
@@ -67,8 +69,8 @@ _WORK_DIR = "work"
 #: marks a work directory made inside a user's ``--workdir`` as tcpweave's own
 WORK_MARK = ".tcpweave-work-dir"
 #: files any run may leave at the top of DIR besides the ledger's
-_TOP_FILES = (STREAMS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet", "plan.parquet",
-              "index.parquet")  # fmt: skip
+_TOP_FILES = (STREAMS_FILE, OBJECTS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet",
+              "plan.parquet", "index.parquet")  # fmt: skip
 #: entries named in a refusal
 _SHOWN = 5
 
@@ -354,6 +356,7 @@ def _previous(out: Path) -> _Previous:
     manifest = _read_json(out / MANIFEST_FILE)  # a store's part files (output/store.py)
     with contextlib.suppress(AttributeError, TypeError):
         owned.update(str(n) for n in manifest.get("store", {}).get("files", []))
+    owned.update(_listed_paths(out / OBJECTS_FILE))
     return _Previous(identity, finished, marker if isinstance(marker, dict) else None, owned)
 
 
@@ -366,7 +369,8 @@ def _read_ledger(path: Path) -> list[str]:
 
 
 def _listed_paths(streams: Path) -> Iterator[str]:
-    """The ``path`` of every line of a streams.jsonl (a finished run's files)."""
+    """The ``path`` of every line of a streams.jsonl or objects.jsonl (a finished run's
+    files)."""
     try:
         f = open(streams, "rb")
     except FileNotFoundError:
