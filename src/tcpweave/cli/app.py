@@ -359,3 +359,7 @@ from tcpweave.cli.audit import audit_cmd, compare_cmd  # noqa: E402 (registered 
 
 command("audit")(audit_cmd)
 command("compare")(compare_cmd)
+
+from tcpweave.cli.report import report_cmd  # noqa: E402
+
+command("report")(report_cmd)
