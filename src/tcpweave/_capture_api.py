@@ -7,6 +7,7 @@ PDUs come from the same per-partition functions the command line uses at any siz
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -186,6 +187,7 @@ def extract(
     parquet: bool = False,
     streams: Iterable[int] | None = None,
     bpf: str = "",
+    report: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
     ``out_dir`` with ``streams.jsonl``.
@@ -196,7 +198,8 @@ def extract(
     ``dask.distributed.Client`` or a scheduler address), plan and write the partitions;
     the output does not depend on either. ``idle_timeout`` (seconds, 0 = off) starts a
     new session on a 4-tuple after that much silence, besides the SYN rules.
-    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``.
+    ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``; ``report`` also
+    ``report.html`` (``tcpweave.report``), linked to the stream files.
 
     ``out_dir`` must be new or empty, or hold an earlier tcpweave run: the same run
     (``resume`` continues it when it was interrupted) or, with ``force``, another one,
@@ -206,12 +209,25 @@ def extract(
     if layout not in ("tcpweave", "tcpflow") or gaps not in ("fill", "omit"):
         raise UsageError(f"unknown layout {layout!r} or gap mode {gaps!r}")
     settings = Settings.of(policy, checksums, idle_timeout, bpf)
+    write = None
+    if report:
+        from tcpweave.report.page import plotly_bundle
+
+        plotly_bundle()  # a missing plotting library is said before anything is written
+        write = functools.partial(_report_into, os.fspath(out_dir))
     return run_extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
-        parquet=parquet, streams=None if streams is None else list(streams),
+        parquet=parquet, streams=None if streams is None else list(streams), report=write,
     )  # fmt: skip
+
+
+def _report_into(out_dir: str, run: Run, path: str) -> None:
+    """extract --report: the page in the output directory, linked to its stream files."""
+    from tcpweave.report import write_report
+
+    write_report(run, path, links_from=out_dir)
 
 
 def open(

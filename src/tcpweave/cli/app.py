@@ -203,6 +203,13 @@ def extract(
             help="Write only these streams (tcp.stream indexes); --parquet still covers all.",
         ),
     ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write DIR/report.html (tcpweave report), linked to the stream files.",
+        ),
+    ] = False,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
@@ -227,6 +234,7 @@ def extract(
                 gaps=str(gaps), jobs=jobs, workdir=str(workdir) if workdir else None,
                 resume=resume, partition_rows=partition_rows, progress=tick, client=scheduler,
                 idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
+                report=report,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum

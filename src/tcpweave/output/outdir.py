@@ -60,6 +60,7 @@ OWN_DIR = ".tcpweave"
 INCOMPLETE_FILE = "INCOMPLETE.json"
 MANIFEST_FILE = "manifest.json"
 STREAMS_FILE = "streams.jsonl"
+REPORT_FILE = "report.html"  # extract --report
 _RUN_FILE = "run.json"
 _LOCK_FILE = "lock"
 _LEDGER_DIR = "ledger"
@@ -67,7 +68,8 @@ _WORK_DIR = "work"
 #: marks a work directory made inside a user's ``--workdir`` as tcpweave's own
 WORK_MARK = ".tcpweave-work-dir"
 #: files any run may leave at the top of DIR besides the ledger's
-_TOP_FILES = (STREAMS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet", "plan.parquet")
+_TOP_FILES = (STREAMS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet", "plan.parquet",
+              REPORT_FILE)  # fmt: skip
 #: entries named in a refusal
 _SHOWN = 5
 

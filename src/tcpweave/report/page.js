@@ -25,7 +25,9 @@
     return out.buffer;
   }
   function column(c) {
-    const values = c.i32 !== undefined ? new Int32Array(bytesOf(c.i32))
+    const values = c.u8 !== undefined ? new Uint8Array(bytesOf(c.u8))
+      : c.u16 !== undefined ? new Uint16Array(bytesOf(c.u16))
+      : c.i32 !== undefined ? new Int32Array(bytesOf(c.i32))
       : new Float64Array(bytesOf(c.f64));
     if (c.dict === undefined) return values;
     return { dict: c.dict, codes: values };

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,7 +34,13 @@ from tcpweave.output.extract import (
     merge_lines,
     write_lines,
 )
-from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
+from tcpweave.output.outdir import (
+    REPORT_FILE,
+    STREAMS_FILE,
+    OutputDir,
+    RunIdentity,
+    input_identity,
+)
 from tcpweave.run.driver import Progress, Run
 from tcpweave.run.executors import Executor, InProcess
 from tcpweave.run.merge import KeyedFile, merge_keyed, write_keyed
@@ -151,9 +157,12 @@ def extract(
     progress: Progress | None = None,
     parquet: bool = False,
     streams: Sequence[int] | None = None,
+    report: Callable[[Run, str], object] | None = None,
 ) -> tuple[ExtractSummary, Run]:
     """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
-    ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
+    ``out_dir`` (see the module docstring); ``report(run, path)`` then writes
+    ``out_dir/report.html`` from a run of the capture read again (the partitions written
+    are gone), before the manifest. Raises ``Interrupted`` after Ctrl-C or
     SIGTERM, once the output directory says what is complete; ``UsageError`` when a stream
     asked for is not in the capture."""
     check_distinct(paths)  # before the output directory is touched
@@ -161,6 +170,8 @@ def extract(
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
                ("streams", None if chosen is None else sorted(chosen)))  # fmt: skip
+    if report is not None:
+        options += (("report", True),)
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
     job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen)
@@ -170,6 +181,10 @@ def extract(
             run = Run(paths, settings, ex, workdir=claim.workdir, keep_workdir=True,
                       rows_per_partition=rows_per_partition, progress=tick)  # fmt: skip
             summary = _write(run, job, tick)
+            if report is not None:
+                with Run(paths, settings, ex, workdir=claim.workdir,
+                         rows_per_partition=rows_per_partition) as again:  # fmt: skip
+                    report(again, os.path.join(str(out_dir), REPORT_FILE))
         fault.at("finish")
         cut = truncated_inputs()
         if cut:  # the run read zeros where the file was: it did not finish
