@@ -146,7 +146,7 @@ def make_report(capture: Path, page: Path, extra: list[str] | None = None) -> fl
         "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba_cache")),
     }
     t0 = time.perf_counter()
-    subprocess.run(
+    subprocess.run(  # from the checkout: a relative capture path is named as given
         [
             sys.executable,
             "-m",
@@ -159,6 +159,7 @@ def make_report(capture: Path, page: Path, extra: list[str] | None = None) -> fl
             *(extra or []),
         ],
         check=True,
+        cwd=REPO,
         env=env,
     )
     return time.perf_counter() - t0
@@ -196,7 +197,7 @@ def screenshot(out: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         page_path = Path(tmp) / "report.html"
-        make_report(REPO / "examples" / "sample-http.pcap", page_path)
+        make_report(Path("examples") / "sample-http.pcap", page_path)
         with sync_playwright() as p:
             browser = launch(p)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -232,7 +233,7 @@ def main() -> int:
         rounds = []
         with sync_playwright() as p:
             browser = launch(p)
-            time_page(browser, page_path, "192.0.2.1:80")  # warm-up (disk cache)
+            time_page(browser, page_path, "10.0.2.")  # warm-up (disk cache)
             for _ in range(args.rounds):
                 rounds.append(time_page(browser, page_path, "10.0.3."))
             browser.close()

@@ -39,9 +39,15 @@
   }
   const S = columns(DOC.sessions.columns);
   const N = DOC.sessions.n;
-  const P = columns(DOC.graphs.packet);
-  const SP = columns(DOC.graphs.span);
-  const LEN = columns(DOC.graphs.length);
+  // the graph columns are decoded when a session is first drawn (the table comes first)
+  let P = null, SP = null, LEN = null;
+  function graphColumns() {
+    if (P === null) {
+      P = columns(DOC.graphs.packet);
+      SP = columns(DOC.graphs.span);
+      LEN = columns(DOC.graphs.length);
+    }
+  }
   const text = (c, i) => c.dict[c.codes[i]];
 
   // -- header, capture summary, audit ---------------------------------------------------
@@ -107,7 +113,9 @@
     for (let i = 0; i < N; i++) order[i] = i;
     const key = sortKeys(col);
     const dir = view.asc ? 1 : -1;
-    if (key) {
+    if (col.key === "stream" && view.asc) {
+      // rows are in stream order already
+    } else if (key) {
       const k = new Float64Array(N);
       for (let i = 0; i < N; i++) k[i] = key(i);
       order.sort((a, b) => (k[a] - k[b]) * dir || a - b);
@@ -294,6 +302,7 @@
     }, { displaylogo: false, responsive: true });
   }
   function showSession(i) {
+    graphColumns();
     view.chosen = i;
     const s = S.stream[i];
     document.getElementById("session-title").textContent = "Session " + s + ": " + endpoint(S.client, S.cport, i) + " → " + endpoint(S.server, S.sport, i);
@@ -336,13 +345,16 @@
   drawHead();
   sortRows();
   applyFilter();
-  const wanted = /^#stream=(\d+)$/.exec(location.hash);
-  let first = wanted ? Number(wanted[1]) : -1;
-  if (first < 0 || first >= N) { // the first drawn session with data, else the first
-    first = 0;
-    for (let k = 0; k < P.session.length; k++) if (P.len[k] > 0) { first = P.session[k]; break; }
-  }
   window.tcpweaveReport = { show: showSession, rows: () => view.rows, doc: DOC };
   document.body.dataset.ready = "1";
-  if (N) showSession(first);
+  setTimeout(() => { // after the table is on screen
+    graphColumns();
+    const wanted = /^#stream=(\d+)$/.exec(location.hash);
+    let first = wanted ? Number(wanted[1]) : -1;
+    if (first < 0 || first >= N) { // the first drawn session with data, else the first
+      first = 0;
+      for (let k = 0; k < P.session.length; k++) if (P.len[k] > 0) { first = P.session[k]; break; }
+    }
+    if (N && view.chosen < 0) showSession(first);
+  }, 0);
 })();
