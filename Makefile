@@ -37,13 +37,14 @@ demo: venv
 	$(BIN)/tcpweave extract $(SAMPLE) -o out/demo
 	$(BIN)/tcpweave streams $(SAMPLE)
 
-# tshark, tcpdump and tcpflow are oracles and drivers for the tests; install
+# tshark, tcpdump and tcpflow are oracles and drivers for the tests, chromium the
+# browser of the report's tests; install
 # them when one is missing (as root; otherwise the script says what is missing
 # and the tests that need them skip).
 system-tools:
 	@if ! command -v tshark >/dev/null || ! command -v tcpdump >/dev/null \
 	        || ! command -v tcpflow >/dev/null || ! command -v ip >/dev/null \
-	        || ! command -v ethtool >/dev/null; then \
+	        || ! command -v ethtool >/dev/null || ! command -v chromium >/dev/null; then \
 	    bash scripts/install-system-tools.sh; \
 	fi
 

@@ -5,6 +5,8 @@
 #   tcpflow  differential oracle for stream extraction
 #   ip       network namespaces for the real-Linux-stack tests (iproute2)
 #   ethtool  turns segmentation offloads off on the test hosts' veth pairs
+#   chromium the headless browser tests/test_report.py drives with Playwright (Debian's
+#            package: Playwright never downloads a browser of its own here)
 #
 # Idempotent: does nothing when every tool is already there. As root it runs
 # `apt-get update` once and installs the missing packages non-interactively.
@@ -19,15 +21,16 @@ declare -A package_of=(
     [tcpflow]=tcpflow
     [ip]=iproute2
     [ethtool]=ethtool
+    [chromium]=chromium
 )
 
 missing=()
-for tool in tshark tcpdump tcpflow ip ethtool; do
+for tool in tshark tcpdump tcpflow ip ethtool chromium; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-system-tools: tshark, tcpdump, tcpflow, ip and ethtool are present"
+    echo "install-system-tools: tshark, tcpdump, tcpflow, ip, ethtool and chromium are present"
     exit 0
 fi
 
@@ -56,7 +59,7 @@ echo "install-system-tools: installing ${missing[*]}"
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-for tool in tshark tcpdump tcpflow ip ethtool; do
+for tool in tshark tcpdump tcpflow ip ethtool chromium; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "install-system-tools: $tool still missing after install" >&2
         exit 1

@@ -7,6 +7,7 @@ PDUs come from the same per-partition functions the command line uses at any siz
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -214,6 +215,7 @@ def extract(
     bpf: str = "",
     store: bool = False,
     pcap: bool = False,
+    report: bool = False,
 ) -> tuple[ExtractSummary, Run]:
     """Write every direction of every session (or of ``streams``, by index) under
     ``out_dir`` with ``streams.jsonl``; with ``store``, as a store instead: Parquet rows
@@ -226,7 +228,8 @@ def extract(
     the output does not depend on either. ``idle_timeout`` (seconds, 0 = off) starts a
     new session on a 4-tuple after that much silence, besides the SYN rules.
     ``parquet`` also writes ``packets.parquet`` and ``plan.parquet``; ``pcap`` each
-    session's original records as a capture file (named by its records' ``pcap``).
+    session's original records as a capture file (named by its records' ``pcap``); ``report`` also
+    ``report.html`` (``tcpweave.report``), linked to the stream files.
 
     ``out_dir`` must be new or empty, or hold an earlier tcpweave run: the same run
     (``resume`` continues it when it was interrupted) or, with ``force``, another one,
@@ -236,13 +239,26 @@ def extract(
     if layout not in ("tcpweave", "tcpflow") or gaps not in ("fill", "omit"):
         raise UsageError(f"unknown layout {layout!r} or gap mode {gaps!r}")
     settings = Settings.of(policy, checksums, idle_timeout, bpf)
+    write = None
+    if report:
+        from tcpweave.report.page import plotly_bundle
+
+        plotly_bundle()  # a missing plotting library is said before anything is written
+        write = functools.partial(_report_into, os.fspath(out_dir))
     return run_extract(
         _paths(paths), Path(os.fspath(out_dir)), settings, layout=layout, gaps=gaps,
         executor=executor_for(jobs or os.cpu_count() or 1, client), workdir=workdir,
         resume=resume, force=force, rows_per_partition=partition_rows, progress=progress,
         parquet=parquet, streams=None if streams is None else list(streams), store=store,
-        pcap=pcap,
+        pcap=pcap, report=write,
     )  # fmt: skip
+
+
+def _report_into(out_dir: str, run: Run, path: str) -> None:
+    """extract --report: the page in the output directory, linked to its stream files."""
+    from tcpweave.report import write_report
+
+    write_report(run, path, links_from=out_dir)
 
 
 def open(

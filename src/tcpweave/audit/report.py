@@ -108,6 +108,29 @@ class Audit:
             "exact_bytes": int(self.stream_bytes[exact].sum()),
         }
 
+    def figure_rows(self) -> list[tuple[str, str, str]]:
+        """The figures as ``tcpweave audit`` and the HTML report show them: (figure, value,
+        what it counts), one line each (docs/audit.md defines them)."""
+        pk, st, ru = self.packet, self.stream, self.reuse
+        s = self.summary()
+        reasons = ", ".join(f"{k} {v:,}" for k, v in self.reason_counts().items() if v)
+        return [
+            ("P_c", _share(pk.bad_checksum, pk.packets), "packets with a bad IPv4/TCP checksum"),
+            ("P_f", _share(pk.fragmented, pk.packets), "packets that arrived as IP fragments"),
+            ("P_dH", _share(pk.truncated, pk.packets), "packets captured short of wire length"),
+            ("E", f"{st.E:,}", "sessions counted from TCP flags alone"),
+            ("S", f"{st.S:,}", f"streams produced (with bytes; {st.sessions:,} sessions in all)"),
+            ("E - S", f"{st.delta:,}", f"I_p = {_opt(st.I_p)}   A_p = {_opt(st.A_p)}"),
+            ("P_spec", _share(st.reused_tuples, st.tuples), "4-tuples carrying several sessions"),
+            ("P_b", f"{ru.expected:.4g}", f"expected groups with a reused client port "
+             f"(P_r = {ru.P_r:,}); observed {ru.observed:,} of {ru.groups:,}"),
+            ("breaks", f"{self.gaps:,} / {self.overlaps:,}",
+             "gaps / overlaps against s'_i = s'_(i-1) + lambda_(i-1)"),
+            ("exact", f"{s['exact_streams']:,} of {s['streams']:,}",
+             f"streams; {s['exact_bytes']:,} of {s['bytes']:,} bytes can be stood behind"),
+            ("reasons", "", reasons or "none"),
+        ]  # fmt: skip
+
     def to_dict(self, per_stream: bool = True) -> dict[str, Any]:
         """The stable JSON layout (documented in docs/audit.md)."""
         pk, st, ru = self.packet, self.stream, self.reuse
@@ -145,6 +168,14 @@ class Audit:
                                                strict=True))
             ]  # fmt: skip
         return out
+
+
+def _share(num: int, den: int) -> str:
+    return f"{num:,} / {den:,}" + (f"  ({num / den:.4%})" if den else "")
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 @dataclass

@@ -226,6 +226,13 @@ def extract(
             "beside its stream files (as `tcpweave carve` writes it).",
         ),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write DIR/report.html (tcpweave report), linked to the stream files.",
+        ),
+    ] = False,
 ) -> None:
     """Write each direction of each TCP session to a file, with DIR/streams.jsonl.
 
@@ -256,6 +263,7 @@ def extract(
                 idle_timeout=idle_timeout, force=force, parquet=parquet, streams=chosen, bpf=bpf,
                 store=store is not None,
                 pcap=pcap,
+                report=report,
             )  # fmt: skip
     except Interrupted as exc:
         name = "SIGINT" if exc.signum == 2 else "SIGTERM" if exc.signum == 15 else exc.signum
@@ -389,3 +397,7 @@ from tcpweave.cli.audit import audit_cmd, compare_cmd  # noqa: E402 (registered 
 
 command("audit")(audit_cmd)
 command("compare")(compare_cmd)
+
+from tcpweave.cli.report import report_cmd  # noqa: E402
+
+command("report")(report_cmd)

@@ -59,10 +59,6 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return a, b
 
 
-def _share(num: int, den: int) -> str:
-    return f"{num:,} / {den:,}" + (f"  ({num / den:.4%})" if den else "")
-
-
 def _opt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -70,28 +66,13 @@ def _opt(value: float | None) -> str:
 def summary_table(a: Audit) -> Table:
     from rich.table import Table
 
-    pk, st, ru = a.packet, a.stream, a.reuse
     t = Table(title=f"audit of {', '.join(a.captures)} (policy {a.policy}, checksums "
               f"{a.checksums})", title_justify="left", show_header=True)  # fmt: skip
     t.add_column("figure", no_wrap=True)
     t.add_column("value", justify="right", no_wrap=True)
     t.add_column("what it counts")
-    t.add_row("P_c", _share(pk.bad_checksum, pk.packets), "packets with a bad IPv4/TCP checksum")
-    t.add_row("P_f", _share(pk.fragmented, pk.packets), "packets that arrived as IP fragments")
-    t.add_row("P_dH", _share(pk.truncated, pk.packets), "packets captured short of wire length")
-    t.add_row("E", f"{st.E:,}", "sessions counted from TCP flags alone")
-    t.add_row("S", f"{st.S:,}", f"streams produced (with bytes; {st.sessions:,} sessions in all)")
-    t.add_row("E - S", f"{st.delta:,}", f"I_p = {_opt(st.I_p)}   A_p = {_opt(st.A_p)}")
-    t.add_row("P_spec", _share(st.reused_tuples, st.tuples), "4-tuples carrying several sessions")
-    t.add_row("P_b", f"{ru.expected:.4g}", f"expected groups with a reused client port "
-              f"(P_r = {ru.P_r:,}); observed {ru.observed:,} of {ru.groups:,}")  # fmt: skip
-    t.add_row("breaks", f"{a.gaps:,} / {a.overlaps:,}",
-              "gaps / overlaps against s'_i = s'_(i-1) + lambda_(i-1)")  # fmt: skip
-    s = a.summary()
-    behind = f"streams; {s['exact_bytes']:,} of {s['bytes']:,} bytes can be stood behind"
-    t.add_row("exact", f"{s['exact_streams']:,} of {s['streams']:,}", behind)
-    reasons = ", ".join(f"{k} {v:,}" for k, v in a.reason_counts().items() if v)
-    t.add_row("reasons", "", reasons or "none")
+    for figure, value, what in a.figure_rows():
+        t.add_row(figure, value, what)
     return t
 
 

@@ -163,29 +163,8 @@ def stats_summary(s: Any, files: int) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("files", str(files))
-    for label, value in (
-        ("frames", s.frames),
-        ("rejected by the filter", s.filtered),
-        ("TCP packets", s.tcp_packets),
-        ("not IP", s.non_ip),
-        ("IP but not TCP", s.non_tcp),
-        ("IP fragments", s.fragmented),
-        ("datagrams reassembled", s.reassembled),
-        ("fragment overlaps", s.fragment_overlaps),
-        ("fragments dropped", s.fragments_dropped),
-        ("truncated TCP packets", s.truncated),
-        ("bad IPv4 header checksums", s.bad_ip_checksum),
-        ("bad TCP checksums", s.bad_tcp_checksum),
-        ("malformed headers", s.malformed),
-        ("headers cut short", s.truncated_headers),
-        ("corrupt records", s.corrupt_records),
-        ("bytes skipped (damaged input)", s.skipped_bytes),
-    ):
+    for label, value in s.summary_rows():
         table.add_row(label, f"{value:,}")
-    for name, count in s.encapsulations.items():
-        table.add_row(f"frames through {name}", f"{count:,}")
-    for lt, count in sorted(s.unknown_link_types.items()):
-        table.add_row(f"unknown link type {lt}", f"{count:,}")
     return table
 
 

@@ -88,6 +88,32 @@ class DecodeStats:
     #: those met; a frame with nested tunnels counts once for each
     encapsulations: dict[str, int] = field(default_factory=dict)
 
+    def summary_rows(self) -> list[tuple[str, int]]:
+        """The counts as ``tcpweave info`` and the HTML report show them: (label, count)."""
+        rows = [
+            ("frames", self.frames),
+            ("rejected by the filter", self.filtered),
+            ("TCP packets", self.tcp_packets),
+            ("not IP", self.non_ip),
+            ("IP but not TCP", self.non_tcp),
+            ("IP fragments", self.fragmented),
+            ("datagrams reassembled", self.reassembled),
+            ("fragment overlaps", self.fragment_overlaps),
+            ("fragments dropped", self.fragments_dropped),
+            ("truncated TCP packets", self.truncated),
+            ("bad IPv4 header checksums", self.bad_ip_checksum),
+            ("bad TCP checksums", self.bad_tcp_checksum),
+            ("malformed headers", self.malformed),
+            ("headers cut short", self.truncated_headers),
+            ("corrupt records", self.corrupt_records),
+            ("bytes skipped (damaged input)", self.skipped_bytes),
+        ]
+        rows += [(f"frames through {name}", n) for name, n in self.encapsulations.items()]
+        rows += [
+            (f"unknown link type {lt}", n) for lt, n in sorted(self.unknown_link_types.items())
+        ]
+        return rows
+
 
 @dataclass
 class Decoded:

@@ -62,6 +62,7 @@ INCOMPLETE_FILE = "INCOMPLETE.json"
 MANIFEST_FILE = "manifest.json"
 STREAMS_FILE = "streams.jsonl"
 OBJECTS_FILE = "objects.jsonl"
+REPORT_FILE = "report.html"  # extract --report
 _RUN_FILE = "run.json"
 _LOCK_FILE = "lock"
 _LEDGER_DIR = "ledger"
@@ -70,7 +71,7 @@ _WORK_DIR = "work"
 WORK_MARK = ".tcpweave-work-dir"
 #: files any run may leave at the top of DIR besides the ledger's
 _TOP_FILES = (STREAMS_FILE, OBJECTS_FILE, MANIFEST_FILE, INCOMPLETE_FILE, "packets.parquet",
-              "plan.parquet", "index.parquet")  # fmt: skip
+              "plan.parquet", "index.parquet", REPORT_FILE)  # fmt: skip
 #: entries named in a refusal
 _SHOWN = 5
 

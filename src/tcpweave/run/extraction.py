@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -35,7 +35,13 @@ from tcpweave.output.extract import (
     session_capture_name,
     write_lines,
 )
-from tcpweave.output.outdir import STREAMS_FILE, OutputDir, RunIdentity, input_identity
+from tcpweave.output.outdir import (
+    REPORT_FILE,
+    STREAMS_FILE,
+    OutputDir,
+    RunIdentity,
+    input_identity,
+)
 from tcpweave.output.store import (
     INDEX_FILE,
     STORE_FORMAT,
@@ -198,9 +204,12 @@ def extract(
     streams: Sequence[int] | None = None,
     store: bool = False,
     pcap: bool = False,
+    report: Callable[[Run, str], object] | None = None,
 ) -> tuple[ExtractSummary, Run]:
     """Extract every stream of the capture ``paths`` (or only ``streams``, by index) into
-    ``out_dir`` (see the module docstring). Raises ``Interrupted`` after Ctrl-C or
+    ``out_dir`` (see the module docstring); ``report(run, path)`` then writes
+    ``out_dir/report.html`` from a run of the capture read again (the partitions written
+    are gone), before the manifest. Raises ``Interrupted`` after Ctrl-C or
     SIGTERM, once the output directory says what is complete; ``UsageError`` when a stream
     asked for is not in the capture. With ``store``, ``out_dir`` is a store: the streams
     as Parquet rows with their bytes (output/store.py), no files and no streams.jsonl."""
@@ -208,12 +217,17 @@ def extract(
     if store and pcap:
         raise UsageError("extract: --pcap writes capture files beside the stream files; "
                          "a --store has none (use tcpweave carve)")  # fmt: skip
+    if store and report is not None:
+        raise UsageError("extract: --report links the stream files; a --store has none "
+                         "(use tcpweave report)")  # fmt: skip
     tick = progress or (lambda phase, n, total, packets: None)
     chosen = None if streams is None else frozenset(int(i) for i in streams)
     options = (*settings.options(), ("gaps", gaps), ("layout", layout), ("parquet", parquet),
                ("streams", None if chosen is None else sorted(chosen)),
                *((("store", True),) if store else ()),
                *((("pcap", True),) if pcap else ()))  # fmt: skip
+    if report is not None:
+        options += (("report", True),)
     identity = RunIdentity("extract", input_identity(paths), tuple(sorted(options)))
     claim = OutputDir.claim(out_dir, identity, force=force, resume=resume, workdir=workdir)
     job = Extraction(str(out_dir), claim.workdir, layout, gaps, claim.ledger(""), parquet, chosen,
@@ -224,6 +238,10 @@ def extract(
             run = Run(paths, settings, ex, workdir=claim.workdir, keep_workdir=True,
                       rows_per_partition=rows_per_partition, progress=tick)  # fmt: skip
             summary = _write(run, job, tick)
+            if report is not None:
+                with Run(paths, settings, ex, workdir=claim.workdir,
+                         rows_per_partition=rows_per_partition) as again:  # fmt: skip
+                    report(again, os.path.join(str(out_dir), REPORT_FILE))
         fault.at("finish")
         cut = truncated_inputs()
         if cut:  # the run read zeros where the file was: it did not finish
