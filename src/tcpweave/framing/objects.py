@@ -35,7 +35,7 @@ from enum import IntEnum
 
 from tcpweave.framing.api import Answer, PduState
 from tcpweave.framing.driver import walk
-from tcpweave.framing.protocols import Http
+from tcpweave.framing.protocols import Http, header_fields
 
 __all__ = [
     "DEFAULT_MAX_DECODED",
@@ -167,15 +167,6 @@ class _Head:
         return [c.strip().decode("latin-1").lower() for c in joined.split(b",") if c.strip()]
 
 
-def _fields(head: bytes) -> dict[bytes, list[bytes]]:
-    out: dict[bytes, list[bytes]] = {}
-    for raw in head.split(b"\n"):
-        name, colon, value = raw.partition(b":")
-        if colon:
-            out.setdefault(name.strip().lower(), []).append(value.strip())
-    return out
-
-
 def _heads(d: DirectionBytes, pdus: list[tuple[int, int, int]], direction: int) -> list[_Head]:
     """The messages among the PDUs whose start line and header section were captured."""
     pattern = _REQUEST if direction == 0 else _STATUS
@@ -185,7 +176,7 @@ def _heads(d: DirectionBytes, pdus: list[tuple[int, int, int]], direction: int) 
         end = _HEAD_END.search(d.data, line.end() - 2, off + n) if line else None
         if line is None or end is None or d.gaps_in(off, end.end()):
             continue
-        fields = _fields(d.data[line.end() : end.start()])
+        fields = header_fields(d.data[line.end() : end.start()])
         out.append(_Head(off, end.end(), off + n, PduState(state), line, fields))
     return out
 

@@ -196,7 +196,8 @@ def _may_resume(tail: bytes, direction: int) -> bool:
     return _RESUME[direction].match(tail) is not None
 
 
-def _fields(head: bytes) -> dict[bytes, list[bytes]]:
+def header_fields(head: bytes) -> dict[bytes, list[bytes]]:
+    """An HTTP/1.x header section's fields by lower-case name (values in order)."""
     out: dict[bytes, list[bytes]] = {}
     for raw in head.split(b"\n"):
         name, colon, value = raw.partition(b":")
@@ -206,7 +207,7 @@ def _fields(head: bytes) -> dict[bytes, list[bytes]]:
 
 
 def _body(head: bytes, head_len: int, data: bytes, eof: bool, *, until_close: bool) -> Answer:
-    fields = _fields(head)
+    fields = header_fields(head)
     if b"transfer-encoding" in fields:
         codings = b",".join(fields[b"transfer-encoding"]).split(b",")
         if codings[-1].strip().lower() == b"chunked":
